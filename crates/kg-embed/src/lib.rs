@@ -1,0 +1,1 @@
+//! kg-embed: Chunk and entity embeddings: OpenAI-compatible APIs or a local sentence-transformers model.

@@ -1,0 +1,1 @@
+//! kg-ingest: Files to documents and chunks: PDF, text, Markdown, CSV-mapped graph rows.

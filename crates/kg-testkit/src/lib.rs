@@ -1,0 +1,1 @@
+//! kg-testkit: test support shared by the workspace.
