@@ -1,0 +1,1 @@
+//! kg-fake-llm: an OpenAI-compatible fake server for tests.
