@@ -28,10 +28,14 @@
 //! assert!(line.starts_with(br#"{"kind":"chunk""#));
 //! ```
 
+pub mod adaptive;
 pub mod id;
 pub mod ident;
 pub mod jsonl;
+pub mod pool;
+pub mod ratelimit;
 pub mod record;
+pub mod retry;
 
 pub use id::{
     content_hash, entity_key, normalise_text, sha256_hex, ChunkId, DocumentId, EntityId, NodeId,

@@ -1,1 +1,665 @@
-//! kg-fake-llm: an OpenAI-compatible fake server for tests.
+//! kg-fake-llm: an OpenAI-compatible fake LLM server for kg's tests and
+//! benchmarks.
+//!
+//! It serves `POST /v1/chat/completions`, `POST /v1/embeddings`,
+//! `GET /v1/models` and `GET /stats` on a local port, answering
+//! deterministically from the request text: capitalised phrases become
+//! entities, pairs in one sentence become relations (with the types of the
+//! request's JSON schema `enum`s when it has them); embeddings are seeded
+//! feature hashes of the words, unit length, so texts sharing words are
+//! similar. Knobs in [`FakeConfig`] add latency, faults
+//! (500, 429 with `Retry-After`, hangs, cut connections, malformed or hostile
+//! answers), a required API key, missing `usage`, servers without
+//! `json_schema` support, and an embedding dimension that changes mid-run.
+//! Every fault decision is a function of the seed and the request text, so a
+//! test sees the same faults on every run.
+//!
+//! It must never be used as a real model, listen on anything but the address
+//! it is given (127.0.0.1 by default), or log API keys.
+//!
+//! ```
+//! use kg_fake_llm::{FakeConfig, FakeLlm};
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let server = FakeLlm::start(FakeConfig::default()).await.unwrap();
+//! let url = format!("{}/chat/completions", server.base_url());
+//! assert!(url.starts_with("http://127.0.0.1:"));
+//! assert_eq!(server.counters().chat_requests, 0);
+//! server.shutdown().await;
+//! # });
+//! ```
+
+#![warn(missing_docs)]
+
+mod answer;
+mod fault;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+pub use fault::{Fault, FaultRates};
+
+/// Everything the fake server can be told to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeConfig {
+    /// Where to listen; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// Seed of every deterministic choice (types, faults, vectors, jitter).
+    pub seed: u64,
+    /// Fixed latency before every answer.
+    pub latency: Duration,
+    /// Extra latency, uniformly 0..=this, drawn from the request text.
+    pub latency_jitter: Duration,
+    /// The key clients must send as `Authorization: Bearer KEY`; `None`
+    /// accepts any request.
+    pub api_key: Option<String>,
+    /// Fault probabilities per request.
+    pub faults: FaultRates,
+    /// The first this-many requests for each distinct text get
+    /// `forced_fault` (on top of the rates): a deterministic way to test
+    /// that a client retries.
+    pub fail_first_attempts: u32,
+    /// The fault of [`Self::fail_first_attempts`].
+    pub forced_fault: Fault,
+    /// Probability that an otherwise good chat answer carries hostile type
+    /// names (backticks, `})`, newlines).
+    pub hostile_types: f64,
+    /// The `Retry-After` sent with 429s.
+    pub retry_after: Duration,
+    /// How long a [`Fault::Timeout`] hangs before answering.
+    pub hang: Duration,
+    /// Leave `usage` out of answers (as some local servers do).
+    pub omit_usage: bool,
+    /// Answer 400 to `response_format: json_schema` (as servers without
+    /// structured outputs do); `json_object` still works.
+    pub reject_json_schema: bool,
+    /// Embedding dimension.
+    pub embedding_dim: usize,
+    /// After this many embedding requests, switch to the second dimension
+    /// (a model swapped under a running client).
+    pub embedding_dim_switch: Option<(u64, usize)>,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seed: 42,
+            latency: Duration::ZERO,
+            latency_jitter: Duration::ZERO,
+            api_key: None,
+            faults: FaultRates::default(),
+            fail_first_attempts: 0,
+            forced_fault: Fault::RateLimited,
+            hostile_types: 0.0,
+            retry_after: Duration::from_secs(1),
+            hang: Duration::from_secs(30),
+            omit_usage: false,
+            reject_json_schema: false,
+            embedding_dim: 64,
+            embedding_dim_switch: None,
+        }
+    }
+}
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FakeLlmError {
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Request counters, as returned by [`FakeLlmHandle::counters`] and
+/// `GET /stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Chat completion requests received (any outcome).
+    pub chat_requests: u64,
+    /// Embedding requests received (any outcome).
+    pub embedding_requests: u64,
+    /// Texts embedded (inputs summed over requests that were answered).
+    pub embedded_inputs: u64,
+    /// Responses by HTTP status (a cut connection counts as its 200).
+    pub by_status: BTreeMap<u16, u64>,
+    /// Faults injected, by kind (snake_case names).
+    pub faults: BTreeMap<String, u64>,
+    /// Answers that carried hostile type names.
+    pub hostile_answers: u64,
+    /// Requests rejected for a missing or wrong API key.
+    pub unauthorized: u64,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    chat: AtomicU64,
+    embeddings: AtomicU64,
+    embedded_inputs: AtomicU64,
+    hostile: AtomicU64,
+    unauthorized: AtomicU64,
+    by_status: Mutex<BTreeMap<u16, u64>>,
+    faults: Mutex<BTreeMap<String, u64>>,
+    /// Attempts seen per request text hash, for deterministic faults.
+    attempts: Mutex<HashMap<u64, u32>>,
+}
+
+impl Live {
+    fn status(&self, code: StatusCode) {
+        let mut map = self.by_status.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(code.as_u16()).or_insert(0) += 1;
+    }
+
+    fn fault(&self, fault: Fault) {
+        let name = serde_json::to_value(fault)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let mut map = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(name).or_insert(0) += 1;
+    }
+
+    /// The attempt number (from 0) of this text.
+    fn attempt(&self, key: u64) -> u32 {
+        let mut map = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(key).or_insert(0);
+        let seen = *n;
+        *n += 1;
+        seen
+    }
+
+    fn snapshot(&self) -> Counters {
+        Counters {
+            chat_requests: self.chat.load(Ordering::Relaxed),
+            embedding_requests: self.embeddings.load(Ordering::Relaxed),
+            embedded_inputs: self.embedded_inputs.load(Ordering::Relaxed),
+            by_status: self
+                .by_status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            faults: self
+                .faults
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            hostile_answers: self.hostile.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct AppState {
+    config: FakeConfig,
+    live: Live,
+    stop: CancellationToken,
+}
+
+/// The fake server.
+#[derive(Debug)]
+pub struct FakeLlm;
+
+/// A running fake server. Dropping it stops the server too.
+#[derive(Debug)]
+pub struct FakeLlmHandle {
+    addr: SocketAddr,
+    state: Arc<AppStateDebug>,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// `AppState` behind a `Debug` that never prints the API key.
+struct AppStateDebug(AppState);
+
+impl std::fmt::Debug for AppStateDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeLlmState").finish_non_exhaustive()
+    }
+}
+
+impl FakeLlm {
+    /// Binds `config.bind` and serves until the handle is shut down or
+    /// dropped. Must be called within a tokio runtime.
+    pub async fn start(config: FakeConfig) -> Result<FakeLlmHandle, FakeLlmError> {
+        let addr = config.bind;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| FakeLlmError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| FakeLlmError::Bind { addr, source })?;
+        let stop = CancellationToken::new();
+        let state = Arc::new(AppStateDebug(AppState {
+            config,
+            live: Live::default(),
+            stop: stop.clone(),
+        }));
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/embeddings", post(embeddings))
+            .route("/v1/models", get(models))
+            .route("/stats", get(stats))
+            .with_state(Arc::clone(&state));
+        let shutdown = stop.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!("fake LLM server stopped: {e}");
+            }
+        });
+        tracing::info!(%local, "fake LLM listening");
+        Ok(FakeLlmHandle {
+            addr: local,
+            state,
+            stop,
+            task: Some(task),
+        })
+    }
+}
+
+impl FakeLlmHandle {
+    /// The OpenAI base URL, `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The socket address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The request counters now.
+    pub fn counters(&self) -> Counters {
+        self.state.0.live.snapshot()
+    }
+
+    /// Stops the server: hanging requests end at once, in-flight answers
+    /// are cut.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("fake LLM server did not stop within 5 s");
+            }
+        }
+    }
+}
+
+impl Drop for FakeLlmHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+type Shared = Arc<AppStateDebug>;
+
+fn error_response(status: StatusCode, message: &str, kind: &str, code: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    (status, Json(body)).into_response()
+}
+
+/// Checks the bearer key; `Some(response)` is the 401 to send.
+fn unauthorized(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let want = state.config.api_key.as_deref()?;
+    let got = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if got == Some(want) {
+        return None;
+    }
+    state.live.unauthorized.fetch_add(1, Ordering::Relaxed);
+    state.live.status(StatusCode::UNAUTHORIZED);
+    Some(error_response(
+        StatusCode::UNAUTHORIZED,
+        "Incorrect API key provided.",
+        "invalid_request_error",
+        "invalid_api_key",
+    ))
+}
+
+/// Sleeps `d` unless the server stops first.
+async fn pause(state: &AppState, d: Duration) {
+    if d.is_zero() {
+        return;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(d) => {}
+        () = state.stop.cancelled() => {}
+    }
+}
+
+/// Latency, then the fault (if any) for this request text.
+async fn prelude(state: &AppState, text_key: u64, chat: bool) -> Option<Fault> {
+    let cfg = &state.config;
+    let attempt = state.live.attempt(text_key);
+    let draw = fault::hash(
+        cfg.seed,
+        &[text_key.to_le_bytes(), u64::from(attempt).to_le_bytes()].concat(),
+    );
+    let jitter = cfg
+        .latency_jitter
+        .mul_f64(fault::unit(fault::splitmix(draw)));
+    pause(state, cfg.latency + jitter).await;
+    if attempt < cfg.fail_first_attempts && (chat || !cfg.forced_fault.chat_only()) {
+        return Some(cfg.forced_fault);
+    }
+    cfg.faults.pick(fault::unit(draw), chat)
+}
+
+/// The response for a transport-level fault, if `fault` is one.
+async fn transport_fault(state: &AppState, fault: Fault) -> Option<Response> {
+    state.live.fault(fault);
+    match fault {
+        Fault::ServerError => {
+            state.live.status(StatusCode::INTERNAL_SERVER_ERROR);
+            Some(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The server had an error while processing your request.",
+                "server_error",
+                "internal_error",
+            ))
+        }
+        Fault::RateLimited => {
+            state.live.status(StatusCode::TOO_MANY_REQUESTS);
+            let mut r = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit reached for requests.",
+                "requests",
+                "rate_limit_exceeded",
+            );
+            let after = state.config.retry_after;
+            let secs = if after.subsec_nanos() == 0 {
+                after.as_secs().to_string()
+            } else {
+                format!("{:.3}", after.as_secs_f64())
+            };
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                r.headers_mut().insert("retry-after", v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&after.as_millis().to_string()) {
+                r.headers_mut().insert("retry-after-ms", v);
+            }
+            Some(r)
+        }
+        Fault::Timeout => {
+            pause(state, state.config.hang).await;
+            None
+        }
+        Fault::DroppedConnection => {
+            state.live.status(StatusCode::OK);
+            // A body stream that fails after its first piece: hyper aborts
+            // the connection, the client sees a cut answer.
+            let pieces: Vec<Result<Bytes, std::io::Error>> = vec![
+                Ok(Bytes::from_static(
+                    b"{\"id\":\"chatcmpl-fake\",\"choices\":[",
+                )),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "dropped by fault injection",
+                )),
+            ];
+            let mut r = Response::new(Body::from_stream(futures::stream::iter(pieces)));
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            r.headers_mut()
+                .insert("content-length", HeaderValue::from_static("4096"));
+            Some(r)
+        }
+        Fault::NonJson | Fault::OffSchema | Fault::Truncated => None,
+    }
+}
+
+async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let state = &state.0;
+    state.live.chat.fetch_add(1, Ordering::Relaxed);
+    if let Some(r) = unauthorized(state, &headers) {
+        return r;
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        state.live.status(StatusCode::BAD_REQUEST);
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "We could not parse the JSON body of your request.",
+            "invalid_request_error",
+            "invalid_json",
+        );
+    };
+    let format = request
+        .pointer("/response_format/type")
+        .and_then(Value::as_str);
+    if state.config.reject_json_schema && format == Some("json_schema") {
+        state.live.status(StatusCode::BAD_REQUEST);
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "response_format of type json_schema is not supported by this server",
+            "invalid_request_error",
+            "unsupported_response_format",
+        );
+    }
+    let messages = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if messages.is_empty() {
+        state.live.status(StatusCode::BAD_REQUEST);
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "'messages' must be a non-empty array",
+            "invalid_request_error",
+            "invalid_messages",
+        );
+    }
+    let text = answer::chunk_text(&messages);
+    let key = fault::hash(state.config.seed, text.as_bytes());
+    let fault = prelude(state, key, true).await;
+    if let Some(f) = fault {
+        if let Some(r) = transport_fault(state, f).await {
+            return r;
+        }
+    }
+    let hostile_draw = fault::unit(fault::hash(state.config.seed ^ 0x5eed, text.as_bytes()));
+    let hostile = hostile_draw < state.config.hostile_types;
+    if hostile {
+        state.live.hostile.fetch_add(1, Ordering::Relaxed);
+    }
+    let full = serde_json::to_string(&answer::extraction(
+        &request,
+        &text,
+        state.config.seed,
+        hostile,
+    ))
+    .unwrap_or_else(|_| "{}".into());
+    let (content, finish) = match fault {
+        Some(Fault::NonJson) => (
+            format!(
+                "Sure! Here are the entities I found: {}",
+                text.split_whitespace()
+                    .take(6)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "stop",
+        ),
+        Some(Fault::OffSchema) => (
+            json!({"result": "ok", "items": [1, 2, 3]}).to_string(),
+            "stop",
+        ),
+        Some(Fault::Truncated) => (
+            full.chars().take(full.chars().count() / 2).collect(),
+            "length",
+        ),
+        _ => (full, "stop"),
+    };
+    let prompt_tokens: u32 = messages
+        .iter()
+        .filter_map(|m| m.get("content"))
+        .map(|c| answer::approx_tokens(&answer::content_string(c)))
+        .sum();
+    let completion_tokens = (content.len() / 4) as u32 + 1;
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("fake-model");
+    let n = state.live.chat.load(Ordering::Relaxed);
+    let mut response = json!({
+        "id": format!("chatcmpl-fake-{n}"),
+        "object": "chat.completion",
+        "created": 1_700_000_000u64,
+        "model": model,
+        "system_fingerprint": "fp_fake",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "logprobs": null,
+            "finish_reason": finish,
+        }],
+    });
+    if !state.config.omit_usage {
+        response["usage"] = json!({
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        });
+    }
+    state.live.status(StatusCode::OK);
+    (StatusCode::OK, Json(response)).into_response()
+}
+
+async fn embeddings(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let state = &state.0;
+    let n = state.live.embeddings.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Some(r) = unauthorized(state, &headers) {
+        return r;
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        state.live.status(StatusCode::BAD_REQUEST);
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "We could not parse the JSON body of your request.",
+            "invalid_request_error",
+            "invalid_json",
+        );
+    };
+    let inputs: Vec<String> = match request.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_string) => {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        }
+        _ => {
+            state.live.status(StatusCode::BAD_REQUEST);
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "'input' must be a string or a non-empty array of strings",
+                "invalid_request_error",
+                "invalid_input",
+            );
+        }
+    };
+    if inputs.iter().any(String::is_empty) {
+        state.live.status(StatusCode::BAD_REQUEST);
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "'input' cannot contain an empty string",
+            "invalid_request_error",
+            "invalid_input",
+        );
+    }
+    let key = fault::hash(state.config.seed, inputs.join("\u{1e}").as_bytes());
+    if let Some(f) = prelude(state, key, false).await {
+        if let Some(r) = transport_fault(state, f).await {
+            return r;
+        }
+    }
+    let mut dim = state.config.embedding_dim;
+    if let Some((after, second)) = state.config.embedding_dim_switch {
+        if n > after {
+            dim = second;
+        }
+    }
+    if let Some(d) = request.get("dimensions").and_then(Value::as_u64) {
+        dim = d as usize;
+    }
+    if dim == 0 || dim > 8192 {
+        state.live.status(StatusCode::BAD_REQUEST);
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "'dimensions' must be between 1 and 8192",
+            "invalid_request_error",
+            "invalid_dimensions",
+        );
+    }
+    let base64 = request.get("encoding_format").and_then(Value::as_str) == Some("base64");
+    let mut prompt_tokens = 0;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            prompt_tokens += answer::approx_tokens(text);
+            let v = answer::embedding(text, dim, state.config.seed);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    state
+        .live
+        .embedded_inputs
+        .fetch_add(inputs.len() as u64, Ordering::Relaxed);
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("fake-embedding");
+    let mut response = json!({"object": "list", "data": data, "model": model});
+    if !state.config.omit_usage {
+        response["usage"] = json!({"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens});
+    }
+    state.live.status(StatusCode::OK);
+    (StatusCode::OK, Json(response)).into_response()
+}
+
+async fn models(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&state.0, &headers) {
+        return r;
+    }
+    Json(json!({"object": "list", "data": [
+        {"id": "fake-model", "object": "model", "created": 1_700_000_000u64, "owned_by": "kg"},
+        {"id": "fake-embedding", "object": "model", "created": 1_700_000_000u64, "owned_by": "kg"},
+    ]}))
+    .into_response()
+}
+
+async fn stats(State(state): State<Shared>) -> Response {
+    Json(state.0.live.snapshot()).into_response()
+}

@@ -1,0 +1,329 @@
+//! Extraction settings: the endpoint, the schema, limits, cache and prices.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kg_core::pool::MAX_WORKERS;
+use kg_core::ratelimit::RateLimits;
+use kg_core::retry::RetryPolicy;
+use kg_core::{Label, RelType};
+use serde::{Deserialize, Serialize};
+
+use crate::ExtractError;
+
+/// Where the OpenAI-compatible chat API is and how to talk to it.
+#[derive(Clone, PartialEq)]
+pub struct LlmEndpoint {
+    /// Base URL up to and including `/v1` (`https://api.openai.com/v1`,
+    /// `http://localhost:11434/v1` for Ollama, ...).
+    pub base_url: String,
+    /// The API key, sent as `Authorization: Bearer`; never logged.
+    pub api_key: Option<String>,
+    /// The model name.
+    pub model: String,
+    /// `OpenAI-Organization` header, if any.
+    pub organization: Option<String>,
+    /// Extra headers (e.g. `api-key` for Azure-style gateways).
+    pub headers: Vec<(String, String)>,
+    /// Timeout of one HTTP request, answer included.
+    pub request_timeout: Duration,
+}
+
+impl fmt::Debug for LlmEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmEndpoint")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("model", &self.model)
+            .field("organization", &self.organization)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+impl LlmEndpoint {
+    /// An endpoint at `base_url` serving `model`, no key, 120 s timeout.
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key: None,
+            model: model.into(),
+            organization: None,
+            headers: Vec::new(),
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// `{base_url}/chat/completions`.
+    pub fn chat_url(&self) -> String {
+        format!("{}/chat/completions", self.base_url.trim_end_matches('/'))
+    }
+}
+
+/// How to ask for JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AnswerFormat {
+    /// `json_schema` (strict); if the server rejects it with a 400, switch
+    /// to `json_object` for the rest of the run.
+    #[default]
+    Auto,
+    /// Always `json_schema`, strict.
+    JsonSchema,
+    /// Always `json_object` (the schema goes in the prompt only).
+    JsonObject,
+}
+
+/// What the LLM may extract. Open by default: any entity and relation type
+/// (validated into identifiers). With types listed and `strict`, answers
+/// using other types are dropped (and counted); without `strict` the lists
+/// are suggestions in the prompt.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExtractSchema {
+    entity_types: Vec<Label>,
+    relation_types: Vec<RelType>,
+    patterns: Vec<(Label, RelType, Label)>,
+    strict: bool,
+}
+
+fn entity_label(raw: &str) -> Result<Label, ExtractError> {
+    let label = Label::new(raw).map_err(|e| ExtractError::Schema(e.to_string()))?;
+    if label.is_reserved() {
+        return Err(ExtractError::Schema(format!(
+            "entity type {raw:?} is reserved for the lexical graph"
+        )));
+    }
+    Ok(label)
+}
+
+impl ExtractSchema {
+    /// No constraints: the LLM names types, kg validates them.
+    pub fn open() -> Self {
+        Self::default()
+    }
+
+    /// A schema from raw type names and `(source, relation, target)`
+    /// patterns; every name must be a safe, non-reserved identifier.
+    pub fn new(
+        entity_types: &[&str],
+        relation_types: &[&str],
+        patterns: &[(&str, &str, &str)],
+        strict: bool,
+    ) -> Result<Self, ExtractError> {
+        let entity_types = entity_types
+            .iter()
+            .map(|t| entity_label(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let relation_types = relation_types
+            .iter()
+            .map(|t| RelType::new(t).map_err(|e| ExtractError::Schema(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::new();
+        for (s, r, t) in patterns {
+            let p = (
+                entity_label(s)?,
+                RelType::new(r).map_err(|e| ExtractError::Schema(e.to_string()))?,
+                entity_label(t)?,
+            );
+            if !entity_types.is_empty()
+                && (!entity_types.contains(&p.0) || !entity_types.contains(&p.2))
+            {
+                return Err(ExtractError::Schema(format!(
+                    "pattern ({s}, {r}, {t}) uses an entity type not in the list"
+                )));
+            }
+            if !relation_types.is_empty() && !relation_types.contains(&p.1) {
+                return Err(ExtractError::Schema(format!(
+                    "pattern ({s}, {r}, {t}) uses a relation type not in the list"
+                )));
+            }
+            out.push(p);
+        }
+        Ok(Self {
+            entity_types,
+            relation_types,
+            patterns: out,
+            strict,
+        })
+    }
+
+    /// Allowed (or suggested) entity types.
+    pub fn entity_types(&self) -> &[Label] {
+        &self.entity_types
+    }
+
+    /// Allowed (or suggested) relation types.
+    pub fn relation_types(&self) -> &[RelType] {
+        &self.relation_types
+    }
+
+    /// Allowed `(source type, relation, target type)` patterns.
+    pub fn patterns(&self) -> &[(Label, RelType, Label)] {
+        &self.patterns
+    }
+
+    /// Whether answers outside the lists are dropped.
+    pub fn is_strict(&self) -> bool {
+        self.strict
+    }
+
+    /// A stable text form, part of the cache key.
+    pub fn fingerprint(&self) -> String {
+        let join = |v: Vec<&str>| v.join(",");
+        format!(
+            "e[{}] r[{}] p[{}] strict={}",
+            join(self.entity_types.iter().map(Label::as_str).collect()),
+            join(self.relation_types.iter().map(RelType::as_str).collect()),
+            self.patterns
+                .iter()
+                .map(|(s, r, t)| format!("{s}-{r}-{t}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            self.strict
+        )
+    }
+}
+
+/// Price of one model, in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelPrice {
+    /// Per million prompt tokens.
+    pub prompt_per_million: f64,
+    /// Per million completion tokens.
+    pub completion_per_million: f64,
+}
+
+/// Prices by model name. [`PriceTable::default`] knows a few OpenAI models
+/// (list prices when written; override them from configuration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceTable(pub BTreeMap<String, ModelPrice>);
+
+impl Default for PriceTable {
+    fn default() -> Self {
+        let mut m = BTreeMap::new();
+        for (name, p, c) in [
+            ("gpt-4o-mini", 0.15, 0.60),
+            ("gpt-4o", 2.50, 10.00),
+            ("gpt-4.1-mini", 0.40, 1.60),
+            ("gpt-4.1", 2.00, 8.00),
+            ("gpt-4.1-nano", 0.10, 0.40),
+        ] {
+            m.insert(
+                name.to_string(),
+                ModelPrice {
+                    prompt_per_million: p,
+                    completion_per_million: c,
+                },
+            );
+        }
+        Self(m)
+    }
+}
+
+impl PriceTable {
+    /// The cost of the tokens with `model`, or `None` for an unknown model.
+    pub fn cost(&self, model: &str, prompt: u64, completion: u64) -> Option<f64> {
+        let p = self.0.get(model)?;
+        Some(
+            (prompt as f64 * p.prompt_per_million + completion as f64 * p.completion_per_million)
+                / 1e6,
+        )
+    }
+}
+
+/// Everything an [`crate::Extractor`] needs. Build with
+/// [`ExtractConfig::new`], adjust fields, and [`ExtractConfig::validate`]
+/// (the extractor does it too).
+#[derive(Debug, Clone)]
+pub struct ExtractConfig {
+    /// The chat API.
+    pub endpoint: LlmEndpoint,
+    /// What may be extracted.
+    pub schema: ExtractSchema,
+    /// How JSON is asked for.
+    pub answer_format: AnswerFormat,
+    /// The most LLM calls in flight (1..=50); the adaptive limit moves below
+    /// it on 429s and timeouts.
+    pub concurrency: usize,
+    /// Worker tasks of the pool (1..=50); `None` = `concurrency`.
+    pub workers: Option<usize>,
+    /// Requests and tokens per minute.
+    pub rate_limits: RateLimits,
+    /// Attempts and backoff for 429, 5xx, timeouts, connection errors and
+    /// unparsable answers.
+    pub retry: RetryPolicy,
+    /// Directory of the response cache; `None` disables it.
+    pub cache_dir: Option<PathBuf>,
+    /// Prices for the cost figure.
+    pub prices: PriceTable,
+    /// `max_tokens` of each answer, if set.
+    pub max_completion_tokens: Option<u32>,
+    /// Sampling temperature (0 keeps answers repeatable).
+    pub temperature: f32,
+}
+
+impl ExtractConfig {
+    /// Defaults for `endpoint`: open schema, auto JSON format, concurrency
+    /// 8, no rate budget, default retry policy, no cache.
+    pub fn new(endpoint: LlmEndpoint) -> Self {
+        Self {
+            endpoint,
+            schema: ExtractSchema::open(),
+            answer_format: AnswerFormat::Auto,
+            concurrency: 8,
+            workers: None,
+            rate_limits: RateLimits::default(),
+            retry: RetryPolicy::default(),
+            cache_dir: None,
+            prices: PriceTable::default(),
+            max_completion_tokens: None,
+            temperature: 0.0,
+        }
+    }
+
+    /// Checks ranges and the endpoint.
+    pub fn validate(&self) -> Result<(), ExtractError> {
+        if !(1..=MAX_WORKERS).contains(&self.concurrency) {
+            return Err(ExtractError::Config(format!(
+                "concurrency {} is out of range: use 1 to {MAX_WORKERS}",
+                self.concurrency
+            )));
+        }
+        if let Some(w) = self.workers {
+            if !(1..=MAX_WORKERS).contains(&w) {
+                return Err(ExtractError::Config(format!(
+                    "workers {w} is out of range: use 1 to {MAX_WORKERS}"
+                )));
+            }
+        }
+        let url = &self.endpoint.base_url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ExtractError::Config(format!(
+                "LLM base URL {url:?} must start with http:// or https://"
+            )));
+        }
+        if self.endpoint.model.trim().is_empty() {
+            return Err(ExtractError::Config("the model name is empty".into()));
+        }
+        if self.endpoint.request_timeout.is_zero() {
+            return Err(ExtractError::Config("the request timeout is zero".into()));
+        }
+        if !(0.0..=2.0).contains(&self.temperature) {
+            return Err(ExtractError::Config(format!(
+                "temperature {} is out of range 0..=2",
+                self.temperature
+            )));
+        }
+        Ok(())
+    }
+
+    /// The worker count actually used.
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or(self.concurrency)
+    }
+}

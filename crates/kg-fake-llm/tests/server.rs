@@ -1,0 +1,346 @@
+//! The fake server over real HTTP, as the kg clients see it.
+
+use std::time::Duration;
+
+use kg_fake_llm::{FakeConfig, FakeLlm, Fault, FaultRates};
+use serde_json::{json, Value};
+
+fn chat_body(text: &str) -> Value {
+    json!({
+        "model": "fake-model",
+        "messages": [
+            {"role": "system", "content": "Extract entities."},
+            {"role": "user", "content": format!("Text:\n<chunk>{text}</chunk>")}
+        ],
+        "response_format": {"type": "json_object"}
+    })
+}
+
+async fn post(url: &str, key: Option<&str>, body: &Value) -> reqwest::Response {
+    let mut req = reqwest::Client::new().post(url).json(body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    req.send().await.expect("request reaches the fake server")
+}
+
+#[tokio::test]
+async fn chat_answers_with_entities_relations_and_usage() {
+    let server = FakeLlm::start(FakeConfig::default()).await.unwrap();
+    let url = format!("{}/chat/completions", server.base_url());
+    let r = post(
+        &url,
+        None,
+        &chat_body("Ada Lovelace worked with Charles Babbage in London."),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    let answer: Value = serde_json::from_str(content).unwrap();
+    let names: Vec<&str> = answer["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Ada Lovelace", "Charles Babbage", "London"]);
+    assert_eq!(answer["relations"].as_array().unwrap().len(), 3);
+    assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(server.counters().chat_requests, 1);
+    assert_eq!(server.counters().by_status.get(&200), Some(&1));
+    server.shutdown().await;
+
+    let quiet = FakeLlm::start(FakeConfig {
+        omit_usage: true,
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/chat/completions", quiet.base_url());
+    let body: Value = post(&url, None, &chat_body("Alice met Bob."))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(body.get("usage").is_none());
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_refused_with_401() {
+    let server = FakeLlm::start(FakeConfig {
+        api_key: Some("sk-right".into()),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/chat/completions", server.base_url());
+    let r = post(&url, Some("sk-wrong"), &chat_body("Alice met Bob.")).await;
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    assert_eq!(
+        post(&url, None, &chat_body("Alice met Bob."))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        post(&url, Some("sk-right"), &chat_body("Alice met Bob."))
+            .await
+            .status(),
+        200
+    );
+    let c = server.counters();
+    assert_eq!((c.unauthorized, c.chat_requests), (2, 3));
+}
+
+#[tokio::test]
+async fn forced_429s_carry_retry_after_then_succeed() {
+    let server = FakeLlm::start(FakeConfig {
+        fail_first_attempts: 2,
+        forced_fault: Fault::RateLimited,
+        retry_after: Duration::from_millis(250),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/chat/completions", server.base_url());
+    for _ in 0..2 {
+        let r = post(&url, None, &chat_body("Alice met Bob.")).await;
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "0.250");
+        assert_eq!(r.headers()["retry-after-ms"], "250");
+    }
+    assert_eq!(
+        post(&url, None, &chat_body("Alice met Bob."))
+            .await
+            .status(),
+        200
+    );
+    // Another text has its own first attempts.
+    assert_eq!(
+        post(&url, None, &chat_body("Carol met Dan."))
+            .await
+            .status(),
+        429
+    );
+    let c = server.counters();
+    assert_eq!(c.by_status.get(&429), Some(&3));
+    assert_eq!(c.faults.get("rate_limited"), Some(&3));
+}
+
+#[tokio::test]
+async fn faults_are_deterministic_for_a_seed() {
+    let config = FakeConfig {
+        faults: FaultRates {
+            server_error: 0.3,
+            rate_limited: 0.2,
+            ..FaultRates::default()
+        },
+        retry_after: Duration::from_millis(1),
+        ..FakeConfig::default()
+    };
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let server = FakeLlm::start(config.clone()).await.unwrap();
+        let url = format!("{}/chat/completions", server.base_url());
+        let mut statuses = Vec::new();
+        for i in 0..40 {
+            statuses.push(
+                post(&url, None, &chat_body(&format!("Alice met Bob {i} times.")))
+                    .await
+                    .status()
+                    .as_u16(),
+            );
+        }
+        runs.push(statuses);
+    }
+    assert_eq!(runs[0], runs[1]);
+    let failures = runs[0].iter().filter(|s| **s != 200).count();
+    assert!((8..=32).contains(&failures), "about half fail: {failures}");
+}
+
+#[tokio::test]
+async fn malformed_answers_are_malformed() {
+    for (fault, check) in [
+        (Fault::NonJson, "non_json"),
+        (Fault::OffSchema, "off_schema"),
+        (Fault::Truncated, "truncated"),
+    ] {
+        let server = FakeLlm::start(FakeConfig {
+            fail_first_attempts: 1,
+            forced_fault: fault,
+            ..FakeConfig::default()
+        })
+        .await
+        .unwrap();
+        let url = format!("{}/chat/completions", server.base_url());
+        let body: Value = post(&url, None, &chat_body("Ada Lovelace met Charles Babbage."))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+        let parsed = serde_json::from_str::<Value>(content);
+        match fault {
+            Fault::OffSchema => assert!(parsed.unwrap().get("entities").is_none()),
+            Fault::Truncated => {
+                assert!(parsed.is_err(), "{content}");
+                assert_eq!(body["choices"][0]["finish_reason"], "length");
+            }
+            _ => assert!(parsed.is_err(), "{content}"),
+        }
+        assert_eq!(server.counters().faults.get(check), Some(&1));
+    }
+}
+
+#[tokio::test]
+async fn hostile_types_and_schema_rejection() {
+    let server = FakeLlm::start(FakeConfig {
+        hostile_types: 1.0,
+        reject_json_schema: true,
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/chat/completions", server.base_url());
+    let mut strict = chat_body("Alice met Bob.");
+    strict["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}, "strict": true}});
+    let r = post(&url, None, &strict).await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("json_schema"));
+    let body: Value = post(&url, None, &chat_body("Alice met Bob."))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let answer: Value =
+        serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    let types: Vec<&str> = answer["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        types.iter().any(|t| t.contains(['`', '}', '\n', '\''])),
+        "{types:?}"
+    );
+    assert_eq!(server.counters().hostile_answers, 1);
+}
+
+#[tokio::test]
+async fn dropped_connections_and_hangs_fail_on_the_client() {
+    let server = FakeLlm::start(FakeConfig {
+        faults: FaultRates {
+            dropped_connection: 1.0,
+            ..FaultRates::default()
+        },
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/chat/completions", server.base_url());
+    let sent = reqwest::Client::new()
+        .post(&url)
+        .json(&chat_body("Alice met Bob."))
+        .send()
+        .await;
+    let failed = match sent {
+        Err(_) => true,
+        Ok(r) => r.bytes().await.is_err(),
+    };
+    assert!(failed, "a cut connection must surface as an error");
+    server.shutdown().await;
+
+    let server = FakeLlm::start(FakeConfig {
+        faults: FaultRates {
+            timeout: 1.0,
+            ..FaultRates::default()
+        },
+        hang: Duration::from_secs(60),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/embeddings", server.base_url());
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = client
+        .post(&url)
+        .json(&json!({"model": "m", "input": "x"}))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+    assert_eq!(server.counters().faults.get("timeout"), Some(&1));
+    // Shutdown does not wait for the 60 s hang.
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn embeddings_are_unit_vectors_and_the_dimension_can_switch() {
+    let server = FakeLlm::start(FakeConfig {
+        embedding_dim: 16,
+        embedding_dim_switch: Some((2, 24)),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/embeddings", server.base_url());
+    let body = json!({"model": "fake-embedding", "input": ["Debian is a Linux distribution", "Debian Linux"]});
+    let first: Value = post(&url, None, &body).await.json().await.unwrap();
+    let data = first["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[1]["index"], 1);
+    let v: Vec<f64> = data[0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(v.len(), 16);
+    assert!((v.iter().map(|x| x * x).sum::<f64>().sqrt() - 1.0).abs() < 1e-4);
+    let second: Value = post(&url, None, &body).await.json().await.unwrap();
+    assert_eq!(first["data"], second["data"], "deterministic");
+    let third: Value = post(&url, None, &body).await.json().await.unwrap();
+    assert_eq!(
+        third["data"][0]["embedding"].as_array().unwrap().len(),
+        24,
+        "switched after 2 requests"
+    );
+    let b64: Value = post(
+        &url,
+        None,
+        &json!({"model": "m", "input": "x", "encoding_format": "base64", "dimensions": 8}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        b64["data"][0]["embedding"].as_str().unwrap().len(),
+        44,
+        "8 f32 = 32 bytes = 44 base64 chars"
+    );
+    let bad = post(&url, None, &json!({"model": "m", "input": [1, 2, 3]})).await;
+    assert_eq!(bad.status(), 400);
+    let stats: Value = reqwest::get(format!("http://{}/stats", server.addr()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["embedding_requests"], 5);
+    assert_eq!(stats["embedded_inputs"], 7);
+    assert_eq!(stats["by_status"]["400"], 1);
+}
