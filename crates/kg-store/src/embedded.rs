@@ -1,0 +1,891 @@
+//! The embedded store: the same graph in one SQLite file, for machines
+//! with no Neo4j.
+//!
+//! Why SQLite (rusqlite, `bundled`): one file under `./kg-data/`, nothing to
+//! install or run, transactions with rollback (a failed batch leaves no
+//! trace, exactly like a Neo4j transaction), WAL for a reader beside the
+//! writer, and JSON functions for property maps. A graph this size (chunks,
+//! entities and their relationships, up to millions of rows) needs no graph
+//! engine: every query kg asks is a lookup by id or one hop, which an index
+//! answers. Vector search is a scan with cosine in Rust: exact, and fast
+//! enough for the corpora kg targets (100k chunks × 1,536 dims is ~600 MB of
+//! reads, about a second); Neo4j is the answer beyond that.
+//!
+//! The tables mirror the graph model: `documents`, `chunks`, `entities`,
+//! `nodes` (CSV-mapped, properties as a JSON object) and one `rels` table
+//! for every relationship (`src`, `type`, `dst`, unique together, like
+//! Cypher's `MERGE (a)-[:T]->(b)`). Writes follow the Neo4j backend's
+//! semantics: upserts that never erase a value with a null, relationship
+//! ends created as placeholders when missing, chunk lists grown as sets.
+//!
+//! SQLite calls block, so they run on tokio's blocking pool.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use kg_core::{
+    ChunkId, DocumentId, EntityId, Label, NodeId, NodeRef, PropertyKey, PropertyValue, Record,
+    RelType,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Map, Value};
+
+use crate::config::EmbeddedConfig;
+use crate::error::{BatchFailure, StoreError};
+use crate::neo4j::{cosine, media_type_of, top_k};
+use crate::plan::{Batch, GroupKey, Param, Row, RESERVED_PROPERTY_KEYS};
+use crate::store::{
+    EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, SchemaReport, Scope, SearchHit,
+    SearchHits,
+};
+
+const BACKEND: &str = "embedded";
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY, source TEXT, title TEXT, sha256 TEXT, pages INTEGER,
+    media_type TEXT, bytes INTEGER);
+CREATE TABLE IF NOT EXISTS chunks (
+    id TEXT PRIMARY KEY, document_id TEXT, idx INTEGER, text TEXT, tokens INTEGER,
+    source TEXT, page_start INTEGER, page_end INTEGER, embedding BLOB, embedding_model TEXT);
+CREATE TABLE IF NOT EXISTS entities (
+    id TEXT PRIMARY KEY, label TEXT, name TEXT, type TEXT, description TEXT, aliases TEXT,
+    embedding BLOB, embedding_model TEXT);
+CREATE TABLE IF NOT EXISTS nodes (
+    id TEXT PRIMARY KEY, label TEXT NOT NULL, props TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS rels (
+    src TEXT NOT NULL, type TEXT NOT NULL, dst TEXT NOT NULL,
+    src_label TEXT NOT NULL, dst_label TEXT NOT NULL, props TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (src, type, dst));
+CREATE INDEX IF NOT EXISTS rels_dst ON rels (dst);
+CREATE INDEX IF NOT EXISTS chunks_document ON chunks (document_id);
+";
+
+/// The embedded SQLite graph store.
+pub struct EmbeddedStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn embedded_err(path: &std::path::Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |e| StoreError::Embedded {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    }
+}
+
+fn to_json(p: &Param) -> Value {
+    match p {
+        Param::Null => Value::Null,
+        Param::Bool(b) => json!(b),
+        Param::Int(i) => json!(i),
+        Param::Float(f) => json!(f),
+        Param::Str(s) => json!(s),
+        Param::StrList(v) => json!(v),
+        Param::Vector(v) => json!(v),
+        Param::Map(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+    }
+}
+
+fn sql(p: Option<&Param>) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    match p {
+        None | Some(Param::Null) => V::Null,
+        Some(Param::Bool(b)) => V::Integer(i64::from(*b)),
+        Some(Param::Int(i)) => V::Integer(*i),
+        Some(Param::Float(f)) => V::Real(*f),
+        Some(Param::Str(s)) => V::Text(s.clone()),
+        Some(other) => V::Text(to_json(other).to_string()),
+    }
+}
+
+fn prop<'a>(row: &'a Row, key: &str) -> Option<&'a Param> {
+    match row.get("props") {
+        Some(Param::Map(m)) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+fn vector_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn blob_vector(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn classify(e: &rusqlite::Error) -> BatchFailure {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            BatchFailure::transient(e.to_string())
+        }
+        _ => BatchFailure::permanent(e.to_string()),
+    }
+}
+
+/// Merges `new` into the JSON object `old` (`+=`: nulls never erase).
+fn merge_json(old: Option<String>, new: &Param) -> String {
+    let mut base: Map<String, Value> = old
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    if let Value::Object(m) = to_json(new) {
+        for (k, v) in m {
+            if !v.is_null() {
+                base.insert(k, v);
+            }
+        }
+    }
+    Value::Object(base).to_string()
+}
+
+/// Placeholder end nodes, like Cypher's `MERGE (n:Label {id})`.
+fn ensure_node(tx: &Connection, table_label: &str, id: &str) -> rusqlite::Result<()> {
+    match table_label {
+        "Document" => tx
+            .prepare_cached("INSERT OR IGNORE INTO documents (id) VALUES (?1)")?
+            .execute([id])
+            .map(drop),
+        "Chunk" => tx
+            .prepare_cached("INSERT OR IGNORE INTO chunks (id) VALUES (?1)")?
+            .execute([id])
+            .map(drop),
+        "Entity" => tx
+            .prepare_cached("INSERT OR IGNORE INTO entities (id) VALUES (?1)")?
+            .execute([id])
+            .map(drop),
+        label => tx
+            .prepare_cached("INSERT OR IGNORE INTO nodes (id, label) VALUES (?1, ?2)")?
+            .execute([id, label])
+            .map(drop),
+    }
+}
+
+fn upsert_rel(
+    tx: &Connection,
+    (src_label, src): (&str, &str),
+    rel: &str,
+    (dst_label, dst): (&str, &str),
+) -> rusqlite::Result<Option<String>> {
+    ensure_node(tx, src_label, src)?;
+    ensure_node(tx, dst_label, dst)?;
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO rels (src, type, dst, src_label, dst_label) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute([src, rel, dst, src_label, dst_label])?;
+    tx.prepare_cached("SELECT props FROM rels WHERE src = ?1 AND type = ?2 AND dst = ?3")?
+        .query_row([src, rel, dst], |r| r.get(0))
+        .optional()
+}
+
+fn set_rel_props(
+    tx: &Connection,
+    src: &str,
+    rel: &str,
+    dst: &str,
+    props: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE rels SET props = ?4 WHERE src = ?1 AND type = ?2 AND dst = ?3")?
+        .execute([src, rel, dst, props])
+        .map(drop)
+}
+
+fn write_rows(tx: &Connection, key: &GroupKey, rows: &[Row]) -> rusqlite::Result<()> {
+    match key {
+        GroupKey::Documents => {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO documents (id, source, title, sha256, pages, media_type, bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (id) DO UPDATE SET
+                   source = coalesce(excluded.source, source), title = coalesce(excluded.title, title),
+                   sha256 = coalesce(excluded.sha256, sha256), pages = coalesce(excluded.pages, pages),
+                   media_type = coalesce(excluded.media_type, media_type), bytes = coalesce(excluded.bytes, bytes)",
+            )?;
+            for r in rows {
+                st.execute(params![
+                    r.str("id"),
+                    sql(prop(r, "source")),
+                    sql(prop(r, "title")),
+                    sql(prop(r, "sha256")),
+                    sql(prop(r, "pages")),
+                    sql(prop(r, "media_type")),
+                    sql(prop(r, "bytes")),
+                ])?;
+            }
+        }
+        GroupKey::Chunks => {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO chunks (id, document_id, idx, text, tokens, source, page_start, page_end)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (id) DO UPDATE SET
+                   document_id = coalesce(excluded.document_id, document_id), idx = coalesce(excluded.idx, idx),
+                   text = coalesce(excluded.text, text), tokens = coalesce(excluded.tokens, tokens),
+                   source = coalesce(excluded.source, source),
+                   page_start = coalesce(excluded.page_start, page_start),
+                   page_end = coalesce(excluded.page_end, page_end)",
+            )?;
+            for r in rows {
+                st.execute(params![
+                    r.str("id"),
+                    sql(prop(r, "document_id")),
+                    sql(prop(r, "index")),
+                    sql(prop(r, "text")),
+                    sql(prop(r, "tokens")),
+                    sql(prop(r, "source")),
+                    sql(prop(r, "page_start")),
+                    sql(prop(r, "page_end")),
+                ])?;
+            }
+        }
+        GroupKey::ChunkEmbeddings | GroupKey::EntityEmbeddings => {
+            let table = if matches!(key, GroupKey::ChunkEmbeddings) {
+                "chunks"
+            } else {
+                "entities"
+            };
+            let mut st = tx.prepare_cached(&format!(
+                "INSERT INTO {table} (id, embedding, embedding_model) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET embedding = excluded.embedding,
+                   embedding_model = excluded.embedding_model"
+            ))?;
+            for r in rows {
+                let blob = match r.get("vector") {
+                    Some(Param::Vector(v)) => vector_blob(v),
+                    _ => Vec::new(),
+                };
+                st.execute(params![r.str("id"), blob, r.str("model")])?;
+            }
+        }
+        GroupKey::Entities(label) => {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO entities (id, label, name, type, description, aliases)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET label = excluded.label,
+                   name = coalesce(excluded.name, name), type = coalesce(excluded.type, type),
+                   description = coalesce(excluded.description, description),
+                   aliases = coalesce(excluded.aliases, aliases)",
+            )?;
+            for r in rows {
+                st.execute(params![
+                    r.str("id"),
+                    label.as_str(),
+                    sql(prop(r, "name")),
+                    sql(prop(r, "type")),
+                    sql(prop(r, "description")),
+                    sql(prop(r, "aliases")),
+                ])?;
+            }
+        }
+        GroupKey::ExtractedEntities(label) => {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO entities (id, label, name, type, description) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET label = excluded.label,
+                   name = coalesce(name, excluded.name), type = coalesce(type, excluded.type),
+                   description = coalesce(description, excluded.description)",
+            )?;
+            for r in rows {
+                st.execute(params![
+                    r.str("id"),
+                    label.as_str(),
+                    sql(r.get("name")),
+                    sql(r.get("type")),
+                    sql(r.get("description")),
+                ])?;
+            }
+        }
+        GroupKey::Nodes(label) => {
+            for r in rows {
+                let id = r.str("id");
+                let old: Option<String> = tx
+                    .prepare_cached("SELECT props FROM nodes WHERE id = ?1")?
+                    .query_row([id], |x| x.get(0))
+                    .optional()?;
+                let merged = merge_json(old, r.get("props").unwrap_or(&Param::Null));
+                tx.prepare_cached(
+                    "INSERT INTO nodes (id, label, props) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET props = excluded.props",
+                )?
+                .execute([id, label.as_str(), merged.as_str()])?;
+            }
+        }
+        GroupKey::HasChunk => {
+            for r in rows {
+                upsert_rel(
+                    tx,
+                    ("Document", r.str("document")),
+                    "HAS_CHUNK",
+                    ("Chunk", r.str("chunk")),
+                )?;
+            }
+        }
+        GroupKey::NextChunk => {
+            for r in rows {
+                upsert_rel(
+                    tx,
+                    ("Chunk", r.str("from")),
+                    "NEXT_CHUNK",
+                    ("Chunk", r.str("to")),
+                )?;
+            }
+        }
+        GroupKey::Mentions => {
+            for r in rows {
+                upsert_rel(
+                    tx,
+                    ("Chunk", r.str("chunk")),
+                    "MENTIONS",
+                    ("Entity", r.str("entity")),
+                )?;
+            }
+        }
+        GroupKey::Relations(rel) => {
+            for r in rows {
+                let (src, dst) = (r.str("source"), r.str("target"));
+                let old = upsert_rel(tx, ("Entity", src), rel.as_str(), ("Entity", dst))?;
+                let mut props: Map<String, Value> = old
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or_default();
+                let overwrite = matches!(r.get("overwrite"), Some(Param::Bool(true)));
+                if let Some(Param::Str(d)) = r.get("description") {
+                    if overwrite || !props.contains_key("description") {
+                        props.insert("description".into(), json!(d));
+                    }
+                }
+                if let Some(Param::Float(w)) = r.get("weight") {
+                    let old_w = props.get("weight").and_then(Value::as_f64);
+                    if overwrite || old_w.is_none_or(|o| *w > o) {
+                        props.insert("weight".into(), json!(w));
+                    }
+                }
+                let mut chunks: Vec<Value> = props
+                    .get("chunks")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                if let Some(Param::StrList(new)) = r.get("chunks") {
+                    for c in new {
+                        let c = json!(c);
+                        if !chunks.contains(&c) {
+                            chunks.push(c);
+                        }
+                    }
+                }
+                props.insert("chunks".into(), Value::Array(chunks));
+                set_rel_props(
+                    tx,
+                    src,
+                    rel.as_str(),
+                    dst,
+                    &Value::Object(props).to_string(),
+                )?;
+            }
+        }
+        GroupKey::Edges { rel_type, from, to } => {
+            for r in rows {
+                let (src, dst) = (r.str("from"), r.str("to"));
+                let old = upsert_rel(
+                    tx,
+                    (from.as_str(), src),
+                    rel_type.as_str(),
+                    (to.as_str(), dst),
+                )?;
+                let merged = merge_json(old, r.get("props").unwrap_or(&Param::Null));
+                set_rel_props(tx, src, rel_type.as_str(), dst, &merged)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `(clause, param)`: restricts `column` to the scope's ids.
+fn scope_sql(scope: &Scope, column: &str) -> (String, String) {
+    match scope {
+        Scope::All => ("1 = 1 OR ?1 IS NULL".into(), "[]".into()),
+        Scope::Ids(ids) => (
+            format!("{column} IN (SELECT value FROM json_each(?1))"),
+            serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()),
+        ),
+    }
+}
+
+fn entity_labels_key(label: Option<String>) -> String {
+    match label {
+        Some(l) if !l.is_empty() => {
+            let mut v = ["Entity".to_owned(), l];
+            v.sort();
+            v.join(":")
+        }
+        _ => "Entity".into(),
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) `graph.sqlite` in the data directory.
+    pub fn open(config: &EmbeddedConfig) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Embedded {
+            path: config.data_dir.clone(),
+            detail: e.to_string(),
+        })?;
+        let path = config.data_dir.join("graph.sqlite");
+        let conn = Connection::open(&path).map_err(embedded_err(&path))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(embedded_err(&path))?;
+        conn.execute_batch(SCHEMA).map_err(embedded_err(&path))?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Runs `f` with the SQLite connection: an escape hatch for maintenance
+    /// and tests (e.g. to inject a failure with a trigger).
+    pub fn with_connection<T>(&self, f: impl FnOnce(&Connection) -> T) -> Result<T, StoreError> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Embedded {
+            path: self.path.clone(),
+            detail: "connection lock poisoned".into(),
+        })?;
+        Ok(f(&conn))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        let path = self.path.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().map_err(|_| StoreError::Embedded {
+                path: path.clone(),
+                detail: "connection lock poisoned".into(),
+            })?;
+            f(&mut c).map_err(|e| StoreError::Embedded {
+                path: path.clone(),
+                detail: e.to_string(),
+            })
+        })
+        .await;
+        joined.map_err(|e| StoreError::Embedded {
+            path: self.path.clone(),
+            detail: format!("worker failed: {e}"),
+        })?
+    }
+}
+
+impl GraphSink for EmbeddedStore {
+    async fn write_batch(&self, batch: Arc<Batch>) -> Result<(), BatchFailure> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn
+                .lock()
+                .map_err(|_| BatchFailure::permanent("connection lock poisoned"))?;
+            let tx = c.transaction().map_err(|e| classify(&e))?;
+            // Dropping `tx` on error rolls the batch back.
+            write_rows(&tx, &batch.key, &batch.rows).map_err(|e| classify(&e))?;
+            tx.commit().map_err(|e| classify(&e))
+        })
+        .await
+        .map_err(|e| BatchFailure::permanent(format!("worker failed: {e}")))?
+    }
+}
+
+fn summary(id: String, name: Option<String>, ty: Option<String>) -> EntitySummary {
+    EntitySummary {
+        id,
+        name: name.unwrap_or_default(),
+        entity_type: ty.unwrap_or_default(),
+    }
+}
+
+impl GraphStore for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn ensure_schema(&self, vector_dims: Option<usize>) -> Result<SchemaReport, StoreError> {
+        // The primary keys are the uniqueness constraints; vector search is
+        // an exact scan, so there is no index to build.
+        self.blocking(|c| c.execute_batch(SCHEMA)).await?;
+        Ok(SchemaReport {
+            constraints: vec![
+                "documents.id".into(),
+                "chunks.id".into(),
+                "entities.id".into(),
+                "nodes.id".into(),
+            ],
+            vector_index: false,
+            vector_index_skipped: Some(match vector_dims {
+                Some(_) => "the embedded store searches by exact scan".into(),
+                None => "no embedding dimensions given".into(),
+            }),
+        })
+    }
+
+    async fn search(&self, query_vector: &[f32], k: usize) -> Result<SearchHits, StoreError> {
+        let qv = query_vector.to_vec();
+        self.blocking(move |c| {
+            let mut scored = Vec::new();
+            {
+                let mut st = c.prepare("SELECT id, embedding FROM chunks WHERE embedding IS NOT NULL")?;
+                let mut rows = st.query([])?;
+                while let Some(r) = rows.next()? {
+                    let id: String = r.get(0)?;
+                    let blob: Vec<u8> = r.get(1)?;
+                    scored.push((cosine(&qv, &blob_vector(&blob)), id));
+                }
+            }
+            let mut hits = Vec::new();
+            for (score, id) in top_k(scored, k) {
+                let (text, source, doc): (Option<String>, Option<String>, Option<String>) = c
+                    .prepare_cached("SELECT text, source, document_id FROM chunks WHERE id = ?1")?
+                    .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                let mut entities: Vec<EntitySummary> = c
+                    .prepare_cached(
+                        "SELECT e.id, e.name, e.type FROM rels r JOIN entities e ON e.id = r.dst
+                         WHERE r.src = ?1 AND r.type = 'MENTIONS'",
+                    )?
+                    .query_map([&id], |r| Ok(summary(r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                entities.sort();
+                let mut neighbours = Vec::new();
+                for e in &entities {
+                    for (outgoing, q) in [
+                        (
+                            true,
+                            "SELECT r.type, n.id, n.name, n.type FROM rels r JOIN entities n ON n.id = r.dst
+                             WHERE r.src = ?1 AND r.src_label = 'Entity' AND r.dst_label = 'Entity'",
+                        ),
+                        (
+                            false,
+                            "SELECT r.type, n.id, n.name, n.type FROM rels r JOIN entities n ON n.id = r.src
+                             WHERE r.dst = ?1 AND r.src_label = 'Entity' AND r.dst_label = 'Entity'",
+                        ),
+                    ] {
+                        let found: Vec<Neighbour> = c
+                            .prepare_cached(q)?
+                            .query_map([&e.id], |r| {
+                                Ok(Neighbour {
+                                    from: e.id.clone(),
+                                    rel_type: r.get(0)?,
+                                    outgoing,
+                                    entity: summary(r.get(1)?, r.get(2)?, r.get(3)?),
+                                })
+                            })?
+                            .collect::<rusqlite::Result<_>>()?;
+                        neighbours.extend(found);
+                    }
+                }
+                neighbours.sort();
+                neighbours.dedup();
+                hits.push(SearchHit {
+                    chunk_id: id,
+                    score,
+                    text: text.unwrap_or_default(),
+                    source: source.unwrap_or_default(),
+                    document_id: doc.unwrap_or_default(),
+                    entities,
+                    neighbours,
+                });
+            }
+            Ok(SearchHits { hits })
+        })
+        .await
+    }
+
+    async fn counts(&self, scope: &Scope) -> Result<GraphCounts, StoreError> {
+        let scope = scope.clone();
+        self.blocking(move |c| {
+            let mut counts = GraphCounts::default();
+            let (w, p) = scope_sql(&scope, "id");
+            for (label, table) in [("Document", "documents"), ("Chunk", "chunks")] {
+                let n: i64 = c.query_row(
+                    &format!("SELECT count(*) FROM {table} WHERE {w}"),
+                    [&p],
+                    |r| r.get(0),
+                )?;
+                if n > 0 {
+                    counts.nodes.insert(label.into(), n as u64);
+                }
+            }
+            let mut st = c.prepare(&format!(
+                "SELECT label, count(*) FROM entities WHERE {w} GROUP BY label"
+            ))?;
+            let rows = st.query_map([&p], |r| {
+                Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (label, n) = row?;
+                *counts.nodes.entry(entity_labels_key(label)).or_default() += n as u64;
+            }
+            let mut st = c.prepare(&format!(
+                "SELECT label, count(*) FROM nodes WHERE {w} GROUP BY label"
+            ))?;
+            let rows = st.query_map([&p], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (label, n) = row?;
+                *counts.nodes.entry(label).or_default() += n as u64;
+            }
+            let (w, p) = scope_sql(&scope, "src");
+            let mut st = c.prepare(&format!(
+                "SELECT type, count(*) FROM rels WHERE {w} GROUP BY type"
+            ))?;
+            let rows = st.query_map([&p], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (t, n) = row?;
+                counts.relationships.insert(t, n as u64);
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn read_records(&self, scope: &Scope) -> Result<Vec<Record>, StoreError> {
+        let scope = scope.clone();
+        self.blocking(move |c| read_all(c, &scope)).await
+    }
+}
+
+fn json_props(text: &str) -> (BTreeMap<PropertyKey, PropertyValue>, String, u64) {
+    let map: Map<String, Value> = serde_json::from_str(text).unwrap_or_default();
+    let dates: HashSet<&str> = map
+        .get("kg_date_keys")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for (k, v) in &map {
+        if RESERVED_PROPERTY_KEYS.contains(&k.as_str()) {
+            continue;
+        }
+        let Ok(pk) = PropertyKey::new(k) else {
+            continue;
+        };
+        let pv = match v {
+            Value::String(s) if dates.contains(k.as_str()) => PropertyValue::Date(s.clone()),
+            Value::String(s) => PropertyValue::String(s.clone()),
+            Value::Bool(b) => PropertyValue::Bool(*b),
+            Value::Number(n) if n.is_i64() => match n.as_i64() {
+                Some(i) => PropertyValue::Int(i),
+                None => continue,
+            },
+            Value::Number(n) => match n.as_f64() {
+                Some(f) => PropertyValue::Float(f),
+                None => continue,
+            },
+            _ => continue,
+        };
+        out.insert(pk, pv);
+    }
+    let source = map
+        .get("kg_source")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let line = map.get("kg_line").and_then(Value::as_u64).unwrap_or(0);
+    (out, source, line)
+}
+
+fn u32_of(v: Option<i64>) -> Option<u32> {
+    v.and_then(|x| u32::try_from(x).ok())
+}
+
+fn read_all(c: &Connection, scope: &Scope) -> rusqlite::Result<Vec<Record>> {
+    let mut out = Vec::new();
+    let mut embeddings = Vec::new();
+    let (w, p) = scope_sql(scope, "id");
+    let mut st = c.prepare(&format!(
+        "SELECT id, source, title, sha256, pages, media_type, bytes FROM documents WHERE {w}"
+    ))?;
+    let mut rows = st.query([&p])?;
+    while let Some(r) = rows.next()? {
+        out.push(Record::Document(kg_core::Document {
+            id: DocumentId::from_raw(r.get::<_, String>(0)?),
+            source: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            title: r.get(2)?,
+            sha256: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+            pages: u32_of(r.get(4)?),
+            media_type: media_type_of(r.get::<_, Option<String>>(5)?.as_deref()),
+            bytes: r
+                .get::<_, Option<i64>>(6)?
+                .and_then(|b| u64::try_from(b).ok())
+                .unwrap_or(0),
+        }));
+    }
+    let mut st = c.prepare(&format!(
+        "SELECT id, document_id, idx, text, tokens, source, page_start, page_end, embedding,
+                embedding_model FROM chunks WHERE ({w})"
+    ))?;
+    let mut rows = st.query([&p])?;
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        if let Some(blob) = r.get::<_, Option<Vec<u8>>>(8)? {
+            embeddings.push(Record::Embedding(kg_core::Embedding {
+                id: id.clone(),
+                target: kg_core::EmbeddingTarget::Chunk,
+                vector: blob_vector(&blob),
+                model: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
+            }));
+        }
+        let Some(text) = r.get::<_, Option<String>>(3)? else {
+            continue;
+        };
+        out.push(Record::Chunk(kg_core::Chunk {
+            id: ChunkId::from_raw(id),
+            document_id: DocumentId::from_raw(r.get::<_, Option<String>>(1)?.unwrap_or_default()),
+            index: u32_of(r.get(2)?).unwrap_or(0),
+            text,
+            tokens: u32_of(r.get(4)?).unwrap_or(0),
+            source: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+            page_start: u32_of(r.get(6)?),
+            page_end: u32_of(r.get(7)?),
+        }));
+    }
+    let mut mentions: HashMap<String, Vec<ChunkId>> = HashMap::new();
+    {
+        let mut st = c.prepare("SELECT src, dst FROM rels WHERE type = 'MENTIONS' ORDER BY src")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            mentions
+                .entry(r.get(1)?)
+                .or_default()
+                .push(ChunkId::from_raw(r.get::<_, String>(0)?));
+        }
+    }
+    let mut st = c.prepare(&format!(
+        "SELECT id, name, type, description, aliases, embedding, embedding_model FROM entities WHERE {w}"
+    ))?;
+    let mut rows = st.query([&p])?;
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        if let Some(blob) = r.get::<_, Option<Vec<u8>>>(5)? {
+            embeddings.push(Record::Embedding(kg_core::Embedding {
+                id: id.clone(),
+                target: kg_core::EmbeddingTarget::Entity,
+                vector: blob_vector(&blob),
+                model: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+            }));
+        }
+        let Some(ty) = r
+            .get::<_, Option<String>>(2)?
+            .and_then(|t| Label::new(&t).ok())
+        else {
+            continue;
+        };
+        let mut chunk_ids = mentions.remove(&id).unwrap_or_default();
+        chunk_ids.sort();
+        chunk_ids.dedup();
+        out.push(Record::Entity(kg_core::Entity {
+            id: EntityId::from_raw(id),
+            name: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            entity_type: ty,
+            description: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+            aliases: r
+                .get::<_, Option<String>>(4)?
+                .and_then(|a| serde_json::from_str(&a).ok())
+                .unwrap_or_default(),
+            chunk_ids,
+        }));
+    }
+    let (ws, ps) = scope_sql(scope, "src");
+    let mut st = c.prepare(&format!(
+        "SELECT src, type, dst, props FROM rels
+         WHERE src_label = 'Entity' AND dst_label = 'Entity' AND ({ws})"
+    ))?;
+    let mut rows = st.query([&ps])?;
+    while let Some(r) = rows.next()? {
+        let Ok(t) = RelType::new(&r.get::<_, String>(1)?) else {
+            continue;
+        };
+        let props: Map<String, Value> =
+            serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default();
+        out.push(Record::Relation(kg_core::Relation {
+            source_id: EntityId::from_raw(r.get::<_, String>(0)?),
+            target_id: EntityId::from_raw(r.get::<_, String>(2)?),
+            rel_type: t,
+            description: props
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            weight: props.get("weight").and_then(Value::as_f64).unwrap_or(1.0) as f32,
+            chunk_ids: props
+                .get("chunks")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(ChunkId::from_raw)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }));
+    }
+    let mut st = c.prepare(&format!("SELECT id, label, props FROM nodes WHERE {w}"))?;
+    let mut rows = st.query([&p])?;
+    while let Some(r) = rows.next()? {
+        let Ok(label) = Label::new(&r.get::<_, String>(1)?) else {
+            continue;
+        };
+        let text: String = r.get(2)?;
+        let key = serde_json::from_str::<Map<String, Value>>(&text)
+            .ok()
+            .and_then(|m| m.get("key").and_then(Value::as_str).map(str::to_owned));
+        let Some(key) = key else { continue };
+        let (properties, source, line) = json_props(&text);
+        out.push(Record::Node(kg_core::GraphNode {
+            id: NodeId::from_raw(r.get::<_, String>(0)?),
+            label,
+            key,
+            properties,
+            source,
+            line,
+        }));
+    }
+    let mut st = c.prepare(&format!(
+        "SELECT src_label, src, type, dst_label, dst, props FROM rels
+         WHERE src_label NOT IN ('Document', 'Chunk', 'Entity') AND ({ws})"
+    ))?;
+    let mut rows = st.query([&ps])?;
+    while let Some(r) = rows.next()? {
+        let (Ok(fl), Ok(t), Ok(tl)) = (
+            Label::new(&r.get::<_, String>(0)?),
+            RelType::new(&r.get::<_, String>(2)?),
+            Label::new(&r.get::<_, String>(3)?),
+        ) else {
+            continue;
+        };
+        let (properties, source, line) = json_props(&r.get::<_, String>(5)?);
+        out.push(Record::Edge(kg_core::GraphEdge {
+            rel_type: t,
+            from: NodeRef {
+                label: fl,
+                id: NodeId::from_raw(r.get::<_, String>(1)?),
+            },
+            to: NodeRef {
+                label: tl,
+                id: NodeId::from_raw(r.get::<_, String>(4)?),
+            },
+            properties,
+            source,
+            line,
+        }));
+    }
+    out.extend(embeddings);
+    Ok(out)
+}

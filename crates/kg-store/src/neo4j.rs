@@ -1,0 +1,1062 @@
+//! The Neo4j backend over Bolt (neo4rs, patched: see `vendor/neo4rs`).
+//!
+//! - **Fail fast.** neo4rs opens connections lazily and its `Graph::run`
+//!   retries for a minute. [`Neo4jStore::connect`] therefore opens one
+//!   transaction (`RETURN 1`) under [`Neo4jConfig::connect_timeout`] before
+//!   anything else: a wrong password, an unreachable host or a TLS mismatch
+//!   fails within seconds, and the error names the URI, never the password.
+//! - **One transaction per batch**, explicit (`BEGIN`, `UNWIND $rows ...`,
+//!   `COMMIT`), never the driver's auto-retrying helpers: the batch writer
+//!   owns retries, so it can count them, back off and dead-letter.
+//! - **Queries** are fixed text per [`GroupKey`]; the only variable parts are
+//!   kg-core validated identifiers ([`Label::cypher`], [`RelType::cypher`]),
+//!   all data is in `$rows`. Properties are set with `+=` from maps that
+//!   hold no nulls, so a write never erases a property; relation chunk lists
+//!   grow as a set union.
+//! - **Vector index.** Created on servers that take `CREATE VECTOR INDEX`
+//!   (Neo4j ≥ 5.11). A server that refuses it (the ArcadeDB test server
+//!   reports 5.26 but has no vector index) gets one warning; search then
+//!   ranks chunks by cosine in the client.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kg_core::{
+    ChunkId, DocumentId, EntityId, Label, MediaType, NodeId, NodeRef, PropertyKey, PropertyValue,
+    Record, RelType,
+};
+use neo4rs::{query, BoltList, BoltMap, BoltString, BoltType, ConfigBuilder, Graph, Query, Txn};
+
+use crate::config::Neo4jConfig;
+use crate::error::{BatchFailure, FailureClass, StoreError};
+use crate::plan::{Batch, GroupKey, Param, Row, RESERVED_PROPERTY_KEYS};
+use crate::store::{
+    EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, SchemaReport, Scope, SearchHit,
+    SearchHits,
+};
+
+const BACKEND: &str = "neo4j";
+const VECTOR_INDEX: &str = "kg_chunk_embedding";
+
+/// A Neo4j (or Bolt-speaking) graph store.
+pub struct Neo4jStore {
+    graph: Graph,
+    config: Neo4jConfig,
+    node_constraints: Mutex<HashSet<Label>>,
+    vector_index: AtomicBool,
+    vector_warned: AtomicBool,
+}
+
+impl std::fmt::Debug for Neo4jStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Neo4jStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Converts a parameter to Bolt.
+fn bolt(p: &Param) -> BoltType {
+    match p {
+        Param::Null => BoltType::Null(neo4rs::BoltNull),
+        Param::Bool(b) => BoltType::from(*b),
+        Param::Int(i) => BoltType::from(*i),
+        Param::Float(f) => BoltType::from(*f),
+        Param::Str(s) => BoltType::String(BoltString::from(s.as_str())),
+        Param::StrList(v) => {
+            let mut l = BoltList::with_capacity(v.len());
+            for s in v {
+                l.push(BoltType::String(BoltString::from(s.as_str())));
+            }
+            BoltType::List(l)
+        }
+        Param::Vector(v) => {
+            let mut l = BoltList::with_capacity(v.len());
+            for x in v {
+                l.push(BoltType::from(f64::from(*x)));
+            }
+            BoltType::List(l)
+        }
+        Param::Map(m) => {
+            let mut map = BoltMap::with_capacity(m.len());
+            for (k, v) in m {
+                map.put(BoltString::from(k.as_str()), bolt(v));
+            }
+            BoltType::Map(map)
+        }
+    }
+}
+
+fn bolt_row(r: &Row) -> BoltType {
+    let mut map = BoltMap::with_capacity(r.fields.len());
+    for (k, v) in &r.fields {
+        map.put(BoltString::from(*k), bolt(v));
+    }
+    BoltType::Map(map)
+}
+
+/// The statements that write one group's rows, run in order in one
+/// transaction with the same `$rows`. Identifiers come only from validated
+/// kg-core types; everything else is a parameter.
+///
+/// Entities take two statements: update the ones that exist, create the
+/// rest with both labels. `MERGE (n:Entity {id}) SET n:Person` would be one,
+/// but adding a label to a node inside an explicit transaction fails on
+/// ArcadeDB when a uniqueness constraint covers the node (it re-creates the
+/// vertex under a new type), and `MERGE (n:Entity:Person {id})` would try
+/// to create a second node where a placeholder `(:Entity {id})` exists. A
+/// placeholder (an entity a relationship named before its own record came)
+/// therefore keeps the bare `Entity` label; its `type` property is set.
+pub fn cypher_for(key: &GroupKey) -> Vec<String> {
+    const U: &str = "UNWIND $rows AS row ";
+    let one = |s: String| vec![s];
+    match key {
+        GroupKey::Documents => one(format!("{U}MERGE (n:Document {{id: row.id}}) SET n += row.props")),
+        GroupKey::Chunks => one(format!("{U}MERGE (n:Chunk {{id: row.id}}) SET n += row.props")),
+        GroupKey::ChunkEmbeddings => one(format!(
+            "{U}MERGE (n:Chunk {{id: row.id}}) SET n.embedding = row.vector, n.embedding_model = row.model"
+        )),
+        GroupKey::EntityEmbeddings => one(format!(
+            "{U}MERGE (n:Entity {{id: row.id}}) SET n.embedding = row.vector, n.embedding_model = row.model"
+        )),
+        GroupKey::Entities(label) => vec![
+            format!("{U}MATCH (n:Entity {{id: row.id}}) SET n += row.props"),
+            format!(
+                "{U}OPTIONAL MATCH (m:Entity {{id: row.id}}) WITH row, m WHERE m IS NULL \
+                 CREATE (n:Entity:{} {{id: row.id}}) SET n += row.props",
+                label.cypher()
+            ),
+        ],
+        GroupKey::ExtractedEntities(label) => vec![
+            format!(
+                "{U}MATCH (n:Entity {{id: row.id}}) \
+                 SET n.name = coalesce(n.name, row.name), n.type = coalesce(n.type, row.type), \
+                 n.description = coalesce(n.description, row.description)"
+            ),
+            format!(
+                "{U}OPTIONAL MATCH (m:Entity {{id: row.id}}) WITH row, m WHERE m IS NULL \
+                 CREATE (n:Entity:{} {{id: row.id}}) \
+                 SET n.name = row.name, n.type = row.type, n.description = row.description",
+                label.cypher()
+            ),
+        ],
+        GroupKey::Nodes(label) => one(format!(
+            "{U}MERGE (n:{} {{id: row.id}}) SET n += row.props",
+            label.cypher()
+        )),
+        GroupKey::HasChunk => one(format!(
+            "{U}MERGE (d:Document {{id: row.document}}) MERGE (c:Chunk {{id: row.chunk}}) \
+             MERGE (d)-[:HAS_CHUNK]->(c)"
+        )),
+        GroupKey::NextChunk => one(format!(
+            "{U}MERGE (a:Chunk {{id: row.from}}) MERGE (b:Chunk {{id: row.to}}) \
+             MERGE (a)-[:NEXT_CHUNK]->(b)"
+        )),
+        GroupKey::Mentions => one(format!(
+            "{U}MERGE (c:Chunk {{id: row.chunk}}) MERGE (e:Entity {{id: row.entity}}) \
+             MERGE (c)-[:MENTIONS]->(e)"
+        )),
+        GroupKey::Relations(rel) => one(format!(
+            "{U}MERGE (a:Entity {{id: row.source}}) MERGE (b:Entity {{id: row.target}}) \
+             MERGE (a)-[r:{}]->(b) \
+             SET r.description = CASE WHEN row.overwrite THEN coalesce(row.description, r.description) \
+             ELSE coalesce(r.description, row.description) END, \
+             r.weight = CASE WHEN row.overwrite OR r.weight IS NULL OR row.weight > r.weight \
+             THEN row.weight ELSE r.weight END, \
+             r.chunks = coalesce(r.chunks, []) + [x IN row.chunks WHERE NOT x IN coalesce(r.chunks, [])]",
+            rel.cypher()
+        )),
+        GroupKey::Edges { rel_type, from, to } => one(format!(
+            "{U}MERGE (a:{} {{id: row.from}}) MERGE (b:{} {{id: row.to}}) \
+             MERGE (a)-[r:{}]->(b) SET r += row.props",
+            from.cypher(),
+            to.cypher(),
+            rel_type.cypher()
+        )),
+    }
+}
+
+/// Sorts a neo4rs error into retry-or-not.
+fn classify(e: &neo4rs::Error) -> BatchFailure {
+    match e {
+        neo4rs::Error::Neo4j(n) => {
+            let code = n.code();
+            let msg = format!("{code}: {}", n.message());
+            let lower = msg.to_ascii_lowercase();
+            let transient = code.starts_with("Neo.TransientError")
+                || code.contains("Deadlock")
+                || code.contains("NotALeader")
+                || code.contains("LeaderSwitch")
+                || lower.contains("concurrentmodification")
+                || lower.contains("concurrent modification");
+            let too_big = lower.contains("memory") && !lower.contains("constraint");
+            BatchFailure {
+                class: if transient {
+                    FailureClass::Transient
+                } else {
+                    FailureClass::Permanent
+                },
+                unreachable: false,
+                too_big,
+                message: msg,
+            }
+        }
+        // neo4rs reports a FAILURE answer to COMMIT (where some servers
+        // check constraints) as an unexpected message: read the code in it.
+        neo4rs::Error::UnexpectedMessage(m) if m.contains("Neo.ClientError") => {
+            BatchFailure::permanent(m.clone())
+        }
+        neo4rs::Error::UnexpectedMessage(m)
+            if m.contains("Neo.TransientError")
+                || m.to_ascii_lowercase().contains("concurrent") =>
+        {
+            BatchFailure::transient(m.clone())
+        }
+        neo4rs::Error::IOError { .. }
+        | neo4rs::Error::ConnectionError
+        | neo4rs::Error::UnexpectedMessage(_) => BatchFailure {
+            unreachable: true,
+            ..BatchFailure::transient(e.to_string())
+        },
+        neo4rs::Error::AuthenticationError(_) => BatchFailure {
+            unreachable: true,
+            ..BatchFailure::permanent(e.to_string())
+        },
+        other => BatchFailure::permanent(other.to_string()),
+    }
+}
+
+fn q_err(what: impl Into<String>) -> impl FnOnce(neo4rs::Error) -> StoreError {
+    let what = what.into();
+    move |e| StoreError::Query {
+        backend: BACKEND,
+        what,
+        detail: e.to_string(),
+    }
+}
+
+impl Neo4jStore {
+    /// Connects and verifies connectivity with one `RETURN 1` transaction
+    /// under the connect timeout. Fails with [`StoreError::Connect`] naming
+    /// the URI (without user info) on a wrong password, an unreachable host,
+    /// a TLS mismatch or a timeout.
+    pub async fn connect(config: Neo4jConfig) -> Result<Self, StoreError> {
+        config.validate()?;
+        let uri = config.display_uri();
+        let fail = |detail: String| StoreError::Connect {
+            uri: uri.clone(),
+            detail,
+        };
+        let neo = ConfigBuilder::default()
+            .uri(config.uri.as_str())
+            .user(config.user.as_str())
+            .password(config.password.expose())
+            .db(config.database.as_str())
+            .fetch_size(config.fetch_size)
+            .max_connections(config.max_pool_size)
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        let graph = Graph::connect(neo).await.map_err(|e| fail(e.to_string()))?;
+        let probe = async {
+            let mut txn = graph.start_txn().await?;
+            txn.run(query("RETURN 1")).await?;
+            txn.commit().await
+        };
+        match tokio::time::timeout(config.connect_timeout, probe).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Err(_) => {
+                return Err(fail(format!(
+                    "no answer within {:?} (host down, firewall, or TLS mismatch?)",
+                    config.connect_timeout
+                )))
+            }
+        }
+        tracing::info!(uri = %uri, database = %config.database, "connected to Neo4j");
+        Ok(Self {
+            graph,
+            config,
+            node_constraints: Mutex::new(HashSet::new()),
+            vector_index: AtomicBool::new(false),
+            vector_warned: AtomicBool::new(false),
+        })
+    }
+
+    /// The underlying neo4rs graph (for benchmarks and tests that need raw
+    /// queries).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The configuration (password hidden in `Debug`).
+    pub fn config(&self) -> &Neo4jConfig {
+        &self.config
+    }
+
+    async fn begin(&self) -> Result<Txn, neo4rs::Error> {
+        match tokio::time::timeout(self.config.acquire_timeout, self.graph.start_txn()).await {
+            Ok(r) => r,
+            Err(_) => Err(neo4rs::Error::ConnectionError),
+        }
+    }
+
+    /// Runs `q` in its own transaction and collects every row.
+    async fn fetch(&self, q: Query, what: &str) -> Result<Vec<neo4rs::Row>, StoreError> {
+        let mut txn = self.begin().await.map_err(q_err(what))?;
+        let mut stream = txn.execute(q).await.map_err(q_err(what))?;
+        let mut rows = Vec::new();
+        while let Some(row) = stream.next(txn.handle()).await.map_err(q_err(what))? {
+            rows.push(row);
+        }
+        txn.commit().await.map_err(q_err(what))?;
+        Ok(rows)
+    }
+
+    /// Runs one statement in its own transaction.
+    async fn exec(&self, q: Query, what: &str) -> Result<(), StoreError> {
+        let mut txn = self.begin().await.map_err(q_err(what))?;
+        txn.run(q).await.map_err(q_err(what))?;
+        txn.commit().await.map_err(q_err(what))
+    }
+
+    async fn ensure_node_constraint(&self, label: &Label) -> Result<(), BatchFailure> {
+        let known = self
+            .node_constraints
+            .lock()
+            .map(|s| s.contains(label))
+            .unwrap_or(false);
+        if known {
+            return Ok(());
+        }
+        let name = format!("kg_{}_id", label.as_str().to_ascii_lowercase());
+        let text = format!(
+            "CREATE CONSTRAINT {name} IF NOT EXISTS FOR (n:{}) REQUIRE n.id IS UNIQUE",
+            label.cypher()
+        );
+        let mut txn = self.begin().await.map_err(|e| classify(&e))?;
+        txn.run(query(&text)).await.map_err(|e| classify(&e))?;
+        txn.commit().await.map_err(|e| classify(&e))?;
+        if let Ok(mut s) = self.node_constraints.lock() {
+            s.insert(label.clone());
+        }
+        Ok(())
+    }
+
+    async fn chunk_context(&self, hits: &mut [SearchHit]) -> Result<(), StoreError> {
+        let ids: Vec<String> = hits.iter().map(|h| h.chunk_id.clone()).collect();
+        let rows = self
+            .fetch(
+                query(
+                    "UNWIND $ids AS cid MATCH (c:Chunk {id: cid}) \
+                     RETURN c.id AS id, c.text AS text, c.source AS source, c.document_id AS doc",
+                )
+                .param("ids", ids.clone()),
+                "search: chunks",
+            )
+            .await?;
+        for r in rows {
+            let id: String = r.get("id").unwrap_or_default();
+            if let Some(h) = hits.iter_mut().find(|h| h.chunk_id == id) {
+                h.text = r
+                    .get::<Option<String>>("text")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                h.source = r
+                    .get::<Option<String>>("source")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                h.document_id = r
+                    .get::<Option<String>>("doc")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+            }
+        }
+        let rows = self
+            .fetch(
+                query(
+                    "UNWIND $ids AS cid MATCH (c:Chunk {id: cid})-[:MENTIONS]->(e:Entity) \
+                     RETURN c.id AS chunk, e.id AS id, e.name AS name, e.type AS type",
+                )
+                .param("ids", ids),
+                "search: mentions",
+            )
+            .await?;
+        let mut entity_ids = HashSet::new();
+        for r in rows {
+            let chunk: String = r.get("chunk").unwrap_or_default();
+            let e = entity_summary(&r, "id", "name", "type");
+            entity_ids.insert(e.id.clone());
+            if let Some(h) = hits.iter_mut().find(|h| h.chunk_id == chunk) {
+                h.entities.push(e);
+            }
+        }
+        let eids: Vec<String> = entity_ids.into_iter().collect();
+        let mut neighbours: Vec<Neighbour> = Vec::new();
+        for (outgoing, text) in [
+            (
+                true,
+                "UNWIND $ids AS eid MATCH (e:Entity {id: eid})-[r]->(n:Entity) \
+                 RETURN e.id AS from, type(r) AS t, n.id AS id, n.name AS name, n.type AS type",
+            ),
+            (
+                false,
+                "UNWIND $ids AS eid MATCH (e:Entity {id: eid})<-[r]-(n:Entity) \
+                 RETURN e.id AS from, type(r) AS t, n.id AS id, n.name AS name, n.type AS type",
+            ),
+        ] {
+            let rows = self
+                .fetch(query(text).param("ids", eids.clone()), "search: neighbours")
+                .await?;
+            for r in rows {
+                neighbours.push(Neighbour {
+                    from: r.get("from").unwrap_or_default(),
+                    rel_type: r.get("t").unwrap_or_default(),
+                    outgoing,
+                    entity: entity_summary(&r, "id", "name", "type"),
+                });
+            }
+        }
+        for h in hits.iter_mut() {
+            h.entities.sort();
+            h.entities.dedup();
+            let mut n: Vec<Neighbour> = neighbours
+                .iter()
+                .filter(|n| h.entities.iter().any(|e| e.id == n.from))
+                .cloned()
+                .collect();
+            n.sort();
+            n.dedup();
+            h.neighbours = n;
+        }
+        Ok(())
+    }
+}
+
+fn entity_summary(r: &neo4rs::Row, id: &str, name: &str, ty: &str) -> EntitySummary {
+    EntitySummary {
+        id: r
+            .get::<Option<String>>(id)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+        name: r
+            .get::<Option<String>>(name)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+        entity_type: r
+            .get::<Option<String>>(ty)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+    }
+}
+
+pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() || a.is_empty() {
+        return f32::NAN;
+    }
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    (dot / (na.sqrt() * nb.sqrt())) as f32
+}
+
+/// Keeps the `k` best `(score, id)` pairs, best first.
+pub(crate) fn top_k(mut scored: Vec<(f32, String)>, k: usize) -> Vec<(f32, String)> {
+    scored.retain(|(s, _)| !s.is_nan());
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    scored.truncate(k);
+    scored
+}
+
+impl GraphSink for Neo4jStore {
+    async fn write_batch(&self, batch: Arc<Batch>) -> Result<(), BatchFailure> {
+        if let GroupKey::Nodes(label) = &batch.key {
+            self.ensure_node_constraint(label).await?;
+        }
+        let mut rows = BoltList::with_capacity(batch.rows.len());
+        for r in &batch.rows {
+            rows.push(bolt_row(r));
+        }
+        let rows = BoltType::List(rows);
+        let statements = cypher_for(&batch.key);
+        let mut txn = self.begin().await.map_err(|e| classify(&e))?;
+        let mut result = Ok(());
+        for text in &statements {
+            result = txn.run(query(text).param("rows", rows.clone())).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        match result {
+            Ok(()) => txn.commit().await.map_err(|e| classify(&e)),
+            Err(e) => {
+                // Best effort: a failed statement has already doomed the
+                // transaction, and a dead connection cannot roll back.
+                let _ = txn.rollback().await;
+                Err(classify(&e))
+            }
+        }
+    }
+}
+
+fn version_at_least(version: &str, major: u32, minor: u32) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (ma, mi) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (ma, mi) >= (major, minor)
+}
+
+fn labels_key(mut labels: Vec<String>) -> String {
+    labels.sort();
+    labels.join(":")
+}
+
+fn scope_params(q: Query, scope: &Scope) -> Query {
+    match scope {
+        Scope::All => q.param("all", true).param("ids", Vec::<String>::new()),
+        Scope::Ids(ids) => q.param("all", false).param("ids", ids.clone()),
+    }
+}
+
+fn opt_string(r: &neo4rs::Row, key: &str) -> Option<String> {
+    r.get::<Option<String>>(key).ok().flatten()
+}
+
+fn opt_i64(r: &neo4rs::Row, key: &str) -> Option<i64> {
+    r.get::<Option<i64>>(key).ok().flatten()
+}
+
+fn vector(r: &neo4rs::Row, key: &str) -> Option<Vec<f32>> {
+    r.get::<Option<Vec<f64>>>(key)
+        .ok()
+        .flatten()
+        .map(|v| v.into_iter().map(|x| x as f32).collect())
+}
+
+fn strings(r: &neo4rs::Row, key: &str) -> Vec<String> {
+    r.get::<Option<Vec<String>>>(key)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Reads user properties back from a node or relationship property map.
+fn csv_properties(map: &BoltType) -> (BTreeMap<PropertyKey, PropertyValue>, String, u64) {
+    let mut out = BTreeMap::new();
+    let (mut source, mut line) = (String::new(), 0u64);
+    let BoltType::Map(m) = map else {
+        return (out, source, line);
+    };
+    let dates: HashSet<String> = match m.value.get("kg_date_keys") {
+        Some(BoltType::List(l)) => l
+            .iter()
+            .filter_map(|v| match v {
+                BoltType::String(s) => Some(s.value.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => HashSet::new(),
+    };
+    for (k, v) in &m.value {
+        match (k.value.as_str(), v) {
+            ("kg_source", BoltType::String(s)) => source = s.value.clone(),
+            ("kg_line", BoltType::Integer(i)) => line = u64::try_from(i.value).unwrap_or(0),
+            (key, _) if RESERVED_PROPERTY_KEYS.contains(&key) => {}
+            (key, value) => {
+                let Ok(pk) = PropertyKey::new(key) else {
+                    continue;
+                };
+                let pv = match value {
+                    BoltType::String(s) if dates.contains(key) => {
+                        PropertyValue::Date(s.value.clone())
+                    }
+                    BoltType::String(s) => PropertyValue::String(s.value.clone()),
+                    BoltType::Integer(i) => PropertyValue::Int(i.value),
+                    BoltType::Float(f) => PropertyValue::Float(f.value),
+                    BoltType::Boolean(b) => PropertyValue::Bool(b.value),
+                    _ => continue,
+                };
+                out.insert(pk, pv);
+            }
+        }
+    }
+    (out, source, line)
+}
+
+fn media_type(s: Option<&str>) -> MediaType {
+    match s {
+        Some("pdf") => MediaType::Pdf,
+        Some("markdown") => MediaType::Markdown,
+        Some("csv") => MediaType::Csv,
+        _ => MediaType::Text,
+    }
+}
+
+pub(crate) fn media_type_of(s: Option<&str>) -> MediaType {
+    media_type(s)
+}
+
+impl GraphStore for Neo4jStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn ensure_schema(&self, vector_dims: Option<usize>) -> Result<SchemaReport, StoreError> {
+        let mut report = SchemaReport::default();
+        for label in ["Document", "Chunk", "Entity"] {
+            let name = format!("kg_{}_id", label.to_ascii_lowercase());
+            self.exec(
+                query(&format!(
+                    "CREATE CONSTRAINT {name} IF NOT EXISTS FOR (n:{label}) REQUIRE n.id IS UNIQUE"
+                )),
+                &format!("constraint {name}"),
+            )
+            .await?;
+            report.constraints.push(name);
+        }
+        let Some(dims) = vector_dims else {
+            report.vector_index_skipped = Some("no embedding dimensions given".into());
+            return Ok(report);
+        };
+        let version = self
+            .fetch(
+                query("CALL dbms.components() YIELD name, versions RETURN versions[0] AS v"),
+                "server version",
+            )
+            .await
+            .ok()
+            .and_then(|rows| rows.first().and_then(|r| opt_string(r, "v")))
+            .unwrap_or_default();
+        let skip = if !version_at_least(&version, 5, 11) {
+            Some(format!(
+                "server version {version:?} has no vector index (needs Neo4j 5.11 or later)"
+            ))
+        } else {
+            let text = format!(
+                "CREATE VECTOR INDEX {VECTOR_INDEX} IF NOT EXISTS FOR (c:Chunk) ON (c.embedding) \
+                 OPTIONS {{indexConfig: {{`vector.dimensions`: {dims}, \
+                 `vector.similarity_function`: 'cosine'}}}}"
+            );
+            match self.exec(query(&text), "vector index").await {
+                Ok(()) => None,
+                Err(e) => Some(format!("the server refused the vector index: {e}")),
+            }
+        };
+        match skip {
+            None => {
+                self.vector_index.store(true, Ordering::Relaxed);
+                report.vector_index = true;
+            }
+            Some(why) => {
+                if !self.vector_warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        uri = %self.config.display_uri(),
+                        "no vector index on Chunk.embedding ({why}); search will rank chunks in the client"
+                    );
+                }
+                report.vector_index_skipped = Some(why);
+            }
+        }
+        Ok(report)
+    }
+
+    async fn search(&self, query_vector: &[f32], k: usize) -> Result<SearchHits, StoreError> {
+        let qv: Vec<f64> = query_vector.iter().map(|x| f64::from(*x)).collect();
+        let best: Vec<(f32, String)> = if self.vector_index.load(Ordering::Relaxed) {
+            let rows = self
+                .fetch(
+                    query(&format!(
+                        "CALL db.index.vector.queryNodes('{VECTOR_INDEX}', $k, $v) \
+                         YIELD node, score RETURN node.id AS id, score"
+                    ))
+                    .param("k", k as i64)
+                    .param("v", qv),
+                    "vector search",
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.get::<f64>("score").unwrap_or(f64::NAN) as f32,
+                        r.get::<String>("id").unwrap_or_default(),
+                    )
+                })
+                .collect()
+        } else {
+            let rows = self
+                .fetch(
+                    query(
+                        "MATCH (c:Chunk) WHERE c.embedding IS NOT NULL \
+                         RETURN c.id AS id, c.embedding AS v",
+                    ),
+                    "chunk vectors",
+                )
+                .await?;
+            let scored = rows
+                .iter()
+                .filter_map(|r| {
+                    let v = vector(r, "v")?;
+                    Some((cosine(query_vector, &v), r.get::<String>("id").ok()?))
+                })
+                .collect();
+            top_k(scored, k)
+        };
+        let mut hits: Vec<SearchHit> = best
+            .into_iter()
+            .map(|(score, chunk_id)| SearchHit {
+                chunk_id,
+                score,
+                text: String::new(),
+                source: String::new(),
+                document_id: String::new(),
+                entities: Vec::new(),
+                neighbours: Vec::new(),
+            })
+            .collect();
+        if !hits.is_empty() {
+            self.chunk_context(&mut hits).await?;
+        }
+        Ok(SearchHits { hits })
+    }
+
+    async fn counts(&self, scope: &Scope) -> Result<GraphCounts, StoreError> {
+        let mut counts = GraphCounts::default();
+        let rows = self
+            .fetch(
+                scope_params(
+                    query(
+                        "MATCH (n) WHERE $all OR n.id IN $ids \
+                         RETURN labels(n) AS labels, count(*) AS c",
+                    ),
+                    scope,
+                ),
+                "node counts",
+            )
+            .await?;
+        for r in rows {
+            let key = labels_key(strings(&r, "labels"));
+            *counts.nodes.entry(key).or_default() += r.get::<i64>("c").unwrap_or(0) as u64;
+        }
+        let rows = self
+            .fetch(
+                scope_params(
+                    query(
+                        "MATCH (a)-[r]->() WHERE $all OR a.id IN $ids \
+                         RETURN type(r) AS t, count(*) AS c",
+                    ),
+                    scope,
+                ),
+                "relationship counts",
+            )
+            .await?;
+        for r in rows {
+            let key: String = r.get("t").unwrap_or_default();
+            *counts.relationships.entry(key).or_default() += r.get::<i64>("c").unwrap_or(0) as u64;
+        }
+        Ok(counts)
+    }
+
+    async fn read_records(&self, scope: &Scope) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        let rows = self
+            .fetch(
+                scope_params(
+                    query(
+                        "MATCH (n:Document) WHERE $all OR n.id IN $ids \
+                         RETURN n.id AS id, n.source AS source, n.title AS title, n.sha256 AS sha256, \
+                         n.pages AS pages, n.media_type AS media_type, n.bytes AS bytes",
+                    ),
+                    scope,
+                ),
+                "read documents",
+            )
+            .await?;
+        for r in rows {
+            let Some(id) = opt_string(&r, "id") else {
+                continue;
+            };
+            out.push(Record::Document(kg_core::Document {
+                id: DocumentId::from_raw(id),
+                source: opt_string(&r, "source").unwrap_or_default(),
+                title: opt_string(&r, "title"),
+                sha256: opt_string(&r, "sha256").unwrap_or_default(),
+                pages: opt_i64(&r, "pages").and_then(|p| u32::try_from(p).ok()),
+                media_type: media_type(opt_string(&r, "media_type").as_deref()),
+                bytes: opt_i64(&r, "bytes")
+                    .and_then(|b| u64::try_from(b).ok())
+                    .unwrap_or(0),
+            }));
+        }
+        let rows = self
+            .fetch(
+                scope_params(
+                    query(
+                        "MATCH (n:Chunk) WHERE $all OR n.id IN $ids \
+                         RETURN n.id AS id, n.document_id AS doc, n.index AS idx, n.text AS text, \
+                         n.tokens AS tokens, n.source AS source, n.page_start AS ps, n.page_end AS pe, \
+                         n.embedding AS v, n.embedding_model AS model",
+                    ),
+                    scope,
+                ),
+                "read chunks",
+            )
+            .await?;
+        let mut embeddings = Vec::new();
+        for r in rows {
+            let Some(id) = opt_string(&r, "id") else {
+                continue;
+            };
+            if let Some(v) = vector(&r, "v") {
+                embeddings.push(Record::Embedding(kg_core::Embedding {
+                    id: id.clone(),
+                    target: kg_core::EmbeddingTarget::Chunk,
+                    vector: v,
+                    model: opt_string(&r, "model").unwrap_or_default(),
+                }));
+            }
+            let Some(text) = opt_string(&r, "text") else {
+                continue;
+            };
+            out.push(Record::Chunk(kg_core::Chunk {
+                id: ChunkId::from_raw(id),
+                document_id: DocumentId::from_raw(opt_string(&r, "doc").unwrap_or_default()),
+                index: opt_i64(&r, "idx")
+                    .and_then(|i| u32::try_from(i).ok())
+                    .unwrap_or(0),
+                text,
+                tokens: opt_i64(&r, "tokens")
+                    .and_then(|i| u32::try_from(i).ok())
+                    .unwrap_or(0),
+                source: opt_string(&r, "source").unwrap_or_default(),
+                page_start: opt_i64(&r, "ps").and_then(|i| u32::try_from(i).ok()),
+                page_end: opt_i64(&r, "pe").and_then(|i| u32::try_from(i).ok()),
+            }));
+        }
+        let rows = self
+            .fetch(
+                scope_params(
+                    query(
+                        "MATCH (n:Entity) WHERE ($all OR n.id IN $ids) AND n.type IS NOT NULL \
+                         OPTIONAL MATCH (c:Chunk)-[:MENTIONS]->(n) \
+                         RETURN n.id AS id, n.name AS name, n.type AS type, n.description AS description, \
+                         n.aliases AS aliases, n.embedding AS v, n.embedding_model AS model, \
+                         collect(c.id) AS chunks",
+                    ),
+                    scope,
+                ),
+                "read entities",
+            )
+            .await?;
+        for r in rows {
+            let Some(id) = opt_string(&r, "id") else {
+                continue;
+            };
+            let Some(ty) = opt_string(&r, "type").and_then(|t| Label::new(&t).ok()) else {
+                continue;
+            };
+            if let Some(v) = vector(&r, "v") {
+                embeddings.push(Record::Embedding(kg_core::Embedding {
+                    id: id.clone(),
+                    target: kg_core::EmbeddingTarget::Entity,
+                    vector: v,
+                    model: opt_string(&r, "model").unwrap_or_default(),
+                }));
+            }
+            let mut chunk_ids: Vec<ChunkId> = strings(&r, "chunks")
+                .into_iter()
+                .map(ChunkId::from_raw)
+                .collect();
+            chunk_ids.sort();
+            chunk_ids.dedup();
+            out.push(Record::Entity(kg_core::Entity {
+                id: EntityId::from_raw(id),
+                name: opt_string(&r, "name").unwrap_or_default(),
+                entity_type: ty,
+                description: opt_string(&r, "description").unwrap_or_default(),
+                aliases: strings(&r, "aliases"),
+                chunk_ids,
+            }));
+        }
+        let rows = self
+            .fetch(
+                scope_params(
+                    query(
+                        "MATCH (a:Entity)-[r]->(b:Entity) WHERE $all OR a.id IN $ids \
+                         RETURN a.id AS s, type(r) AS t, b.id AS o, r.description AS description, \
+                         r.weight AS weight, r.chunks AS chunks",
+                    ),
+                    scope,
+                ),
+                "read relations",
+            )
+            .await?;
+        for r in rows {
+            let (Some(s), Some(o)) = (opt_string(&r, "s"), opt_string(&r, "o")) else {
+                continue;
+            };
+            let Some(t) = opt_string(&r, "t").and_then(|t| RelType::new(&t).ok()) else {
+                continue;
+            };
+            out.push(Record::Relation(kg_core::Relation {
+                source_id: EntityId::from_raw(s),
+                target_id: EntityId::from_raw(o),
+                rel_type: t,
+                description: opt_string(&r, "description").unwrap_or_default(),
+                weight: r.get::<Option<f64>>("weight").ok().flatten().unwrap_or(1.0) as f32,
+                chunk_ids: strings(&r, "chunks")
+                    .into_iter()
+                    .map(ChunkId::from_raw)
+                    .collect(),
+            }));
+        }
+        let rows = self
+            .fetch(
+                scope_params(
+                    query(
+                        "MATCH (n) WHERE ($all OR n.id IN $ids) AND n.kg_source IS NOT NULL \
+                         AND n.key IS NOT NULL RETURN labels(n) AS labels, properties(n) AS props",
+                    ),
+                    scope,
+                ),
+                "read nodes",
+            )
+            .await?;
+        for r in rows {
+            let Some(label) = strings(&r, "labels")
+                .first()
+                .and_then(|l| Label::new(l).ok())
+            else {
+                continue;
+            };
+            let Ok(props) = r.get::<BoltType>("props") else {
+                continue;
+            };
+            let (id, key) = match &props {
+                BoltType::Map(m) => (
+                    m.get::<String>("id").unwrap_or_default(),
+                    m.get::<String>("key").unwrap_or_default(),
+                ),
+                _ => continue,
+            };
+            let (properties, source, line) = csv_properties(&props);
+            out.push(Record::Node(kg_core::GraphNode {
+                id: NodeId::from_raw(id),
+                label,
+                key,
+                properties,
+                source,
+                line,
+            }));
+        }
+        let rows = self
+            .fetch(
+                scope_params(
+                    query(
+                        "MATCH (a)-[r]->(b) WHERE ($all OR a.id IN $ids) AND r.kg_source IS NOT NULL \
+                         RETURN labels(a) AS al, a.id AS a, type(r) AS t, labels(b) AS bl, b.id AS b, \
+                         properties(r) AS props",
+                    ),
+                    scope,
+                ),
+                "read edges",
+            )
+            .await?;
+        for r in rows {
+            let label_of = |k: &str| strings(&r, k).first().and_then(|l| Label::new(l).ok());
+            let (Some(al), Some(bl)) = (label_of("al"), label_of("bl")) else {
+                continue;
+            };
+            let Some(t) = opt_string(&r, "t").and_then(|t| RelType::new(&t).ok()) else {
+                continue;
+            };
+            let Ok(props) = r.get::<BoltType>("props") else {
+                continue;
+            };
+            let (properties, source, line) = csv_properties(&props);
+            out.push(Record::Edge(kg_core::GraphEdge {
+                rel_type: t,
+                from: NodeRef {
+                    label: al,
+                    id: NodeId::from_raw(opt_string(&r, "a").unwrap_or_default()),
+                },
+                to: NodeRef {
+                    label: bl,
+                    id: NodeId::from_raw(opt_string(&r, "b").unwrap_or_default()),
+                },
+                properties,
+                source,
+                line,
+            }));
+        }
+        out.extend(embeddings);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_never_reach_query_text() {
+        // Only kg-core identifiers can name a label: a hostile one is
+        // rejected before a GroupKey can exist, and a valid one is quoted.
+        assert!(Label::new("Person`}) DETACH DELETE n //").is_err());
+        let key = GroupKey::Nodes(Label::new("air port").unwrap());
+        let text = cypher_for(&key).join("\n");
+        assert!(text.contains("MERGE (n:`AirPort` {id: row.id})"), "{text}");
+        assert_eq!(text.matches('`').count(), 2);
+    }
+
+    #[test]
+    fn classifies_errors() {
+        let io = neo4rs::Error::IOError {
+            detail: std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"),
+        };
+        let f = classify(&io);
+        assert_eq!(f.class, FailureClass::Transient);
+        assert!(f.unreachable);
+        assert_eq!(
+            classify(&neo4rs::Error::ConversionError).class,
+            FailureClass::Permanent
+        );
+    }
+
+    #[test]
+    fn versions_compare() {
+        assert!(version_at_least("5.26.0", 5, 11));
+        assert!(version_at_least("5.11", 5, 11));
+        assert!(!version_at_least("5.10.3", 5, 11));
+        assert!(!version_at_least("4.4.0", 5, 11));
+        assert!(!version_at_least("", 5, 11));
+    }
+
+    #[test]
+    fn cosine_and_top_k() {
+        assert!((cosine(&[1.0, 0.0], &[1.0, 0.0]) - 1.0).abs() < 1e-6);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 1.0]).abs() < 1e-6);
+        assert!(cosine(&[1.0], &[1.0, 0.0]).is_nan());
+        let top = top_k(
+            vec![
+                (0.1, "a".into()),
+                (0.9, "b".into()),
+                (f32::NAN, "c".into()),
+                (0.5, "d".into()),
+            ],
+            2,
+        );
+        assert_eq!(top, vec![(0.9, "b".to_string()), (0.5, "d".to_string())]);
+    }
+}

@@ -1,0 +1,1013 @@
+//! The batch writer: records in, transactions out, metrics back.
+//!
+//! Design, in the order things happen:
+//!
+//! - **Windows.** Records are read from the input in windows of at most
+//!   [`WriterConfig::window_records`], so memory is bounded by the window,
+//!   not the corpus. Each window is planned ([`crate::plan`]) into groups.
+//! - **Nodes, then relationships.** Node groups are written first, one
+//!   group at a time with up to [`WriterConfig::node_concurrency`] of its
+//!   batches in flight (the planner merges rows naming the same node, so
+//!   those batches never race to MERGE one node). Relationship batches then run one after
+//!   another: a relationship locks both of its end nodes, and two batches
+//!   sharing nodes in opposite order deadlock in Neo4j.
+//! - **Adaptive batch size.** Each kind of group has its own [`BatchSizer`]:
+//!   it starts near 1,000 rows, grows by half while a transaction takes well
+//!   under [`WriterConfig::target_batch_time`], shrinks in proportion when it
+//!   takes longer, and halves on a timeout or a memory error, always within
+//!   `[min_batch_rows, max_batch_rows]`. Fixed sizes of 50–250 pay a round
+//!   trip per few rows; a fixed large size risks timeouts on big rows: the
+//!   sizer finds the knee for each kind of row on the server at hand.
+//! - **One transaction per batch, retried.** A transient failure (transient
+//!   server error, deadlock, connection reset, leader switch, timeout) is
+//!   retried with exponential backoff and jitter. A permanent failure (or a
+//!   transient one that outlives the retries) rolls the batch back, writes
+//!   the records behind it to the dead-letter JSON Lines file, and the writer
+//!   goes on with the next batch. When the store looks unreachable for
+//!   [`WriterConfig::max_unreachable_batches`] batches in a row, the writer
+//!   stops trying and dead-letters the rest of the input: nothing is lost,
+//!   and the run ends quickly with exit code 3 instead of retrying for hours.
+//! - **Report.** [`WriteReport`] holds the metrics; [`WriteReport::check`]
+//!   turns failed batches into [`StoreError::BatchesFailed`] for the CLI's
+//!   exit code 3. [`rerun_dead_letters`] writes a dead-letter file again.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use kg_core::{jsonl, Record, SetAside, Stage};
+
+use crate::error::{BatchFailure, FailureClass, StoreError};
+use crate::plan::{plan, Batch, Group, GroupKey, Phase};
+use crate::store::GraphSink;
+
+/// Retry policy for transient failures.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per batch, the first included.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubles each time.
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 8 attempts, 200 ms doubling to 5 s: about 16 s in all, enough for a
+    /// server restart or a leader election.
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `attempt` (0-based), with ±25% jitter
+    /// so that concurrent retries do not stampede.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .initial_backoff
+            .saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX))
+            .min(self.max_backoff);
+        // Cheap jitter from the clock: good enough to spread retries.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
+        base.mul_f64(factor)
+    }
+}
+
+/// How the writer batches, retries and dead-letters.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Rows in a kind's first batch (default 1,000).
+    pub initial_batch_rows: usize,
+    /// Smallest batch (default 50).
+    pub min_batch_rows: usize,
+    /// Largest batch (default 20,000).
+    pub max_batch_rows: usize,
+    /// Transaction time the sizer aims below (default 500 ms).
+    pub target_batch_time: Duration,
+    /// A transaction taking longer is abandoned and retried smaller
+    /// (default 60 s).
+    pub batch_timeout: Duration,
+    /// Node batches in flight at once (default 1). More can help on a
+    /// Neo4j cluster with cores to spare; on the ArcadeDB test server, two
+    /// concurrent MERGE transactions on one label were slower than one.
+    pub node_concurrency: usize,
+    /// Records per window (default 20,000).
+    pub window_records: usize,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
+    /// After this many batches in a row failed because the store was
+    /// unreachable, the rest is dead-lettered without trying (default 3).
+    pub max_unreachable_batches: usize,
+    /// Where failed batches' records go (JSON Lines of kg-core records).
+    pub dead_letter: PathBuf,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            initial_batch_rows: 1_000,
+            min_batch_rows: 50,
+            max_batch_rows: 20_000,
+            target_batch_time: Duration::from_millis(500),
+            batch_timeout: Duration::from_secs(60),
+            node_concurrency: 1,
+            window_records: 20_000,
+            retry: RetryPolicy::default(),
+            max_unreachable_batches: 3,
+            dead_letter: PathBuf::from("kg-store-dead-letter.jsonl"),
+        }
+    }
+}
+
+impl WriterConfig {
+    /// Every batch exactly `rows` rows (for comparisons and tests).
+    pub fn fixed_batch_rows(mut self, rows: usize) -> Self {
+        self.initial_batch_rows = rows;
+        self.min_batch_rows = rows;
+        self.max_batch_rows = rows;
+        self
+    }
+}
+
+/// Picks batch sizes for one kind of row from measured transaction times.
+#[derive(Debug, Clone)]
+pub struct BatchSizer {
+    rows: usize,
+    min: usize,
+    max: usize,
+    target: Duration,
+}
+
+impl BatchSizer {
+    /// A sizer starting at `initial`, bounded by `[min, max]`.
+    pub fn new(initial: usize, min: usize, max: usize, target: Duration) -> Self {
+        let min = min.max(1);
+        let max = max.max(min);
+        Self {
+            rows: initial.clamp(min, max),
+            min,
+            max,
+            target,
+        }
+    }
+
+    /// The size of the next batch.
+    pub fn next_size(&self) -> usize {
+        self.rows
+    }
+
+    /// A batch of `rows` rows committed in `elapsed`.
+    pub fn on_success(&mut self, rows: usize, elapsed: Duration) {
+        if rows < self.rows / 2 {
+            // A short tail batch says little about the full size.
+            return;
+        }
+        let target = self.target.as_secs_f64();
+        let took = elapsed.as_secs_f64().max(1e-6);
+        let next = if took < target / 2.0 {
+            self.rows as f64 * 1.5
+        } else if took > target {
+            // Scale to the target, a little under it.
+            self.rows as f64 * (target / took) * 0.9
+        } else {
+            self.rows as f64
+        };
+        self.rows = (next as usize).clamp(self.min, self.max);
+    }
+
+    /// A batch failed because it was too big (timeout, memory).
+    pub fn on_too_big(&mut self) {
+        self.rows = (self.rows / 2).clamp(self.min, self.max);
+    }
+}
+
+/// A batch that failed for good: rolled back and dead-lettered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedBatch {
+    /// Batch number within the write.
+    pub number: u64,
+    /// Its group (`chunks`, `relations:WORKS_FOR`...).
+    pub group: String,
+    /// Rows in it.
+    pub rows: usize,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error.
+    pub error: String,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Default)]
+pub struct WriteReport {
+    /// Records read (SetAside ones included).
+    pub records: u64,
+    /// Rows written (in committed batches).
+    pub rows: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Size of each committed batch, in order.
+    pub batch_sizes: Vec<usize>,
+    /// Retries of transient failures.
+    pub retries: u64,
+    /// Batches that failed for good.
+    pub failed_batches: Vec<FailedBatch>,
+    /// Records written to the dead-letter file.
+    pub dead_lettered_records: u64,
+    /// The dead-letter file, when anything was written to it.
+    pub dead_letter: Option<PathBuf>,
+    /// Inputs set aside: SetAside records passed through from earlier
+    /// stages, and one per failed batch.
+    pub set_aside: Vec<SetAside>,
+    /// Wall time of the whole write.
+    pub total_time: Duration,
+    /// Sum of the committed transactions' times.
+    pub batch_time: Duration,
+}
+
+impl WriteReport {
+    /// Committed batches over all batches, 0..=1 (1 when there were none).
+    pub fn success_rate(&self) -> f64 {
+        let all = self.batches + self.failed_batches.len() as u64;
+        if all == 0 {
+            1.0
+        } else {
+            self.batches as f64 / all as f64
+        }
+    }
+
+    /// Mean time of a committed transaction.
+    pub fn avg_batch_time(&self) -> Duration {
+        if self.batches == 0 {
+            Duration::ZERO
+        } else {
+            self.batch_time / self.batches as u32
+        }
+    }
+
+    /// Rows written per second of wall time.
+    pub fn rows_per_sec(&self) -> f64 {
+        let s = self.total_time.as_secs_f64();
+        if s > 0.0 {
+            self.rows as f64 / s
+        } else {
+            0.0
+        }
+    }
+
+    /// Whether anything was set aside (failed batches or SetAside inputs):
+    /// the CLI's exit code 3.
+    pub fn has_set_aside(&self) -> bool {
+        !self.set_aside.is_empty()
+    }
+
+    /// `Err` listing the failed batches when there were any.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if self.failed_batches.is_empty() {
+            return Ok(());
+        }
+        let summary = self
+            .failed_batches
+            .iter()
+            .map(|b| {
+                format!(
+                    "batch {} ({}, {} rows, {} attempts): {}",
+                    b.number, b.group, b.rows, b.attempts, b.error
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(StoreError::BatchesFailed {
+            count: self.failed_batches.len(),
+            dead_letter: self.dead_letter.clone().unwrap_or_default(),
+            summary,
+        })
+    }
+
+    fn absorb(&mut self, other: WriteReport) {
+        self.records += other.records;
+        self.rows += other.rows;
+        self.batches += other.batches;
+        self.batch_sizes.extend(other.batch_sizes);
+        self.retries += other.retries;
+        self.failed_batches.extend(other.failed_batches);
+        self.dead_lettered_records += other.dead_lettered_records;
+        if other.dead_letter.is_some() {
+            self.dead_letter = other.dead_letter;
+        }
+        self.set_aside.extend(other.set_aside);
+        self.batch_time += other.batch_time;
+    }
+}
+
+/// Writes records to a [`GraphSink`] in adaptive, retried batches.
+pub struct BatchWriter<S> {
+    sink: S,
+    config: WriterConfig,
+    sizers: Mutex<HashMap<&'static str, BatchSizer>>,
+    next_batch: std::sync::atomic::AtomicU64,
+    unreachable_streak: std::sync::atomic::AtomicUsize,
+    dead_letter: Mutex<Option<BufWriter<File>>>,
+}
+
+struct Outcome {
+    batch: Arc<Batch>,
+    /// Indices of the records behind the batch, in the window.
+    records: Vec<usize>,
+    attempts: u32,
+    elapsed: Duration,
+    result: Result<(), BatchFailure>,
+}
+
+impl<S: GraphSink> BatchWriter<S> {
+    /// A writer to `sink`.
+    pub fn new(sink: S, config: WriterConfig) -> Self {
+        Self {
+            sink,
+            config,
+            sizers: Mutex::new(HashMap::new()),
+            next_batch: std::sync::atomic::AtomicU64::new(1),
+            unreachable_streak: std::sync::atomic::AtomicUsize::new(0),
+            dead_letter: Mutex::new(None),
+        }
+    }
+
+    /// The sink.
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// Gives the sink back.
+    pub fn into_sink(self) -> S {
+        self.sink
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WriterConfig {
+        &self.config
+    }
+
+    /// The batch size the writer would use next for each kind of group.
+    pub fn current_batch_sizes(&self) -> HashMap<&'static str, usize> {
+        self.sizers
+            .lock()
+            .map(|s| s.iter().map(|(k, v)| (*k, v.next_size())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Writes a vector of records (convenience over [`Self::write_stream`]).
+    pub async fn write_records(&self, records: Vec<Record>) -> Result<WriteReport, StoreError> {
+        self.write_stream(futures::stream::iter(records)).await
+    }
+
+    /// Writes records from a channel until it closes.
+    pub async fn write_channel(
+        &self,
+        rx: tokio::sync::mpsc::Receiver<Record>,
+    ) -> Result<WriteReport, StoreError> {
+        self.write_stream(tokio_stream_from(rx)).await
+    }
+
+    /// Writes every record of `records`, window by window. `Err` only when
+    /// the dead-letter file cannot be written (then nothing would be safe);
+    /// failed batches are in the report ([`WriteReport::check`]).
+    pub async fn write_stream(
+        &self,
+        records: impl Stream<Item = Record>,
+    ) -> Result<WriteReport, StoreError> {
+        let started = Instant::now();
+        let mut report = WriteReport::default();
+        let mut records = std::pin::pin!(records.chunks(self.config.window_records.max(1)));
+        while let Some(window) = records.next().await {
+            let part = self.write_window(window).await?;
+            report.absorb(part);
+        }
+        self.flush_dead_letter()?;
+        report.total_time = started.elapsed();
+        tracing::info!(
+            records = report.records,
+            rows = report.rows,
+            batches = report.batches,
+            failed = report.failed_batches.len(),
+            rows_per_sec = report.rows_per_sec() as u64,
+            "store write finished"
+        );
+        Ok(report)
+    }
+
+    async fn write_window(&self, window: Vec<Record>) -> Result<WriteReport, StoreError> {
+        let mut report = WriteReport {
+            records: window.len() as u64,
+            ..WriteReport::default()
+        };
+        for r in &window {
+            if let Record::SetAside(s) = r {
+                report.set_aside.push(s.clone());
+            }
+        }
+        let groups = plan(&window);
+        let mut dead: HashSet<usize> = HashSet::new();
+        let (nodes, rels): (Vec<Group>, Vec<Group>) = groups
+            .into_iter()
+            .partition(|g| g.key.phase() == Phase::Nodes);
+        // One node group at a time, its batches concurrently: batches of
+        // one group never share a node (see `plan`), but two groups may
+        // (chunks and chunk embeddings both MERGE the same Chunk).
+        for group in nodes {
+            self.write_groups(
+                vec![group],
+                self.config.node_concurrency.max(1),
+                &window,
+                &mut dead,
+                &mut report,
+            )
+            .await?;
+        }
+        self.write_groups(rels, 1, &window, &mut dead, &mut report)
+            .await?;
+        Ok(report)
+    }
+
+    /// Writes groups with at most `concurrency` batches in flight, cutting
+    /// each batch at the size its kind's sizer says at that moment.
+    async fn write_groups(
+        &self,
+        groups: Vec<Group>,
+        concurrency: usize,
+        window: &[Record],
+        dead: &mut HashSet<usize>,
+        report: &mut WriteReport,
+    ) -> Result<(), StoreError> {
+        let mut queue: VecDeque<(GroupKey, std::vec::IntoIter<crate::plan::PlannedRow>)> = groups
+            .into_iter()
+            .map(|g| (g.key, g.rows.into_iter()))
+            .collect();
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            while in_flight.len() < concurrency {
+                let Some((key, rows)) = queue.front_mut() else {
+                    break;
+                };
+                let size = self.sizer_size(key.kind());
+                let mut batch_rows = Vec::with_capacity(size.min(rows.len()));
+                let mut records = Vec::new();
+                for planned in rows.by_ref().take(size) {
+                    records.extend(planned.records);
+                    batch_rows.push(planned.row);
+                }
+                if batch_rows.is_empty() {
+                    queue.pop_front();
+                    continue;
+                }
+                let batch = Arc::new(Batch {
+                    number: self
+                        .next_batch
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    key: key.clone(),
+                    rows: batch_rows,
+                });
+                records.sort_unstable();
+                records.dedup();
+                in_flight.push(self.run_batch(batch, records));
+            }
+            let Some(outcome) = in_flight.next().await else {
+                break;
+            };
+            self.record_outcome(outcome, window, dead, report)?;
+        }
+        Ok(())
+    }
+
+    fn sizer_size(&self, kind: &'static str) -> usize {
+        match self.sizers.lock() {
+            Ok(mut s) => s
+                .entry(kind)
+                .or_insert_with(|| self.new_sizer())
+                .next_size(),
+            Err(_) => self.config.initial_batch_rows,
+        }
+    }
+
+    fn new_sizer(&self) -> BatchSizer {
+        BatchSizer::new(
+            self.config.initial_batch_rows,
+            self.config.min_batch_rows,
+            self.config.max_batch_rows,
+            self.config.target_batch_time,
+        )
+    }
+
+    async fn run_batch(&self, batch: Arc<Batch>, records: Vec<usize>) -> Outcome {
+        let max = self.config.retry.max_attempts.max(1);
+        let mut attempts = 0;
+        loop {
+            if self.store_given_up() {
+                return Outcome {
+                    batch,
+                    records,
+                    attempts,
+                    elapsed: Duration::ZERO,
+                    result: Err(BatchFailure {
+                        unreachable: true,
+                        ..BatchFailure::transient(
+                            "not attempted: the store was unreachable for the batches before",
+                        )
+                    }),
+                };
+            }
+            attempts += 1;
+            let started = Instant::now();
+            let result = match tokio::time::timeout(
+                self.config.batch_timeout,
+                self.sink.write_batch(batch.clone()),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(BatchFailure {
+                    too_big: true,
+                    ..BatchFailure::transient(format!(
+                        "transaction timed out after {:?}",
+                        self.config.batch_timeout
+                    ))
+                }),
+            };
+            let elapsed = started.elapsed();
+            match result {
+                Ok(()) => {
+                    self.unreachable_streak
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
+                    return Outcome {
+                        batch,
+                        records,
+                        attempts,
+                        elapsed,
+                        result: Ok(()),
+                    };
+                }
+                Err(f) => {
+                    if f.too_big {
+                        if let Ok(mut s) = self.sizers.lock() {
+                            s.entry(batch.key.kind())
+                                .or_insert_with(|| self.new_sizer())
+                                .on_too_big();
+                        }
+                    }
+                    if f.class == FailureClass::Transient && attempts < max {
+                        let wait = self.config.retry.backoff(attempts - 1);
+                        tracing::warn!(
+                            batch = batch.number,
+                            group = %batch.key,
+                            attempt = attempts,
+                            error = %f.message,
+                            "transient failure, retrying in {wait:?}"
+                        );
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    if f.unreachable {
+                        self.unreachable_streak
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return Outcome {
+                        batch,
+                        records,
+                        attempts,
+                        elapsed,
+                        result: Err(f),
+                    };
+                }
+            }
+        }
+    }
+
+    fn store_given_up(&self) -> bool {
+        self.unreachable_streak
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= self.config.max_unreachable_batches.max(1)
+    }
+
+    fn record_outcome(
+        &self,
+        outcome: Outcome,
+        window: &[Record],
+        dead: &mut HashSet<usize>,
+        report: &mut WriteReport,
+    ) -> Result<(), StoreError> {
+        let rows = outcome.batch.rows.len();
+        report.retries += u64::from(outcome.attempts.saturating_sub(1));
+        match outcome.result {
+            Ok(()) => {
+                report.rows += rows as u64;
+                report.batches += 1;
+                report.batch_sizes.push(rows);
+                report.batch_time += outcome.elapsed;
+                if let Ok(mut s) = self.sizers.lock() {
+                    s.entry(outcome.batch.key.kind())
+                        .or_insert_with(|| self.new_sizer())
+                        .on_success(rows, outcome.elapsed);
+                }
+                tracing::debug!(
+                    batch = outcome.batch.number,
+                    group = %outcome.batch.key,
+                    rows,
+                    ms = outcome.elapsed.as_millis() as u64,
+                    "batch committed"
+                );
+            }
+            Err(f) => {
+                tracing::error!(
+                    batch = outcome.batch.number,
+                    group = %outcome.batch.key,
+                    rows,
+                    attempts = outcome.attempts,
+                    error = %f.message,
+                    "batch failed; its records go to the dead-letter file"
+                );
+                let fresh: Vec<&Record> = outcome
+                    .records
+                    .iter()
+                    .filter(|i| dead.insert(**i))
+                    .filter_map(|i| window.get(*i))
+                    .collect();
+                self.dead_letter_records(&fresh)?;
+                report.dead_lettered_records += fresh.len() as u64;
+                report.dead_letter = Some(self.config.dead_letter.clone());
+                report.set_aside.push(SetAside {
+                    stage: Stage::Store,
+                    item: format!("batch {} ({})", outcome.batch.number, outcome.batch.key),
+                    reason: "batch_failed".into(),
+                    detail: format!(
+                        "{rows} rows, {} attempts: {}; records in {}",
+                        outcome.attempts,
+                        f.message,
+                        self.config.dead_letter.display()
+                    ),
+                });
+                report.failed_batches.push(FailedBatch {
+                    number: outcome.batch.number,
+                    group: outcome.batch.key.to_string(),
+                    rows,
+                    attempts: outcome.attempts,
+                    error: f.message,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn dead_letter_records(&self, records: &[&Record]) -> Result<(), StoreError> {
+        let path = &self.config.dead_letter;
+        let err = |e: std::io::Error| StoreError::DeadLetter {
+            path: path.clone(),
+            detail: e.to_string(),
+        };
+        let mut guard = self
+            .dead_letter
+            .lock()
+            .map_err(|_| StoreError::DeadLetter {
+                path: path.clone(),
+                detail: "writer lock poisoned".into(),
+            })?;
+        if guard.is_none() {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(err)?;
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(err)?;
+            *guard = Some(BufWriter::new(file));
+        }
+        if let Some(out) = guard.as_mut() {
+            for r in records {
+                jsonl::write_record(out, r).map_err(err)?;
+            }
+            out.flush().map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn flush_dead_letter(&self) -> Result<(), StoreError> {
+        if let Ok(mut guard) = self.dead_letter.lock() {
+            if let Some(out) = guard.as_mut() {
+                out.flush().map_err(|e| StoreError::DeadLetter {
+                    path: self.config.dead_letter.clone(),
+                    detail: e.to_string(),
+                })?;
+            }
+            *guard = None;
+        }
+        Ok(())
+    }
+}
+
+fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<Record>) -> impl Stream<Item = Record> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Reads a dead-letter file's records (a bad line is an error naming it).
+pub fn read_dead_letters(path: &Path) -> Result<Vec<Record>, StoreError> {
+    let file = File::open(path).map_err(|e| StoreError::DeadLetter {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    jsonl::RecordReader::new(BufReader::new(file), path.display().to_string())
+        .map(|r| {
+            r.map_err(|e| StoreError::DeadLetter {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Writes the records of the writer's dead-letter file again. The file is
+/// first moved aside (`<file>.replay`), so the batches that fail again land
+/// in a fresh dead-letter file and a third run can retry those. With no
+/// dead-letter file there is nothing to do: an empty report.
+pub async fn rerun_dead_letters<S: GraphSink>(
+    writer: &BatchWriter<S>,
+) -> Result<WriteReport, StoreError> {
+    let path = writer.config().dead_letter.clone();
+    let replay = PathBuf::from(format!("{}.replay", path.display()));
+    if !replay.exists() {
+        if !path.exists() {
+            return Ok(WriteReport::default());
+        }
+        std::fs::rename(&path, &replay).map_err(|e| StoreError::DeadLetter {
+            path: path.clone(),
+            detail: format!("cannot move aside to {}: {e}", replay.display()),
+        })?;
+    }
+    // A replay file left by an interrupted re-run is read again: writing is
+    // idempotent.
+    let records = read_dead_letters(&replay)?;
+    let report = writer.write_records(records).await?;
+    std::fs::remove_file(&replay).map_err(|e| StoreError::DeadLetter {
+        path: replay.clone(),
+        detail: e.to_string(),
+    })?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{FailRule, MemorySink};
+    use kg_core::{Chunk, ChunkId, Document, DocumentId, MediaType};
+
+    fn corpus(docs: usize, chunks_per_doc: usize) -> Vec<Record> {
+        let mut out = Vec::new();
+        for d in 0..docs {
+            let sha = kg_core::sha256_hex(format!("doc {d}").as_bytes());
+            let id = DocumentId::from_content_sha256(&sha);
+            out.push(Record::Document(Document {
+                id: id.clone(),
+                source: format!("corpus/{d}.txt"),
+                title: None,
+                sha256: sha,
+                pages: None,
+                media_type: MediaType::Text,
+                bytes: 1_000,
+            }));
+            for i in 0..chunks_per_doc {
+                let text = format!("Paragraph {i} of document {d}: the Bolt writer test corpus.");
+                out.push(Record::Chunk(Chunk {
+                    id: ChunkId::new(&id, i as u32, &text),
+                    document_id: id.clone(),
+                    index: i as u32,
+                    text,
+                    tokens: 12,
+                    source: format!("corpus/{d}.txt"),
+                    page_start: None,
+                    page_end: None,
+                }));
+            }
+        }
+        out
+    }
+
+    fn config(dir: &Path) -> WriterConfig {
+        WriterConfig {
+            dead_letter: dir.join("dead.jsonl"),
+            retry: RetryPolicy {
+                max_attempts: 3,
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(5),
+            },
+            ..WriterConfig::default()
+        }
+    }
+
+    #[test]
+    fn sizer_grows_when_fast_and_shrinks_when_slow_within_bounds() {
+        let target = Duration::from_millis(500);
+        let mut s = BatchSizer::new(1_000, 50, 20_000, target);
+        s.on_success(1_000, Duration::from_millis(50));
+        assert_eq!(s.next_size(), 1_500);
+        for _ in 0..20 {
+            let n = s.next_size();
+            s.on_success(n, Duration::from_millis(10));
+        }
+        assert_eq!(s.next_size(), 20_000);
+        // Twice the target: scaled to ~0.45 of the size.
+        s.on_success(20_000, Duration::from_secs(1));
+        assert_eq!(s.next_size(), 9_000);
+        // In the comfort band: unchanged.
+        s.on_success(9_000, Duration::from_millis(400));
+        assert_eq!(s.next_size(), 9_000);
+        // A short tail batch says nothing.
+        s.on_success(10, Duration::from_secs(5));
+        assert_eq!(s.next_size(), 9_000);
+        for _ in 0..20 {
+            s.on_too_big();
+        }
+        assert_eq!(s.next_size(), 50);
+    }
+
+    #[tokio::test]
+    async fn writes_every_row_nodes_before_relationships() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = corpus(3, 400);
+        let writer = BatchWriter::new(MemorySink::new(), config(dir.path()));
+        let report = writer.write_records(records).await.unwrap();
+        report.check().unwrap();
+        // 3 documents + 1200 chunks + 1200 HAS_CHUNK + 1197 NEXT_CHUNK.
+        assert_eq!(report.rows, 3 + 1_200 + 1_200 + 1_197);
+        assert_eq!(writer.sink().rows(), report.rows);
+        assert_eq!(report.records, 1_203);
+        let batches = writer.sink().batches();
+        let first_rel = batches
+            .iter()
+            .position(|(_, g, _)| g == "has_chunk" || g == "next_chunk")
+            .unwrap();
+        assert!(batches[..first_rel]
+            .iter()
+            .all(|(_, g, _)| g == "documents" || g == "chunks"));
+        assert!(batches[first_rel..]
+            .iter()
+            .all(|(_, g, _)| g == "has_chunk" || g == "next_chunk"));
+        assert_eq!(report.batch_sizes.iter().sum::<usize>() as u64, report.rows);
+        assert_eq!(report.success_rate(), 1.0);
+        assert!(!dir.path().join("dead.jsonl").exists());
+    }
+
+    #[tokio::test]
+    async fn batch_size_adapts_from_the_first_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.node_concurrency = 1;
+        let writer = BatchWriter::new(MemorySink::new(), cfg);
+        writer
+            .write_records(corpus(1, 10_000))
+            .await
+            .unwrap()
+            .check()
+            .unwrap();
+        let sizes: Vec<usize> = writer
+            .sink()
+            .batches()
+            .into_iter()
+            .filter(|(_, g, _)| g == "chunks")
+            .map(|(_, _, n)| n)
+            .collect();
+        // An instant sink: 1000, 1500, 2250, ... grows towards the maximum.
+        assert_eq!(&sizes[..3], &[1_000, 1_500, 2_250]);
+        assert!(writer.current_batch_sizes()["chunks"] > 3_000);
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_permanent_ones_dead_lettered() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = corpus(2, 30);
+        let rule = FailRule(Arc::new(|batch: &Batch, attempt: u32| {
+            match (&batch.key, attempt) {
+                // Chunks fail twice with a deadlock, then land.
+                (GroupKey::Chunks, 0 | 1) => Some(BatchFailure::transient(
+                    "Neo.TransientError.Transaction.DeadlockDetected",
+                )),
+                // Documents always violate a constraint.
+                (GroupKey::Documents, _) => Some(BatchFailure::permanent(
+                    "Neo.ClientError.Schema.ConstraintValidationFailed",
+                )),
+                _ => None,
+            }
+        }));
+        let mut cfg = config(dir.path());
+        cfg.window_records = 1_000;
+        let writer = BatchWriter::new(MemorySink::failing(rule), cfg);
+        let mut input = records.clone();
+        input.push(Record::SetAside(SetAside {
+            stage: Stage::Ingest,
+            item: "corpus/broken.pdf".into(),
+            reason: "encrypted_pdf".into(),
+            detail: "the PDF is encrypted".into(),
+        }));
+        let report = writer.write_records(input).await.unwrap();
+        assert_eq!(report.retries, 2);
+        assert_eq!(report.failed_batches.len(), 1);
+        assert_eq!(report.failed_batches[0].group, "documents");
+        assert_eq!(report.failed_batches[0].attempts, 1);
+        assert_eq!(report.set_aside.len(), 2);
+        assert_eq!(report.set_aside[0].reason, "encrypted_pdf");
+        assert_eq!(report.set_aside[1].reason, "batch_failed");
+        let err = report.check().unwrap_err();
+        assert!(
+            err.to_string().contains("ConstraintValidationFailed"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("documents"), "{err}");
+        // The two document records are in the dead-letter file, nothing else.
+        let dead = read_dead_letters(&dir.path().join("dead.jsonl")).unwrap();
+        assert_eq!(dead.len(), 2);
+        assert!(dead.iter().all(|r| matches!(r, Record::Document(_))));
+        assert_eq!(report.dead_lettered_records, 2);
+        assert_eq!(writer.sink().rows(), report.rows);
+        assert!(
+            (report.success_rate() - report.batches as f64 / (report.batches + 1) as f64).abs()
+                < 1e-9
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_stops_being_tried() {
+        let dir = tempfile::tempdir().unwrap();
+        let rule = FailRule(Arc::new(|_: &Batch, _| {
+            Some(BatchFailure {
+                unreachable: true,
+                ..BatchFailure::transient("connection refused")
+            })
+        }));
+        let mut cfg = config(dir.path()).fixed_batch_rows(100);
+        cfg.node_concurrency = 1;
+        let writer = BatchWriter::new(MemorySink::failing(rule), cfg);
+        let records = corpus(1, 1_000);
+        let report = writer.write_records(records.clone()).await.unwrap();
+        assert_eq!(report.batches, 0);
+        // 1 document batch + 10 chunk batches + relationship batches, all failed;
+        // only the first three were tried (3 attempts each).
+        assert!(report.failed_batches.len() > 10);
+        assert!(report.failed_batches[..3].iter().all(|b| b.attempts == 3));
+        assert!(report.failed_batches[3..].iter().all(|b| b.attempts == 0));
+        assert_eq!(report.retries, 6);
+        // Every record is in the dead-letter file exactly once.
+        let dead = read_dead_letters(&dir.path().join("dead.jsonl")).unwrap();
+        assert_eq!(dead.len(), records.len());
+    }
+
+    #[tokio::test]
+    async fn rerun_writes_the_dead_letters_and_clears_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = corpus(1, 5);
+        let failing = BatchWriter::new(
+            MemorySink::failing(FailRule(Arc::new(|b: &Batch, _| {
+                (b.key == GroupKey::Chunks).then(|| BatchFailure::permanent("type error"))
+            }))),
+            config(dir.path()),
+        );
+        let report = failing.write_records(records).await.unwrap();
+        assert_eq!(report.dead_lettered_records, 5);
+        let healthy = BatchWriter::new(MemorySink::new(), config(dir.path()));
+        let rerun = rerun_dead_letters(&healthy).await.unwrap();
+        rerun.check().unwrap();
+        assert_eq!(rerun.records, 5);
+        // 5 chunks, 5 HAS_CHUNK, 4 NEXT_CHUNK.
+        assert_eq!(healthy.sink().rows(), 14);
+        assert!(!dir.path().join("dead.jsonl").exists());
+        assert!(!dir.path().join("dead.jsonl.replay").exists());
+        assert_eq!(rerun_dead_letters(&healthy).await.unwrap().records, 0);
+    }
+
+    #[tokio::test]
+    async fn channel_input_is_written_window_by_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.window_records = 100;
+        let writer = BatchWriter::new(MemorySink::new(), cfg);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let producer = tokio::spawn(async move {
+            for r in corpus(4, 99) {
+                tx.send(r).await.unwrap();
+            }
+        });
+        let report = writer.write_channel(rx).await.unwrap();
+        producer.await.unwrap();
+        assert_eq!(report.records, 400);
+        // Each document and its 99 chunks fill one window exactly.
+        assert_eq!(report.rows, 4 * (1 + 99 + 99 + 98));
+    }
+}

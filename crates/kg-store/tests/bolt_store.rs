@@ -1,0 +1,184 @@
+//! The store contract against the Bolt server named by `NEO4J_URI` (the
+//! shared ArcadeDB test server in development and CI). Each test tags its
+//! ids and text and counts only its own nodes: tests run in parallel with
+//! other crates' tests on the same database. Fails, never skips, when
+//! `NEO4J_URI` is unset.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kg_core::Label;
+use kg_store::{BatchWriter, GraphStore, Neo4jConfig, Neo4jStore, StoreError};
+use neo4rs::query;
+
+async fn connect() -> Neo4jStore {
+    let cfg = neo4j_config();
+    let uri = cfg.display_uri();
+    match Neo4jStore::connect(cfg).await {
+        Ok(s) => s,
+        Err(e) => panic!("cannot reach the Bolt test server at {uri}: {e}"),
+    }
+}
+
+async fn run(store: &Neo4jStore, text: &str) {
+    let mut txn = store.graph().start_txn().await.unwrap();
+    txn.run(query(text)).await.unwrap();
+    txn.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn bolt_round_trip_reads_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = connect().await;
+    store.ensure_schema(Some(16)).await.unwrap();
+    check_round_trip(store, dir.path(), &unique_tag("rt")).await;
+}
+
+#[tokio::test]
+async fn bolt_writing_twice_keeps_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    check_idempotent(connect().await, dir.path(), &unique_tag("idem")).await;
+}
+
+#[tokio::test]
+async fn bolt_hostile_data_is_only_data() {
+    let dir = tempfile::tempdir().unwrap();
+    check_hostile_data(connect().await, dir.path(), &unique_tag("hostile")).await;
+}
+
+#[tokio::test]
+async fn bolt_search_finds_chunk_entities_and_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    check_search(connect().await, dir.path(), &unique_tag("search")).await;
+}
+
+#[tokio::test]
+async fn bolt_failed_batch_is_rolled_back_and_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = unique_tag("fail");
+    // A label of this test's own, with a uniqueness constraint on `key`
+    // and a node already holding the key the batch will try to use.
+    let failing = Label::new(&format!("Gate{tag}")).unwrap();
+    let store = connect().await;
+    run(
+        &store,
+        &format!(
+            "CREATE CONSTRAINT kg_test_{tag}_key IF NOT EXISTS FOR (n:{}) REQUIRE n.key IS UNIQUE",
+            failing.cypher()
+        ),
+    )
+    .await;
+    run(
+        &store,
+        &format!(
+            "CREATE (:{} {{id: 'squatter-{tag}', key: 'dup-{tag}'}})",
+            failing.cypher()
+        ),
+    )
+    .await;
+    let writer = BatchWriter::new(store, writer_config(dir.path()));
+    let remove = async {
+        run(
+            writer.sink(),
+            &format!(
+                "MATCH (n:{} {{id: 'squatter-{tag}'}}) DELETE n",
+                failing.cypher()
+            ),
+        )
+        .await;
+    };
+    check_failed_batch_dead_lettered(&writer, &tag, &failing, remove).await;
+}
+
+#[tokio::test]
+async fn bolt_schema_is_idempotent_and_warns_without_vector_index() {
+    let store = connect().await;
+    let first = store.ensure_schema(Some(16)).await.unwrap();
+    let second = store.ensure_schema(Some(16)).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(
+        first.constraints,
+        vec!["kg_document_id", "kg_chunk_id", "kg_entity_id"]
+    );
+    // Either the server took the vector index, or it said why not.
+    assert!(first.vector_index || first.vector_index_skipped.is_some());
+    let rows = {
+        let mut txn = store.graph().start_txn().await.unwrap();
+        let mut s = txn.execute(query("SHOW CONSTRAINTS")).await.unwrap();
+        let mut names = Vec::new();
+        while let Some(r) = s.next(txn.handle()).await.unwrap() {
+            names.push(r.get::<String>("name").unwrap_or_default());
+        }
+        txn.commit().await.unwrap();
+        names
+    };
+    for name in ["kg_document_id", "kg_chunk_id", "kg_entity_id"] {
+        assert!(
+            rows.iter().any(|n| n == name),
+            "{name} missing from {rows:?}"
+        );
+    }
+}
+
+async fn connect_err(cfg: Neo4jConfig) -> StoreError {
+    // Whatever the cause, the answer comes within seconds, not after the
+    // driver's own minute of retries.
+    match tokio::time::timeout(Duration::from_secs(20), Neo4jStore::connect(cfg)).await {
+        Ok(Ok(_)) => panic!("connected with a bad configuration"),
+        Ok(Err(e)) => e,
+        Err(_) => panic!("connect did not give up within 20 s"),
+    }
+}
+
+#[tokio::test]
+async fn bolt_wrong_password_fails_fast_naming_the_uri_not_the_password() {
+    let mut cfg = neo4j_config();
+    cfg.password = secret("not-the-password-Xy7");
+    let uri = cfg.display_uri();
+    let err = connect_err(cfg).await;
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&uri), "{msg}");
+    assert!(!msg.contains("not-the-password-Xy7"), "{msg}");
+}
+
+#[tokio::test]
+async fn bolt_unreachable_host_fails_fast() {
+    // A closed port on this machine, and a blackholed address.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let base = neo4j_config();
+    for uri in [
+        format!("bolt://127.0.0.1:{port}"),
+        "bolt://10.255.255.1:7687".to_string(),
+    ] {
+        let mut cfg = Neo4jConfig::new(uri.clone(), base.user.clone(), base.password.clone());
+        cfg.connect_timeout = Duration::from_secs(3);
+        let err = connect_err(cfg).await;
+        assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+        assert!(err.to_string().contains(&uri), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn bolt_tls_mismatch_fails_fast() {
+    // The test server speaks plain Bolt: asking for TLS must fail, quickly.
+    let base = neo4j_config();
+    let plain = base.uri.clone();
+    let Some(rest) = plain
+        .strip_prefix("bolt://")
+        .or_else(|| plain.strip_prefix("neo4j://"))
+    else {
+        panic!("the test server URI {plain} is expected to be plain bolt:// or neo4j://");
+    };
+    let uri = format!("bolt+s://{rest}");
+    let mut cfg = Neo4jConfig::new(uri.clone(), base.user.clone(), base.password.clone());
+    cfg.connect_timeout = Duration::from_secs(3);
+    let err = connect_err(cfg).await;
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    assert!(err.to_string().contains(&uri), "{err}");
+}

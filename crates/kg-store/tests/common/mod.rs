@@ -1,0 +1,671 @@
+//! Shared fixtures and checks for the store tests, run against both
+//! backends: the same assertions hold for Neo4j (over Bolt) and for the
+//! embedded store.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use kg_core::*;
+use kg_store::{
+    read_dead_letters, BatchWriter, GraphCounts, GraphStore, Neo4jConfig, Scope, Secret,
+    WriterConfig,
+};
+
+/// A tag unique to this test run: every id and text carries it, so tests
+/// on a shared server only ever see their own nodes.
+pub fn unique_tag(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{name}{}x{nanos}", std::process::id())
+}
+
+/// The Bolt server from the environment; panics (fails the test) with a
+/// clear message when `NEO4J_URI` is unset.
+pub fn neo4j_config() -> Neo4jConfig {
+    match Neo4jConfig::from_env() {
+        Some(c) => c,
+        None => panic!(
+            "NEO4J_URI is not set: Bolt tests need a server (run `cargo xtask it`, or set \
+             NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD, NEO4J_DATABASE)"
+        ),
+    }
+}
+
+pub fn secret(s: &str) -> Secret {
+    Secret::new(s)
+}
+
+pub fn writer_config(dir: &Path) -> WriterConfig {
+    WriterConfig {
+        dead_letter: dir.join("dead-letter.jsonl"),
+        ..WriterConfig::default()
+    }
+}
+
+fn label(s: &str) -> Label {
+    Label::new(s).unwrap()
+}
+
+fn rel(s: &str) -> RelType {
+    RelType::new(s).unwrap()
+}
+
+/// A realistic small corpus: two documents (a PDF with pages, a Markdown
+/// file), their chunks, what an LLM extracted from each chunk, the resolved
+/// entities and relations, chunk and entity embeddings, and a CSV mapping
+/// of airports and routes. Every id and text carries `tag`.
+pub fn fixture(tag: &str) -> Vec<Record> {
+    let mut out = Vec::new();
+    let texts: [(&str, &[&str]); 2] = [
+        (
+            "debian-history.pdf",
+            &[
+                "Ian Murdock founded the Debian project in August 1993 while at Purdue University.",
+                "Debian was sponsored by the Free Software Foundation from November 1994 to November 1995.",
+                "Bruce Perens succeeded Ian Murdock as project leader in 1996.",
+            ],
+        ),
+        (
+            "notes/graphs.md",
+            &[
+                "Neo4j stores graphs as nodes and relationships with properties.",
+                "The Bolt protocol carries Cypher queries from drivers to the server.",
+            ],
+        ),
+    ];
+    let mut chunk_ids: Vec<Vec<ChunkId>> = Vec::new();
+    for (d, (source, chunks)) in texts.iter().enumerate() {
+        let sha = sha256_hex(format!("{tag}:{source}").as_bytes());
+        let doc = DocumentId::from_content_sha256(&sha);
+        out.push(Record::Document(Document {
+            id: doc.clone(),
+            source: format!("{tag}/{source}"),
+            title: (d == 0).then(|| format!("A history of Debian ({tag})")),
+            sha256: sha,
+            pages: (d == 0).then_some(3),
+            media_type: if d == 0 {
+                MediaType::Pdf
+            } else {
+                MediaType::Markdown
+            },
+            bytes: 48_213 + d as u64,
+        }));
+        let mut ids = Vec::new();
+        for (i, text) in chunks.iter().enumerate() {
+            let text = format!("{text} [{tag}]");
+            let id = ChunkId::new(&doc, i as u32, &text);
+            ids.push(id.clone());
+            out.push(Record::Chunk(Chunk {
+                id,
+                document_id: doc.clone(),
+                index: i as u32,
+                tokens: text.split_whitespace().count() as u32,
+                text,
+                source: format!("{tag}/{source}"),
+                page_start: (d == 0).then_some(i as u32 + 1),
+                page_end: (d == 0).then_some(i as u32 + 1),
+            }));
+        }
+        chunk_ids.push(ids);
+    }
+    let person = label("Person");
+    let org = label("Organization");
+    let ent = |l: &Label, name: &str| EntityId::new(l, &format!("{name} {tag}"));
+    let ian = ent(&person, "Ian Murdock");
+    let debian = ent(&org, "Debian");
+    let fsf = ent(&org, "Free Software Foundation");
+    let bruce = ent(&person, "Bruce Perens");
+    let c = &chunk_ids[0];
+    let xent = |id: &EntityId, l: &Label, name: &str, desc: &str| ExtractedEntity {
+        id: id.clone(),
+        name: format!("{name} {tag}"),
+        entity_type: l.clone(),
+        description: desc.into(),
+    };
+    let xrel = |s: &EntityId, t: &EntityId, ty: &str, strength: f32| ExtractedRelation {
+        source: "s".into(),
+        target: "t".into(),
+        source_id: s.clone(),
+        target_id: t.clone(),
+        rel_type: rel(ty),
+        description: format!("{ty} as the chunk says"),
+        strength,
+    };
+    out.push(Record::Extraction(Extraction {
+        chunk_id: c[0].clone(),
+        entities: vec![
+            xent(&ian, &person, "Ian Murdock", "founder"),
+            xent(&debian, &org, "Debian", "a project"),
+        ],
+        relations: vec![xrel(&ian, &debian, "founded", 0.9)],
+        model: "fake-llm".into(),
+    }));
+    out.push(Record::Extraction(Extraction {
+        chunk_id: c[1].clone(),
+        entities: vec![
+            xent(&debian, &org, "Debian", "sponsored"),
+            xent(&fsf, &org, "Free Software Foundation", "a sponsor"),
+        ],
+        relations: vec![xrel(&fsf, &debian, "sponsored", 0.7)],
+        model: "fake-llm".into(),
+    }));
+    out.push(Record::Extraction(Extraction {
+        chunk_id: c[2].clone(),
+        entities: vec![
+            xent(&bruce, &person, "Bruce Perens", "second leader"),
+            xent(&ian, &person, "Ian Murdock", "first leader"),
+            xent(&debian, &org, "Debian", ""),
+        ],
+        relations: vec![
+            xrel(&bruce, &ian, "succeeded", 0.8),
+            xrel(&bruce, &debian, "led", 0.6),
+        ],
+        model: "fake-llm".into(),
+    }));
+    let entity = |id: &EntityId,
+                  l: &Label,
+                  name: &str,
+                  desc: &str,
+                  aliases: Vec<String>,
+                  chunks: Vec<ChunkId>| {
+        Record::Entity(Entity {
+            id: id.clone(),
+            name: format!("{name} {tag}"),
+            entity_type: l.clone(),
+            description: desc.into(),
+            aliases,
+            chunk_ids: chunks,
+        })
+    };
+    let sorted = |mut v: Vec<ChunkId>| {
+        v.sort();
+        v
+    };
+    out.push(entity(
+        &ian,
+        &person,
+        "Ian Murdock",
+        "Founder of Debian, first project leader.",
+        vec![format!("Murdock {tag}")],
+        sorted(vec![c[0].clone(), c[2].clone()]),
+    ));
+    out.push(entity(
+        &debian,
+        &org,
+        "Debian",
+        "A free operating system project.",
+        vec![],
+        sorted(vec![c[0].clone(), c[1].clone(), c[2].clone()]),
+    ));
+    out.push(entity(
+        &fsf,
+        &org,
+        "Free Software Foundation",
+        "Sponsor of Debian 1994-1995.",
+        vec![],
+        sorted(vec![c[1].clone()]),
+    ));
+    out.push(entity(
+        &bruce,
+        &person,
+        "Bruce Perens",
+        "Debian project leader from 1996.",
+        vec![],
+        sorted(vec![c[2].clone()]),
+    ));
+    let relation =
+        |s: &EntityId, t: &EntityId, ty: &str, desc: &str, w: f32, chunks: Vec<ChunkId>| {
+            Record::Relation(Relation {
+                source_id: s.clone(),
+                target_id: t.clone(),
+                rel_type: rel(ty),
+                description: desc.into(),
+                weight: w,
+                chunk_ids: chunks,
+            })
+        };
+    out.push(relation(
+        &ian,
+        &debian,
+        "founded",
+        "Ian Murdock founded Debian in 1993.",
+        0.9,
+        vec![c[0].clone()],
+    ));
+    out.push(relation(
+        &fsf,
+        &debian,
+        "sponsored",
+        "The FSF sponsored Debian.",
+        0.7,
+        vec![c[1].clone()],
+    ));
+    out.push(relation(
+        &bruce,
+        &ian,
+        "succeeded",
+        "Perens succeeded Murdock.",
+        0.8,
+        vec![c[2].clone()],
+    ));
+    out.push(relation(
+        &bruce,
+        &debian,
+        "led",
+        "Perens led Debian.",
+        0.6,
+        vec![c[2].clone()],
+    ));
+    // Embeddings: 16 dimensions; chunk i of document d points along axis
+    // (d * 3 + i) of the first 8, plus a direction in the last 8 that only
+    // this tag has, so search has a known answer even on a shared server.
+    for (d, ids) in chunk_ids.iter().enumerate() {
+        for (i, id) in ids.iter().enumerate() {
+            let v = query_vector(tag, d * 3 + i);
+            out.push(Record::Embedding(Embedding {
+                id: id.to_string(),
+                target: EmbeddingTarget::Chunk,
+                vector: v,
+                model: "fake-embed".into(),
+            }));
+        }
+    }
+    out.push(Record::Embedding(Embedding {
+        id: debian.to_string(),
+        target: EmbeddingTarget::Entity,
+        vector: vec![0.25, -0.5, 0.125, 1.0],
+        model: "fake-embed".into(),
+    }));
+    // CSV: airports and routes.
+    let airport = label("Airport");
+    let mut airports = Vec::new();
+    for (line, (iata, name, lat, hub, opened)) in [
+        ("LHR", "Heathrow", 51.4706, true, "1946-05-31"),
+        ("CDG", "Charles de Gaulle", 49.0097, true, "1974-03-08"),
+        ("OSL", "Oslo Gardermoen", 60.1976, false, "1998-10-08"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = format!("{iata}-{tag}");
+        let id = NodeId::new(&airport, &key);
+        airports.push(id.clone());
+        let mut props = BTreeMap::new();
+        props.insert(
+            PropertyKey::new("name").unwrap(),
+            PropertyValue::String(name.into()),
+        );
+        props.insert(PropertyKey::new("lat").unwrap(), PropertyValue::Float(lat));
+        props.insert(PropertyKey::new("hub").unwrap(), PropertyValue::Bool(hub));
+        props.insert(
+            PropertyKey::new("runways").unwrap(),
+            PropertyValue::Int(2 + line as i64),
+        );
+        props.insert(
+            PropertyKey::new("opened").unwrap(),
+            PropertyValue::Date(opened.into()),
+        );
+        out.push(Record::Node(GraphNode {
+            id,
+            label: airport.clone(),
+            key,
+            properties: props,
+            source: format!("{tag}/airports.csv"),
+            line: line as u64 + 2,
+        }));
+    }
+    for (line, (a, b, km)) in [(0usize, 1usize, 344i64), (1, 2, 1343), (0, 2, 1154)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut props = BTreeMap::new();
+        props.insert(
+            PropertyKey::new("distance_km").unwrap(),
+            PropertyValue::Int(km),
+        );
+        out.push(Record::Edge(GraphEdge {
+            rel_type: rel("route"),
+            from: NodeRef {
+                label: airport.clone(),
+                id: airports[a].clone(),
+            },
+            to: NodeRef {
+                label: airport.clone(),
+                id: airports[b].clone(),
+            },
+            properties: props,
+            source: format!("{tag}/routes.csv"),
+            line: line as u64 + 2,
+        }));
+    }
+    out
+}
+
+/// The vector of the chunk along `axis` in the fixture of `tag`.
+pub fn query_vector(tag: &str, axis: usize) -> Vec<f32> {
+    let mut v = vec![0.05f32; 16];
+    v[axis] = 1.0;
+    let h = content_hash(&[tag.as_bytes()]);
+    for (i, b) in h.bytes().take(8).enumerate() {
+        v[8 + i] = if b % 2 == 0 { 0.5 } else { -0.5 };
+    }
+    v
+}
+
+/// Every node id the records name (the scope of a test's counts).
+pub fn node_ids(records: &[Record]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for r in records {
+        match r {
+            Record::Document(d) => ids.push(d.id.to_string()),
+            Record::Chunk(c) => ids.push(c.id.to_string()),
+            Record::Entity(e) => ids.push(e.id.to_string()),
+            Record::Extraction(x) => ids.extend(x.entities.iter().map(|e| e.id.to_string())),
+            Record::Node(n) => ids.push(n.id.to_string()),
+            Record::Edge(e) => {
+                ids.push(e.from.id.to_string());
+                ids.push(e.to.id.to_string());
+            }
+            _ => {}
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// The graph as read back: what the fixture's resolved records say, with
+/// the raw extractions folded in. Sorted by JSON for comparison.
+pub fn expected_read_back(records: &[Record]) -> Vec<String> {
+    canonical(
+        records
+            .iter()
+            .filter(|r| !matches!(r, Record::Extraction(_) | Record::SetAside(_)))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// Records as sorted JSON lines (order-free comparison).
+pub fn canonical(records: Vec<Record>) -> Vec<String> {
+    let mut lines: Vec<String> = records
+        .into_iter()
+        .map(|r| serde_json::to_string(&r).unwrap())
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The counts the fixture must produce.
+pub fn expected_counts() -> GraphCounts {
+    let mut c = GraphCounts::default();
+    for (k, v) in [
+        ("Document", 2),
+        ("Chunk", 5),
+        ("Entity:Person", 2),
+        ("Entity:Organization", 2),
+        ("Airport", 3),
+    ] {
+        c.nodes.insert(k.into(), v);
+    }
+    for (k, v) in [
+        ("HAS_CHUNK", 5),
+        ("NEXT_CHUNK", 3),
+        ("MENTIONS", 7),
+        ("FOUNDED", 1),
+        ("SPONSORED", 1),
+        ("SUCCEEDED", 1),
+        ("LED", 1),
+        ("ROUTE", 3),
+    ] {
+        c.relationships.insert(k.into(), v);
+    }
+    c
+}
+
+/// Writes the fixture and reads it back exactly; counts match.
+pub async fn check_round_trip<S: GraphStore>(store: S, dir: &Path, tag: &str) {
+    let records = fixture(tag);
+    let scope = Scope::Ids(node_ids(&records));
+    let writer = BatchWriter::new(store, writer_config(dir));
+    let report = writer.write_records(records.clone()).await.unwrap();
+    report.check().unwrap();
+    assert_eq!(report.records, records.len() as u64);
+    assert!(report.failed_batches.is_empty());
+    assert_eq!(report.success_rate(), 1.0);
+    assert!(report.rows > records.len() as u64, "{report:?}");
+    let counts = writer.sink().counts(&scope).await.unwrap();
+    assert_eq!(counts, expected_counts());
+    let back = writer.sink().read_records(&scope).await.unwrap();
+    let got = canonical(back);
+    let want = expected_read_back(&records);
+    if got != want {
+        for l in &want {
+            if !got.contains(l) {
+                eprintln!("missing: {l}");
+            }
+        }
+        for l in &got {
+            if !want.contains(l) {
+                eprintln!("unexpected: {l}");
+            }
+        }
+        panic!("read-back differs from what was written");
+    }
+}
+
+/// Writing the same input twice leaves the same counts and the same graph
+/// (relation chunk lists without duplicates, no property erased).
+pub async fn check_idempotent<S: GraphStore>(store: S, dir: &Path, tag: &str) {
+    let records = fixture(tag);
+    let scope = Scope::Ids(node_ids(&records));
+    let writer = BatchWriter::new(store, writer_config(dir));
+    writer
+        .write_records(records.clone())
+        .await
+        .unwrap()
+        .check()
+        .unwrap();
+    let first = writer.sink().counts(&scope).await.unwrap();
+    let first_back = canonical(writer.sink().read_records(&scope).await.unwrap());
+    writer
+        .write_records(records.clone())
+        .await
+        .unwrap()
+        .check()
+        .unwrap();
+    let second = writer.sink().counts(&scope).await.unwrap();
+    let second_back = canonical(writer.sink().read_records(&scope).await.unwrap());
+    assert_eq!(first, second);
+    assert_eq!(first, expected_counts());
+    assert_eq!(first_back, second_back);
+    // Partial records never erase: an entity update without a description
+    // keeps the stored one; extraction-only rows never override resolved ones.
+    let ian = records
+        .iter()
+        .find_map(|r| match r {
+            Record::Entity(e) if e.name.starts_with("Ian") => Some(e.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let mut partial = ian.clone();
+    partial.description = String::new();
+    partial.aliases.clear();
+    partial.chunk_ids.clear();
+    writer
+        .write_records(vec![Record::Entity(partial)])
+        .await
+        .unwrap()
+        .check()
+        .unwrap();
+    let back = writer
+        .sink()
+        .read_records(&Scope::Ids(vec![ian.id.to_string()]))
+        .await
+        .unwrap();
+    assert!(back.contains(&Record::Entity(ian)), "{back:?}");
+}
+
+/// Text and property values that look like Cypher are stored verbatim and
+/// harm nothing: data only ever travels as parameters.
+pub async fn check_hostile_data<S: GraphStore>(store: S, dir: &Path, tag: &str) {
+    // Hostile names cannot become identifiers at all.
+    for raw in [
+        "Person`}) DETACH DELETE n //",
+        "a:B",
+        "x`) MATCH (m) DETACH DELETE m //",
+    ] {
+        assert!(Label::new(raw).is_err(), "{raw}");
+        assert!(RelType::new(raw).is_err(), "{raw}");
+    }
+    let line = format!(
+        r#"{{"kind":"node","id":"x{tag}","label":"Airport`}}) DETACH DELETE n //","key":"k","source":"f","line":1}}"#
+    );
+    let parsed: Vec<_> = jsonl::RecordReader::new(line.as_bytes(), "hostile.jsonl").collect();
+    assert!(parsed[0].is_err());
+    // Hostile data is data.
+    let mut records = fixture(tag);
+    let evil = format!("\"}}) MATCH (n) DETACH DELETE n // ' ` $rows {tag}");
+    for r in records.iter_mut() {
+        match r {
+            Record::Chunk(c) => c.text.push_str(&evil),
+            Record::Entity(e) => e.description = evil.clone(),
+            Record::Node(n) => {
+                n.properties.insert(
+                    PropertyKey::new("note").unwrap(),
+                    PropertyValue::String(evil.clone()),
+                );
+            }
+            _ => {}
+        }
+    }
+    let scope = Scope::Ids(node_ids(&records));
+    let writer = BatchWriter::new(store, writer_config(dir));
+    writer
+        .write_records(records.clone())
+        .await
+        .unwrap()
+        .check()
+        .unwrap();
+    assert_eq!(
+        writer.sink().counts(&scope).await.unwrap(),
+        expected_counts()
+    );
+    let back = canonical(writer.sink().read_records(&scope).await.unwrap());
+    assert_eq!(back, expected_read_back(&records));
+}
+
+/// A batch that fails for good (the caller injected a constraint violation
+/// on `failing` label nodes) is rolled back and dead-lettered; every other
+/// batch lands; after the cause is removed, a re-run of the dead-letter
+/// file brings the graph to the counts of an undisturbed run.
+pub async fn check_failed_batch_dead_lettered<S: GraphStore>(
+    writer: &BatchWriter<S>,
+    tag: &str,
+    failing: &Label,
+    remove_cause: impl std::future::Future<Output = ()>,
+) {
+    let mut records = fixture(tag);
+    // Two nodes of the failing label: one good, one whose `key` collides
+    // with the injected constraint. They share a batch, so the good one
+    // must be rolled back with it.
+    let mut bad_ids = Vec::new();
+    for key in [format!("ok-{tag}"), format!("dup-{tag}")] {
+        let id = NodeId::new(failing, &key);
+        bad_ids.push(id.to_string());
+        records.push(Record::Node(GraphNode {
+            id,
+            label: failing.clone(),
+            key,
+            properties: BTreeMap::new(),
+            source: format!("{tag}/gates.csv"),
+            line: 2,
+        }));
+    }
+    let dead = writer.config().dead_letter.clone();
+    let report = writer.write_records(records.clone()).await.unwrap();
+    assert_eq!(report.failed_batches.len(), 1, "{report:?}");
+    let failed = &report.failed_batches[0];
+    assert_eq!(failed.group, format!("nodes:{failing}"));
+    assert_eq!(failed.rows, 2);
+    assert_eq!(failed.attempts, 1, "a permanent error is not retried");
+    assert!(matches!(
+        report.check(),
+        Err(kg_store::StoreError::BatchesFailed { count: 1, .. })
+    ));
+    assert!(report.has_set_aside());
+    assert_eq!(report.set_aside[0].reason, "batch_failed");
+    // Dead-lettered: exactly the two node records.
+    let dl = read_dead_letters(&dead).unwrap();
+    assert_eq!(dl.len(), 2);
+    assert!(dl
+        .iter()
+        .all(|r| matches!(r, Record::Node(n) if &n.label == failing)));
+    // Rolled back: neither node exists; everything else landed.
+    let fixture_scope = Scope::Ids(node_ids(&fixture(tag)));
+    assert_eq!(
+        writer.sink().counts(&fixture_scope).await.unwrap(),
+        expected_counts()
+    );
+    let bad_scope = Scope::Ids(bad_ids.clone());
+    assert_eq!(
+        writer
+            .sink()
+            .counts(&bad_scope)
+            .await
+            .unwrap()
+            .total_nodes(),
+        0
+    );
+    // Fix the cause and re-run the dead letters.
+    remove_cause.await;
+    let rerun = kg_store::rerun_dead_letters(writer).await.unwrap();
+    rerun.check().unwrap();
+    assert_eq!(rerun.records, 2);
+    assert!(!dead.exists() || read_dead_letters(&dead).unwrap().is_empty());
+    let all = writer
+        .sink()
+        .counts(&Scope::Ids(node_ids(&records)))
+        .await
+        .unwrap();
+    let mut want = expected_counts();
+    want.nodes.insert(failing.to_string(), 2);
+    assert_eq!(all, want);
+    // A second re-run finds nothing to do.
+    let again = kg_store::rerun_dead_letters(writer).await.unwrap();
+    assert_eq!(again.records, 0);
+}
+
+/// Search finds the chunk nearest the query vector, with its entities and
+/// their neighbours.
+pub async fn check_search<S: GraphStore>(store: S, dir: &Path, tag: &str) {
+    let records = fixture(tag);
+    let writer = BatchWriter::new(store, writer_config(dir));
+    writer.sink().ensure_schema(Some(16)).await.unwrap();
+    writer
+        .write_records(records.clone())
+        .await
+        .unwrap()
+        .check()
+        .unwrap();
+    // Axis 2 is the third chunk of the PDF: Perens succeeded Murdock.
+    let q = query_vector(tag, 2);
+    let hits = writer.sink().search(&q, 3).await.unwrap().hits;
+    assert!(!hits.is_empty());
+    let top = &hits[0];
+    assert!(top.text.starts_with("Bruce Perens succeeded"), "{top:?}");
+    assert!(top.text.contains(tag));
+    assert!((top.score - 1.0).abs() < 1e-4, "{}", top.score);
+    assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    let names: Vec<&str> = top.entities.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("Bruce Perens")));
+    // Ian Murdock's neighbours include Debian (FOUNDED, outgoing).
+    assert!(top
+        .neighbours
+        .iter()
+        .any(|n| n.rel_type == "FOUNDED" && n.outgoing && n.entity.name.starts_with("Debian")));
+}
