@@ -1,0 +1,52 @@
+//! Helpers shared by the integration tests: fixture paths, the pdftotext
+//! reference and the distinct-word agreement measure.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `tests/fixtures/<rel>`.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// The text pdftotext (poppler-utils) extracts from `path`. Panics with an
+/// install hint when pdftotext is missing: these tests must not be skipped.
+pub fn pdftotext(path: &Path) -> String {
+    let out = Command::new("pdftotext")
+        .arg("-enc")
+        .arg("UTF-8")
+        .arg(path)
+        .arg("-")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("pdftotext is required for this test (apt-get install -y poppler-utils): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "pdftotext failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Distinct words: maximal runs of letters and digits, lower-cased, of at
+/// least two characters.
+pub fn words(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 2)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Share of `of`'s words that `other` has too (1.0 when `of` is empty).
+pub fn agreement(of: &BTreeSet<String>, other: &BTreeSet<String>) -> f64 {
+    if of.is_empty() {
+        return 1.0;
+    }
+    of.intersection(other).count() as f64 / of.len() as f64
+}
