@@ -48,9 +48,6 @@ pub enum ExtractError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The tokenizer for estimates could not be loaded.
-    #[error("cannot load the tokenizer for estimates: {0}")]
-    Tokenizer(String),
     /// The receiver of the output records went away mid-run.
     #[error("the output channel was closed after {sent} record(s)")]
     OutputClosed {

@@ -223,9 +223,10 @@ impl Extractor {
         &self,
         chunks: impl IntoIterator<Item = &'a Chunk>,
     ) -> Result<CostEstimate, ExtractError> {
-        let bpe = tiktoken_rs::get_bpe_from_model(&self.0.config.endpoint.model)
-            .or_else(|_| tiktoken_rs::cl100k_base())
-            .map_err(|e| ExtractError::Tokenizer(e.to_string()))?;
+        // Models tiktoken does not know (Ollama, vLLM, llama.cpp names) are
+        // estimated with cl100k, a close enough count for a cost estimate.
+        let bpe: &tiktoken_rs::CoreBPE = tiktoken_rs::bpe_for_model(&self.0.config.endpoint.model)
+            .unwrap_or_else(|_| tiktoken_rs::cl100k_base_singleton());
         // Each message costs a few tokens of framing besides its content.
         let system = bpe
             .encode_with_special_tokens(&self.0.template.system)
