@@ -1,0 +1,323 @@
+//! The command line, as in ../shared/CLI.md (extend it, never change it).
+//!
+//! Every flag that is also a setting is an `Option` here with no default:
+//! the default lives in [`crate::config::SETTINGS`], so that a flag the user
+//! did not give never hides an environment variable or a `kg.toml` value.
+//! [`Cli::flag_layer`] turns the given flags into the top config layer.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Turn documents (PDF, text, Markdown, CSV) into a knowledge graph.
+#[derive(Debug, Parser)]
+#[command(name = "kg", version, about, long_about = None)]
+pub struct Cli {
+    /// Settings file (default: ./kg.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data dir: embedded store and run state (default: ./kg-data).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics while running.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `--embedder`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EmbedderArg {
+    /// An OpenAI-compatible embeddings API.
+    Openai,
+    /// A local sentence-transformers model folder.
+    Local,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read files into documents and chunks (JSON Lines).
+    Ingest {
+        /// Files or directories to read.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Chunking options.
+        #[command(flatten)]
+        ingest: IngestArgs,
+    },
+    /// Extract entities and relations from chunks with an LLM.
+    Extract {
+        /// Input file (default: stdin).
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+        /// Output file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// LLM options.
+        #[command(flatten)]
+        extract: ExtractArgs,
+    },
+    /// Embed chunks.
+    Embed {
+        /// Input file (default: stdin).
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+        /// Output file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Embedder options.
+        #[command(flatten)]
+        embed: EmbedArgs,
+    },
+    /// Write records to Neo4j or the embedded store.
+    Store {
+        /// Input files (default: stdin); any mix of record kinds.
+        #[arg(short, long)]
+        input: Vec<PathBuf>,
+        /// Copy the embedded store (in the data dir) to Neo4j instead.
+        #[arg(long, conflicts_with = "input")]
+        from_embedded: bool,
+        /// Store options.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Run every stage, streaming, over files or directories.
+    Run {
+        /// Files or directories to read.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Chunking options.
+        #[command(flatten)]
+        ingest: IngestArgs,
+        /// LLM options.
+        #[command(flatten)]
+        extract: ExtractArgs,
+        /// Embedder options.
+        #[command(flatten)]
+        embed: EmbedArgs,
+        /// Store options.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Search the graph: nearest chunks, their entities and neighbours.
+    Search {
+        /// The query text.
+        text: String,
+        /// How many chunks.
+        #[arg(short = 'k', default_value_t = 5)]
+        k: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Embedder options (must match the one that embedded the chunks).
+        #[command(flatten)]
+        embed: EmbedArgs,
+        /// Store options.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print the effective settings (secrets masked) and where each came from.
+    Config,
+}
+
+/// Chunking flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct IngestArgs {
+    /// Chunk size in tokens.
+    #[arg(long, value_name = "N")]
+    pub chunk_tokens: Option<u64>,
+    /// Overlap between consecutive chunks in tokens.
+    #[arg(long, value_name = "N")]
+    pub chunk_overlap: Option<u64>,
+    /// CSV-to-graph mapping (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub csv_mapping: Option<PathBuf>,
+}
+
+/// LLM flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ExtractArgs {
+    /// OpenAI-compatible API base URL (Ollama, vLLM, llama.cpp, OpenAI...).
+    #[arg(long, value_name = "URL")]
+    pub llm_base_url: Option<String>,
+    /// Chat model.
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// LLM requests in flight.
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<u64>,
+    /// Requests per minute.
+    #[arg(long, value_name = "N")]
+    pub rpm: Option<u64>,
+    /// Tokens per minute.
+    #[arg(long, value_name = "N")]
+    pub tpm: Option<u64>,
+    /// Estimate tokens and cost, call nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Embedder flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EmbedArgs {
+    /// Which embedder.
+    #[arg(long, value_enum)]
+    pub embedder: Option<EmbedderArg>,
+    /// Model name (openai) or model folder (local).
+    #[arg(long, value_name = "NAME_OR_DIR")]
+    pub embed_model: Option<String>,
+    /// Chunks per embedding batch.
+    #[arg(long, value_name = "N")]
+    pub embed_batch: Option<u64>,
+}
+
+/// Store flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreArgs {
+    /// Bolt URI of Neo4j (default: the embedded store in the data dir).
+    #[arg(long, value_name = "URI")]
+    pub neo4j_uri: Option<String>,
+    /// Neo4j database.
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
+}
+
+impl Cli {
+    /// The flags given, as the top config layer (key → value).
+    pub fn flag_layer(&self) -> BTreeMap<&'static str, String> {
+        let mut m = BTreeMap::new();
+        let mut put = |k: &'static str, v: Option<String>| {
+            if let Some(v) = v {
+                m.insert(k, v);
+            }
+        };
+        put(
+            "data_dir",
+            self.data_dir.as_ref().map(|p| p.display().to_string()),
+        );
+        put(
+            "log_format",
+            self.log_format.map(|f| match f {
+                LogFormatArg::Text => "text".into(),
+                LogFormatArg::Json => "json".into(),
+            }),
+        );
+        put("metrics_addr", self.metrics_addr.clone());
+        let (ingest, extract, embed, store) = match &self.command {
+            Command::Ingest { ingest, .. } => (Some(ingest), None, None, None),
+            Command::Extract { extract, .. } => (None, Some(extract), None, None),
+            Command::Embed { embed, .. } => (None, None, Some(embed), None),
+            Command::Store { store, .. } => (None, None, None, Some(store)),
+            Command::Run {
+                ingest,
+                extract,
+                embed,
+                store,
+                ..
+            } => (Some(ingest), Some(extract), Some(embed), Some(store)),
+            Command::Search { embed, store, .. } => (None, None, Some(embed), Some(store)),
+            Command::Config => (None, None, None, None),
+        };
+        if let Some(a) = ingest {
+            put("ingest.chunk_tokens", a.chunk_tokens.map(|n| n.to_string()));
+            put(
+                "ingest.chunk_overlap",
+                a.chunk_overlap.map(|n| n.to_string()),
+            );
+            put(
+                "ingest.csv_mapping",
+                a.csv_mapping.as_ref().map(|p| p.display().to_string()),
+            );
+        }
+        if let Some(a) = extract {
+            put("llm.base_url", a.llm_base_url.clone());
+            put("llm.model", a.model.clone());
+            put("llm.concurrency", a.concurrency.map(|n| n.to_string()));
+            put("llm.rpm", a.rpm.map(|n| n.to_string()));
+            put("llm.tpm", a.tpm.map(|n| n.to_string()));
+        }
+        if let Some(a) = embed {
+            put(
+                "embed.embedder",
+                a.embedder.map(|e| match e {
+                    EmbedderArg::Openai => "openai".into(),
+                    EmbedderArg::Local => "local".into(),
+                }),
+            );
+            put("embed.model", a.embed_model.clone());
+            put("embed.batch", a.embed_batch.map(|n| n.to_string()));
+        }
+        if let Some(a) = store {
+            put("neo4j.uri", a.neo4j_uri.clone());
+            put("neo4j.database", a.database.clone());
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_become_the_flag_layer() {
+        let cli = Cli::try_parse_from([
+            "kg",
+            "run",
+            "docs/",
+            "--model",
+            "llama3",
+            "--concurrency",
+            "8",
+            "--embedder",
+            "local",
+            "--neo4j-uri",
+            "bolt://x:7687",
+            "--data-dir",
+            "/tmp/d",
+            "--chunk-tokens",
+            "256",
+        ])
+        .unwrap();
+        let m = cli.flag_layer();
+        assert_eq!(m["llm.model"], "llama3");
+        assert_eq!(m["llm.concurrency"], "8");
+        assert_eq!(m["embed.embedder"], "local");
+        assert_eq!(m["neo4j.uri"], "bolt://x:7687");
+        assert_eq!(m["data_dir"], "/tmp/d");
+        assert_eq!(m["ingest.chunk_tokens"], "256");
+        assert!(!m.contains_key("llm.rpm"));
+    }
+
+    #[test]
+    fn usage_errors_are_clap_errors() {
+        assert!(Cli::try_parse_from(["kg", "ingest"]).is_err());
+        assert!(Cli::try_parse_from(["kg", "store", "--from-embedded", "-i", "x"]).is_err());
+        assert!(Cli::try_parse_from(["kg", "embed", "--embedder", "word2vec"]).is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! Prometheus metrics at `--metrics-addr HOST:PORT` for as long as a command
+//! runs.
+//!
+//! The stage libraries and this binary record through the `metrics` facade;
+//! installing the Prometheus recorder here makes all of them visible at
+//! `/metrics`. The names this binary records are the constants below; the
+//! stage crates add their own (`kg_llm_*`, `kg_store_*`) under the same
+//! recorder.
+
+use std::net::SocketAddr;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// Items a stage is working on right now (`stage` label).
+pub const IN_FLIGHT: &str = "kg_stage_in_flight";
+/// Items waiting in the channel in front of a stage (`stage` label).
+pub const QUEUED: &str = "kg_stage_queued";
+/// Items a stage finished (`stage`, `outcome` labels).
+pub const ITEMS: &str = "kg_stage_items_total";
+/// LLM calls made (cache misses).
+pub const LLM_CALLS: &str = "kg_llm_calls_total";
+/// Answers served from the extraction or embedding cache (`stage` label).
+pub const CACHE_HITS: &str = "kg_cache_hits_total";
+/// Tokens used (`kind` = prompt | completion).
+pub const TOKENS: &str = "kg_llm_tokens_total";
+/// Records per store batch (histogram).
+pub const BATCH_SIZE: &str = "kg_store_batch_records";
+/// Store transaction time in seconds (histogram).
+pub const TRANSACTION_SECONDS: &str = "kg_store_transaction_seconds";
+/// Store batches that failed after retries.
+pub const FAILED_BATCHES: &str = "kg_store_failed_batches_total";
+/// Embedding batch sizes (histogram).
+pub const EMBED_BATCH_SIZE: &str = "kg_embed_batch_chunks";
+
+/// The exporter could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {addr}: {message}")]
+pub struct MetricsError {
+    addr: SocketAddr,
+    message: String,
+}
+
+/// Starts the `/metrics` listener; must run inside the tokio runtime.
+pub fn serve(addr: SocketAddr) -> Result<(), MetricsError> {
+    let err = |e: &dyn std::fmt::Display| MetricsError {
+        addr,
+        message: e.to_string(),
+    };
+    // Fail early and clearly if the port is taken (the exporter would only
+    // log it from its background task).
+    std::net::TcpListener::bind(addr).map_err(|e| err(&e))?;
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ],
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Suffix("_records".into()),
+                &[
+                    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+                ],
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Suffix("_chunks".into()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+            )
+        })
+        .and_then(|b| b.install())
+        .map_err(|e| err(&e))?;
+    describe();
+    Ok(())
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(IN_FLIGHT, "items a stage is working on");
+    describe_gauge!(QUEUED, "items queued in front of a stage");
+    describe_counter!(ITEMS, "items a stage finished, by outcome");
+    describe_counter!(LLM_CALLS, "LLM calls made (cache misses)");
+    describe_counter!(CACHE_HITS, "answers served from the run-state cache");
+    describe_counter!(TOKENS, "LLM tokens used");
+    describe_histogram!(BATCH_SIZE, Unit::Count, "records per store batch");
+    describe_histogram!(TRANSACTION_SECONDS, Unit::Seconds, "store transaction time");
+    describe_counter!(FAILED_BATCHES, "store batches that failed after retries");
+    describe_histogram!(EMBED_BATCH_SIZE, Unit::Count, "chunks per embedding batch");
+}

@@ -1,0 +1,290 @@
+//! Run statistics and the end-of-run summary.
+//!
+//! Every stage task bumps counters in one shared [`RunStats`] (atomics: the
+//! hot path takes no lock). Set-aside inputs are counted by reason; the first
+//! [`MAX_LISTED_SET_ASIDE`] of them are kept verbatim for the summary so that a
+//! run over a million bad rows does not keep a million strings (memory must
+//! not grow with the input). The rest are in the run state's dead-letter
+//! table ([`crate::state`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kg_core::{SetAside, Stage};
+
+/// Set-aside items kept verbatim for the summary; the rest are counted.
+pub const MAX_LISTED_SET_ASIDE: usize = 50;
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// When a stage saw its first and last item.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StageSpan {
+    /// First item.
+    pub first: Option<Instant>,
+    /// Last item.
+    pub last: Option<Instant>,
+}
+
+/// Counters of one run, shared by every stage task.
+#[derive(Debug, Default)]
+pub struct RunStats {
+    /// Documents read.
+    pub documents: Counter,
+    /// Documents skipped because unchanged since a finished run.
+    pub documents_unchanged: Counter,
+    /// Pages read (paged formats).
+    pub pages: Counter,
+    /// Chunks produced.
+    pub chunks: Counter,
+    /// CSV-mapped nodes.
+    pub nodes: Counter,
+    /// CSV-mapped relations.
+    pub edges: Counter,
+    /// Chunks extracted (by the LLM or from the cache).
+    pub extractions: Counter,
+    /// Entity mentions extracted.
+    pub entities: Counter,
+    /// Relations extracted.
+    pub relations: Counter,
+    /// Chunks embedded.
+    pub embeddings: Counter,
+    /// Records written to the store.
+    pub records_stored: Counter,
+    /// Store batches committed.
+    pub batches: Counter,
+    /// Store batches that failed after retries.
+    pub failed_batches: Counter,
+    /// LLM calls made.
+    pub llm_calls: Counter,
+    /// Extractions served from the cache.
+    pub extraction_cache_hits: Counter,
+    /// Embeddings served from the cache.
+    pub embedding_cache_hits: Counter,
+    /// Prompt tokens.
+    pub prompt_tokens: Counter,
+    /// Completion tokens.
+    pub completion_tokens: Counter,
+    /// Estimated cost in micro-dollars.
+    pub cost_micro_usd: Counter,
+    set_aside: Mutex<SetAsideLog>,
+    spans: Mutex<BTreeMap<&'static str, StageSpan>>,
+}
+
+#[derive(Debug, Default)]
+struct SetAsideLog {
+    by_reason: BTreeMap<(String, String), u64>,
+    listed: Vec<SetAside>,
+    total: u64,
+}
+
+/// The name of a stage in summaries and metrics labels.
+pub fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Ingest => "ingest",
+        Stage::Extract => "extract",
+        Stage::Embed => "embed",
+        Stage::Store => "store",
+    }
+}
+
+impl RunStats {
+    /// Records an input set aside.
+    pub fn set_aside(&self, item: &SetAside) {
+        let mut log = self.set_aside.lock().unwrap_or_else(|p| p.into_inner());
+        *log.by_reason
+            .entry((stage_name(item.stage).to_string(), item.reason.clone()))
+            .or_default() += 1;
+        log.total += 1;
+        if log.listed.len() < MAX_LISTED_SET_ASIDE {
+            log.listed.push(item.clone());
+        }
+    }
+
+    /// How many inputs were set aside.
+    pub fn set_aside_total(&self) -> u64 {
+        self.set_aside
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .total
+    }
+
+    /// Notes that `stage` handled an item now.
+    pub fn touch(&self, stage: &'static str) {
+        let now = Instant::now();
+        let mut spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
+        let span = spans.entry(stage).or_default();
+        span.first.get_or_insert(now);
+        span.last = Some(now);
+    }
+
+    /// Adds the estimated cost of `prompt` + `completion` tokens.
+    pub fn add_cost(
+        &self,
+        prompt: u64,
+        completion: u64,
+        input_per_mtok: f64,
+        output_per_mtok: f64,
+    ) {
+        let usd = prompt as f64 * input_per_mtok / 1e6 + completion as f64 * output_per_mtok / 1e6;
+        self.cost_micro_usd.add((usd * 1e6).round() as u64);
+    }
+
+    /// Renders the summary table.
+    pub fn render_summary(&self, elapsed: Duration, notes: &[String]) -> String {
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let mut row = |k: &str, v: String| rows.push((k.to_string(), v));
+        let docs = self.documents.get();
+        let unchanged = self.documents_unchanged.get();
+        row(
+            "documents",
+            if unchanged > 0 {
+                format!("{docs} ({unchanged} unchanged, skipped)")
+            } else {
+                docs.to_string()
+            },
+        );
+        row("pages", self.pages.get().to_string());
+        row("chunks", self.chunks.get().to_string());
+        if self.nodes.get() + self.edges.get() > 0 {
+            row("csv nodes", self.nodes.get().to_string());
+            row("csv relations", self.edges.get().to_string());
+        }
+        row("entities", self.entities.get().to_string());
+        row("relations", self.relations.get().to_string());
+        row("embeddings", self.embeddings.get().to_string());
+        row("records stored", self.records_stored.get().to_string());
+        row(
+            "store batches",
+            format!(
+                "{} ({} failed)",
+                self.batches.get(),
+                self.failed_batches.get()
+            ),
+        );
+        row("LLM calls", self.llm_calls.get().to_string());
+        row(
+            "cached hits",
+            format!(
+                "{} extractions, {} embeddings",
+                self.extraction_cache_hits.get(),
+                self.embedding_cache_hits.get()
+            ),
+        );
+        row(
+            "tokens",
+            format!(
+                "{} ({} prompt + {} completion)",
+                self.prompt_tokens.get() + self.completion_tokens.get(),
+                self.prompt_tokens.get(),
+                self.completion_tokens.get()
+            ),
+        );
+        row(
+            "estimated cost",
+            format!("${:.4}", self.cost_micro_usd.get() as f64 / 1e6),
+        );
+        let log = self.set_aside.lock().unwrap_or_else(|p| p.into_inner());
+        row("set aside", log.total.to_string());
+        for ((stage, reason), n) in &log.by_reason {
+            row(&format!("  {stage}: {reason}"), n.to_string());
+        }
+        let spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
+        for (stage, span) in spans.iter() {
+            if let (Some(a), Some(b)) = (span.first, span.last) {
+                row(
+                    &format!("time {stage}"),
+                    format!("{:.2}s", (b - a).as_secs_f64()),
+                );
+            }
+        }
+        row("time total", format!("{:.2}s", elapsed.as_secs_f64()));
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = String::from("kg summary\n");
+        for (k, v) in &rows {
+            let _ = writeln!(out, "  {k:<width$}  {v}");
+        }
+        if !log.listed.is_empty() {
+            let _ = writeln!(out, "set aside (a re-run retries them):");
+            for s in &log.listed {
+                let _ = writeln!(
+                    out,
+                    "  [{}] {} ({}): {}",
+                    stage_name(s.stage),
+                    s.item,
+                    s.reason,
+                    s.detail
+                );
+            }
+            if log.total > log.listed.len() as u64 {
+                let _ = writeln!(
+                    out,
+                    "  ... and {} more (all listed in the run state's dead letters)",
+                    log.total - log.listed.len() as u64
+                );
+            }
+        }
+        for n in notes {
+            let _ = writeln!(out, "note: {n}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aside(i: usize, reason: &str) -> SetAside {
+        SetAside {
+            stage: Stage::Ingest,
+            item: format!("bad.csv:{i}"),
+            reason: reason.into(),
+            detail: "column `id` is empty".into(),
+        }
+    }
+
+    #[test]
+    fn summary_counts_set_asides_by_reason_and_caps_the_list() {
+        let s = RunStats::default();
+        for i in 0..(MAX_LISTED_SET_ASIDE + 10) {
+            s.set_aside(&aside(i, "bad_csv_row"));
+        }
+        s.set_aside(&aside(0, "encrypted_pdf"));
+        s.documents.add(2);
+        s.prompt_tokens.add(1000);
+        s.completion_tokens.add(200);
+        s.add_cost(1_000_000, 1_000_000, 0.15, 0.60);
+        let text = s.render_summary(Duration::from_secs(1), &["extraction skipped".into()]);
+        assert_eq!(s.set_aside_total(), MAX_LISTED_SET_ASIDE as u64 + 11);
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with("ingest: bad_csv_row") && l.ends_with(" 60")),
+            "{text}"
+        );
+        assert!(text.contains("ingest: encrypted_pdf"), "{text}");
+        assert!(text.contains("and 11 more"), "{text}");
+        assert!(text.contains("$0.7500"), "{text}");
+        assert!(
+            text.contains("1200 (1000 prompt + 200 completion)"),
+            "{text}"
+        );
+        assert!(text.contains("note: extraction skipped"), "{text}");
+    }
+}

