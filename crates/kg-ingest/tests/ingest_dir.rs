@@ -267,7 +267,7 @@ async fn a_slow_consumer_gets_every_record_through_a_tiny_channel() {
     let mut received = 0u64;
     while let Some(_record) = rx.recv().await {
         received += 1;
-        if received % 50 == 0 {
+        if received.is_multiple_of(50) {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
