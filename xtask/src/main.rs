@@ -7,6 +7,7 @@
 //! cargo xtask it        only the Bolt-backed integration tests
 //! cargo xtask bench     criterion benches, then a table of their `kg-bench:` lines
 //! cargo xtask fake-llm [ARGS...]   the fake OpenAI-compatible server
+//! cargo xtask demo      kg run on examples/, then kg search (the README's main job)
 //! ```
 //!
 //! Dependencies stay at std + anyhow: argument parsing for a handful of flags
@@ -39,6 +40,7 @@ commands:
   it [--port N]     Bolt-backed integration tests only (names containing bolt or neo4j)
   bench [--port N]  cargo bench --workspace, then the kg-bench: summary
   fake-llm [ARGS...]  cargo run --release -p kg-fake-llm -- ARGS
+  demo         kg run on examples/ (embedded store, local model), then kg search
 ";
 
 fn main() {
@@ -68,6 +70,10 @@ fn run(args: &[String]) -> Result<()> {
         "it" => tasks::integration(Flags::parse(rest)?.take_port()?),
         "bench" => tasks::bench(Flags::parse(rest)?.take_port()?),
         "fake-llm" => tasks::fake_llm(rest),
+        "demo" => {
+            expect_no_flags(&Flags::parse(rest)?)?;
+            tasks::demo()
+        }
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

