@@ -19,6 +19,10 @@ pub const QUEUED: &str = "kg_stage_queued";
 pub const ITEMS: &str = "kg_stage_items_total";
 /// LLM calls made (cache misses).
 pub const LLM_CALLS: &str = "kg_llm_calls_total";
+/// LLM calls that were retries of an earlier call.
+pub const LLM_RETRIES: &str = "kg_llm_retries_total";
+/// LLM answers that were 429 (rate limited).
+pub const LLM_RATE_LIMITED: &str = "kg_llm_rate_limited_total";
 /// Answers served from the extraction or embedding cache (`stage` label).
 pub const CACHE_HITS: &str = "kg_cache_hits_total";
 /// Tokens used (`kind` = prompt | completion).
@@ -83,6 +87,11 @@ fn describe() {
     describe_gauge!(QUEUED, "items queued in front of a stage");
     describe_counter!(ITEMS, "items a stage finished, by outcome");
     describe_counter!(LLM_CALLS, "LLM calls made (cache misses)");
+    describe_counter!(LLM_RETRIES, "LLM calls that retried an earlier one");
+    describe_counter!(
+        LLM_RATE_LIMITED,
+        "LLM answers that were 429 Too Many Requests"
+    );
     describe_counter!(CACHE_HITS, "answers served from the run-state cache");
     describe_counter!(TOKENS, "LLM tokens used");
     describe_histogram!(BATCH_SIZE, Unit::Count, "records per store batch");

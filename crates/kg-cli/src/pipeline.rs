@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::logging::StageBar;
 use crate::metrics_export as m;
-use crate::stages::{Embedder, Extractor, GraphStore, Ingester, StageError};
+use crate::stages::{Embedder, Extractor, GraphStore, Ingester, StageError, Usage};
 use crate::state::{DocStatus, RunState};
 use crate::stats::RunStats;
 
@@ -355,8 +355,28 @@ pub async fn extract_chunks<X: Extractor>(
     // started; on Ctrl-C they come back as `cancelled` set-asides (their
     // documents stay unfinished for the next run) instead of being called.
     let run = extractor.run(miss_rx, answer_tx, ctx.cancel.clone());
-    let (result, (), ()) = tokio::join!(run, filter, post);
+    // The extractor's counters are published while it runs (not only at the
+    // end), so /metrics shows calls, retries, 429s and tokens live.
+    let publish = |now: &Usage| {
+        metrics::counter!(m::LLM_CALLS).absolute(now.calls - before.calls);
+        metrics::counter!(m::LLM_RETRIES).absolute(now.retries - before.retries);
+        metrics::counter!(m::LLM_RATE_LIMITED).absolute(now.rate_limited - before.rate_limited);
+        metrics::counter!(m::TOKENS, "kind" => "prompt")
+            .absolute(now.prompt_tokens - before.prompt_tokens);
+        metrics::counter!(m::TOKENS, "kind" => "completion")
+            .absolute(now.completion_tokens - before.completion_tokens);
+    };
+    let work = async { tokio::join!(run, filter, post) };
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let (result, (), ()) = loop {
+        tokio::select! {
+            out = &mut work => break out,
+            _ = tick.tick() => publish(&extractor.usage()),
+        }
+    };
     let after = extractor.usage();
+    publish(&after);
     let prompt = after.prompt_tokens - before.prompt_tokens;
     let completion = after.completion_tokens - before.completion_tokens;
     ctx.stats.llm_calls.add(after.calls - before.calls);
@@ -368,9 +388,6 @@ pub async fn extract_chunks<X: Extractor>(
         ctx.input_price_per_mtok,
         ctx.output_price_per_mtok,
     );
-    metrics::counter!(m::LLM_CALLS).increment(after.calls - before.calls);
-    metrics::counter!(m::TOKENS, "kind" => "prompt").increment(prompt);
-    metrics::counter!(m::TOKENS, "kind" => "completion").increment(completion);
     bar.finish();
     result
 }

@@ -473,7 +473,9 @@ fn metrics_are_served_while_a_run_lasts() {
     let mut seen = None;
     while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(120) {
         if let Some(body) = http_get(&addr, "/metrics") {
-            if body.contains("kg_llm_calls_total") || body.contains("kg_stage_in_flight") {
+            // LLM counters are published while extraction runs, not only
+            // at its end.
+            if body.contains("kg_llm_calls_total") && body.contains("kg_llm_retries_total") {
                 seen = Some(body);
                 break;
             }
