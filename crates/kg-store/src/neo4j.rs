@@ -494,8 +494,16 @@ impl GraphSink for Neo4jStore {
         let statements = cypher_for(&batch.key);
         let mut txn = self.begin().await.map_err(|e| classify(&e))?;
         let mut result = Ok(());
-        for text in &statements {
-            result = txn.run(query(text).param("rows", rows.clone())).await;
+        // The last statement takes the rows; only earlier ones (entities
+        // have two) need a copy of them.
+        let last = statements.len().saturating_sub(1);
+        let mut rows = Some(rows);
+        for (i, text) in statements.iter().enumerate() {
+            let param = if i == last { rows.take() } else { rows.clone() };
+            let Some(param) = param else {
+                break;
+            };
+            result = txn.run(query(text).param("rows", param)).await;
             if result.is_err() {
                 break;
             }
