@@ -4,18 +4,14 @@
 //! to the counts of an undisturbed run (the same input written to the
 //! embedded store).
 //!
-//! This test starts its own private ArcadeDB server on free ports (never
-//! the shared one), from the installed `arcadedb_embedded` Python package:
-//! `KG_ARCADEDB_PKG` (the package directory) if set, else the package
-//! importable from `${KG_CACHE_DIR:-~/.cache/kg}/venv`, else from
-//! `~/.cache/kg/arcadedb-venv`. It needs NEO4J_USER/NEO4J_PASSWORD only for
-//! the shape of the environment; the private server's root password is
-//! its own.
+//! This test starts its own private ArcadeDB server on a free port (never
+//! the shared one) through kg-testkit's `PrivateServer`, which drives
+//! `cargo xtask server start|stop` (the `KG_XTASK` binary that `cargo xtask
+//! test` exports), so install, readiness and PID handling are the same code
+//! as for the shared server.
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,113 +21,32 @@ use kg_store::{
     rerun_dead_letters, BatchWriter, EmbeddedConfig, EmbeddedStore, GraphStore, Neo4jConfig,
     Neo4jStore, RetryPolicy, Scope, Secret, StoreError, WriterConfig,
 };
+use kg_testkit::PrivateServer;
 
-const PASSWORD: &str = "kgkilltest";
-
-fn arcadedb_package() -> PathBuf {
-    if let Ok(p) = std::env::var("KG_ARCADEDB_PKG") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let cache = std::env::var("KG_CACHE_DIR").unwrap_or_else(|_| format!("{home}/.cache/kg"));
-    for venv in [
-        format!("{cache}/venv"),
-        format!("{home}/.cache/kg/arcadedb-venv"),
-    ] {
-        let out = Command::new(format!("{venv}/bin/python3"))
-            .args([
-                "-c",
-                "import arcadedb_embedded, os; print(os.path.dirname(arcadedb_embedded.__file__))",
-            ])
-            .output();
-        if let Ok(out) = out {
-            if out.status.success() {
-                return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-            }
-        }
-    }
-    panic!(
-        "no ArcadeDB package for the private kill/restart server: set KG_ARCADEDB_PKG to the \
-         arcadedb_embedded package directory, or install it in $KG_CACHE_DIR/venv"
-    );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    fn start(pkg: &Path, data: &Path, http: u16, bolt: u16, log: &Path) -> Self {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(pkg.join("jre/bin/java"))
-            .arg("-Xmx1g")
-            .arg("-cp")
-            .arg(format!("{}/jars/*", pkg.display()))
-            .arg(format!("-Darcadedb.server.rootPath={}", data.display()))
-            .arg(format!("-Darcadedb.server.rootPassword={PASSWORD}"))
-            .arg("-Darcadedb.server.mode=development")
-            .arg("-Darcadedb.server.httpIncomingHost=127.0.0.1")
-            .arg(format!("-Darcadedb.server.httpIncomingPort={http}"))
-            .arg("-Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin")
-            .arg(format!("-Darcadedb.bolt.port={bolt}"))
-            .arg("-Darcadedb.bolt.host=127.0.0.1")
-            .arg("-Darcadedb.server.defaultDatabases=neo4j[root]")
-            .arg("com.arcadedb.server.ArcadeDBServer")
-            // ArcadeDB writes its own ./log directory: keep it in the temp dir.
-            .current_dir(data.parent().unwrap_or(data))
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        Self { child }
-    }
-
-    /// SIGKILL by PID: no shutdown hook runs.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn config(bolt: u16) -> Neo4jConfig {
+fn config(server: &PrivateServer) -> Neo4jConfig {
+    let s = server.settings();
     let mut c = Neo4jConfig::new(
-        format!("bolt://127.0.0.1:{bolt}"),
-        "root",
-        Secret::new(PASSWORD),
+        s.uri.clone(),
+        s.user.clone(),
+        Secret::new(s.password.clone()),
     );
     c.connect_timeout = Duration::from_secs(3);
     c
 }
 
-async fn wait_until_up(bolt: u16, log: &Path) -> Neo4jStore {
+/// Connects, retrying while the server finishes coming up.
+async fn wait_until_up(server: &PrivateServer) -> Neo4jStore {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        match Neo4jStore::connect(config(bolt)).await {
+        match Neo4jStore::connect(config(server)).await {
             Ok(s) => return s,
             Err(e) if Instant::now() < deadline => {
                 let _: StoreError = e;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => panic!(
-                "private ArcadeDB did not come up on port {bolt}: {e}\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
+                "private ArcadeDB did not come up on port {}: {e}",
+                server.port()
             ),
         }
     }
@@ -176,14 +91,9 @@ fn big_corpus(tag: &str) -> Vec<Record> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bolt_server_killed_mid_write_then_rerun_matches_undisturbed_counts() {
-    let pkg = arcadedb_package();
+    let server = PrivateServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("arcadedb");
-    std::fs::create_dir_all(&data).unwrap();
-    let log = dir.path().join("arcadedb.log");
-    let (http, bolt) = (free_port(), free_port());
-    let mut server = Server::start(&pkg, &data, http, bolt, &log);
-    let store = wait_until_up(bolt, &log).await;
+    let store = wait_until_up(&server).await;
     store.ensure_schema(None).await.unwrap();
 
     let tag = unique_tag("kill");
@@ -223,7 +133,7 @@ async fn bolt_server_killed_mid_write_then_rerun_matches_undisturbed_counts() {
     let write = tokio::spawn(async move { w.write_records(input).await });
 
     // Kill once some chunks have landed, while the rest are in flight.
-    let probe = Neo4jStore::connect(config(bolt)).await.unwrap();
+    let probe = Neo4jStore::connect(config(&server)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let n = probe
@@ -239,9 +149,9 @@ async fn bolt_server_killed_mid_write_then_rerun_matches_undisturbed_counts() {
         !write.is_finished(),
         "the write finished before the kill: make the corpus bigger"
     );
-    server.kill();
+    server.kill().await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut server = Server::start(&pkg, &data, http, bolt, &log);
+    server.restart().await.unwrap();
 
     let report = write.await.unwrap().unwrap();
     eprintln!(
@@ -257,7 +167,7 @@ async fn bolt_server_killed_mid_write_then_rerun_matches_undisturbed_counts() {
         }
         Err(StoreError::BatchesFailed { dead_letter, .. }) => {
             assert!(dead_letter.exists());
-            let _ = wait_until_up(bolt, &log).await;
+            let _ = wait_until_up(&server).await;
             let rerun = rerun_dead_letters(&writer).await.unwrap();
             rerun.check().unwrap();
         }
@@ -274,5 +184,5 @@ async fn bolt_server_killed_mid_write_then_rerun_matches_undisturbed_counts() {
             .unwrap(),
     );
     assert_eq!(back, expected_read_back(&fixture(&tag)));
-    server.kill();
+    server.stop().await.unwrap();
 }
