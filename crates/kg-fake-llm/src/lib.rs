@@ -432,20 +432,28 @@ async fn transport_fault(state: &AppState, fault: Fault) -> Option<Response> {
     }
 }
 
+/// The request body as JSON, or the 400 OpenAI answers for a body that is not.
+fn parse_request(state: &AppState, body: &[u8]) -> Result<Value, Box<Response>> {
+    serde_json::from_slice::<Value>(body).map_err(|_| {
+        state.live.status(StatusCode::BAD_REQUEST);
+        Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            "We could not parse the JSON body of your request.",
+            "invalid_request_error",
+            "invalid_json",
+        ))
+    })
+}
+
 async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let state = &state.0;
     state.live.chat.fetch_add(1, Ordering::Relaxed);
     if let Some(r) = unauthorized(state, &headers) {
         return r;
     }
-    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        state.live.status(StatusCode::BAD_REQUEST);
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "We could not parse the JSON body of your request.",
-            "invalid_request_error",
-            "invalid_json",
-        );
+    let request = match parse_request(state, &body) {
+        Ok(request) => request,
+        Err(r) => return *r,
     };
     let format = request
         .pointer("/response_format/type")
@@ -555,14 +563,9 @@ async fn embeddings(State(state): State<Shared>, headers: HeaderMap, body: Bytes
     if let Some(r) = unauthorized(state, &headers) {
         return r;
     }
-    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        state.live.status(StatusCode::BAD_REQUEST);
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "We could not parse the JSON body of your request.",
-            "invalid_request_error",
-            "invalid_json",
-        );
+    let request = match parse_request(state, &body) {
+        Ok(request) => request,
+        Err(r) => return *r,
     };
     let inputs: Vec<String> = match request.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
