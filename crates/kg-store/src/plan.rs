@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use kg_core::{EmbeddingTarget, Label, PropertyValue, Record, RelType};
+use kg_core::{EmbeddingTarget, EntityId, Label, PropertyValue, Record, RelType};
 
 /// A parameter value: the data half of a query, never query text.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,6 +249,26 @@ fn csv_props(
     props
 }
 
+/// The row of one typed relation between two entities, from an extraction
+/// (`overwrite` false: a chunk's view adds to what is there) or a resolved
+/// relation (`overwrite` true).
+fn relation_row(
+    source: &EntityId,
+    target: &EntityId,
+    description: &str,
+    weight: f32,
+    chunks: Vec<String>,
+    overwrite: bool,
+) -> Row {
+    Row::default()
+        .with("source", s(source.as_str()))
+        .with("target", s(target.as_str()))
+        .with("description", opt_str(description).unwrap_or(Param::Null))
+        .with("weight", Param::Float(f64::from(weight)))
+        .with("chunks", Param::StrList(chunks))
+        .with("overwrite", Param::Bool(overwrite))
+}
+
 fn dedup(mut v: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     v.retain(|x| seen.insert(x.clone()));
@@ -360,16 +380,14 @@ pub fn plan(records: &[Record]) -> Vec<Group> {
                     push(
                         GroupKey::Relations(r.rel_type.clone()),
                         i,
-                        Row::default()
-                            .with("source", s(r.source_id.as_str()))
-                            .with("target", s(r.target_id.as_str()))
-                            .with(
-                                "description",
-                                opt_str(&r.description).unwrap_or(Param::Null),
-                            )
-                            .with("weight", Param::Float(f64::from(r.strength)))
-                            .with("chunks", Param::StrList(vec![x.chunk_id.to_string()]))
-                            .with("overwrite", Param::Bool(false)),
+                        relation_row(
+                            &r.source_id,
+                            &r.target_id,
+                            &r.description,
+                            r.strength,
+                            vec![x.chunk_id.to_string()],
+                            false,
+                        ),
                     );
                 }
             }
@@ -404,19 +422,14 @@ pub fn plan(records: &[Record]) -> Vec<Group> {
             Record::Relation(r) => push(
                 GroupKey::Relations(r.rel_type.clone()),
                 i,
-                Row::default()
-                    .with("source", s(r.source_id.as_str()))
-                    .with("target", s(r.target_id.as_str()))
-                    .with(
-                        "description",
-                        opt_str(&r.description).unwrap_or(Param::Null),
-                    )
-                    .with("weight", Param::Float(f64::from(r.weight)))
-                    .with(
-                        "chunks",
-                        Param::StrList(dedup(r.chunk_ids.iter().map(|c| c.to_string()).collect())),
-                    )
-                    .with("overwrite", Param::Bool(true)),
+                relation_row(
+                    &r.source_id,
+                    &r.target_id,
+                    &r.description,
+                    r.weight,
+                    dedup(r.chunk_ids.iter().map(|c| c.to_string()).collect()),
+                    true,
+                ),
             ),
             Record::Embedding(emb) => push(
                 match emb.target {
