@@ -40,6 +40,11 @@ pub const MAX_IDENT_LEN: usize = 64;
 /// Labels the lexical graph uses itself; an entity type must not take them.
 pub const RESERVED_LABELS: &[&str] = &["Document", "Chunk", "Entity"];
 
+/// Relationship types the lexical graph uses itself; an extracted relation
+/// must not take one (an entity `MENTIONS` an entity would read as a chunk
+/// mentioning it).
+pub const RESERVED_REL_TYPES: &[&str] = &["HAS_CHUNK", "NEXT_CHUNK", "MENTIONS"];
+
 /// Why a raw name could not be made into an identifier. The message quotes
 /// the offending value (escaped, so control characters stay visible).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -247,6 +252,15 @@ impl Label {
     }
 }
 
+impl RelType {
+    /// Whether this type is one the lexical graph uses itself
+    /// (`HAS_CHUNK`, `NEXT_CHUNK`, `MENTIONS`); an extracted relation must
+    /// not be one.
+    pub fn is_reserved(&self) -> bool {
+        RESERVED_REL_TYPES.contains(&self.0.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +345,10 @@ mod tests {
     fn reserved_labels_are_flagged() {
         assert!(Label::new("document").unwrap().is_reserved());
         assert!(!Label::new("Person").unwrap().is_reserved());
+        // An LLM's "mentions" normalises onto the lexical graph's own type.
+        assert!(RelType::new("mentions").unwrap().is_reserved());
+        assert!(RelType::new("next chunk").unwrap().is_reserved());
+        assert!(!RelType::new("mentioned_in").unwrap().is_reserved());
     }
 
     #[test]

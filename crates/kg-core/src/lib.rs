@@ -40,7 +40,9 @@ pub mod retry;
 pub use id::{
     content_hash, entity_key, normalise_text, sha256_hex, ChunkId, DocumentId, EntityId, NodeId,
 };
-pub use ident::{IdentError, Label, PropertyKey, RelType, MAX_IDENT_LEN, RESERVED_LABELS};
+pub use ident::{
+    IdentError, Label, PropertyKey, RelType, MAX_IDENT_LEN, RESERVED_LABELS, RESERVED_REL_TYPES,
+};
 pub use record::{
     Chunk, Document, Embedding, EmbeddingTarget, Entity, ExtractedEntity, ExtractedRelation,
     Extraction, GraphEdge, GraphNode, MediaType, NodeRef, PropertyValue, Record, Relation,

@@ -206,7 +206,12 @@ pub fn validate(
             continue;
         };
         let rel_type = match RelType::new(raw_type) {
-            Ok(r) if allowed_relation(schema, &s.entity_type, &r, &t.entity_type) => r,
+            Ok(r)
+                if !r.is_reserved()
+                    && allowed_relation(schema, &s.entity_type, &r, &t.entity_type) =>
+            {
+                r
+            }
             _ => {
                 tracing::debug!(chunk = %chunk.id, "relation type rejected: {raw_type:?}");
                 report.rejected_relations += 1;
@@ -327,6 +332,7 @@ mod tests {
                 {"source": "Ada Lovelace", "target": "Evil", "type": "KNOWS"},
                 {"source": "Ada Lovelace", "target": "Nobody", "type": "KNOWS"},
                 {"source": "Charles Babbage", "target": "Ada Lovelace", "type": "x`y"},
+                {"source": "Charles Babbage", "target": "Ada Lovelace", "type": "mentions"},
                 {"source": "Ada Lovelace", "target": "Charles Babbage", "type": "WORKED_WITH", "strength": 7}
             ]
         });
@@ -348,7 +354,7 @@ mod tests {
             report,
             ValidationReport {
                 rejected_entities: 2,
-                rejected_relations: 1,
+                rejected_relations: 2,
                 dropped_relations: 2,
                 malformed_entries: 1
             }
@@ -392,6 +398,7 @@ mod tests {
     fn schema_rejects_reserved_and_hostile_names() {
         assert!(ExtractSchema::new(&["Chunk"], &[], &[], true).is_err());
         assert!(ExtractSchema::new(&["Person`"], &[], &[], true).is_err());
+        assert!(ExtractSchema::new(&["Person"], &["mentions"], &[], true).is_err());
         assert!(ExtractSchema::new(
             &["Person"],
             &["KNOWS"],

@@ -91,6 +91,16 @@ pub struct ExtractSchema {
     strict: bool,
 }
 
+fn relation_type(raw: &str) -> Result<RelType, ExtractError> {
+    let rel = RelType::new(raw).map_err(|e| ExtractError::Schema(e.to_string()))?;
+    if rel.is_reserved() {
+        return Err(ExtractError::Schema(format!(
+            "relation type {raw:?} is reserved for the lexical graph"
+        )));
+    }
+    Ok(rel)
+}
+
 fn entity_label(raw: &str) -> Result<Label, ExtractError> {
     let label = Label::new(raw).map_err(|e| ExtractError::Schema(e.to_string()))?;
     if label.is_reserved() {
@@ -121,15 +131,11 @@ impl ExtractSchema {
             .collect::<Result<Vec<_>, _>>()?;
         let relation_types = relation_types
             .iter()
-            .map(|t| RelType::new(t).map_err(|e| ExtractError::Schema(e.to_string())))
+            .map(|t| relation_type(t))
             .collect::<Result<Vec<_>, _>>()?;
         let mut out = Vec::new();
         for (s, r, t) in patterns {
-            let p = (
-                entity_label(s)?,
-                RelType::new(r).map_err(|e| ExtractError::Schema(e.to_string()))?,
-                entity_label(t)?,
-            );
+            let p = (entity_label(s)?, relation_type(r)?, entity_label(t)?);
             if !entity_types.is_empty()
                 && (!entity_types.contains(&p.0) || !entity_types.contains(&p.2))
             {
