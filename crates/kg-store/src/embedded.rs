@@ -36,8 +36,8 @@ use crate::error::{BatchFailure, StoreError};
 use crate::neo4j::{cosine, media_type_of, top_k};
 use crate::plan::{Batch, GroupKey, Param, Row, RESERVED_PROPERTY_KEYS};
 use crate::store::{
-    EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, SchemaReport, Scope, SearchHit,
-    SearchHits,
+    CurrentDocument, EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, SchemaReport,
+    Scope, SearchHit, SearchHits, Superseded,
 };
 
 const BACKEND: &str = "embedded";
@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS rels (
     PRIMARY KEY (src, type, dst));
 CREATE INDEX IF NOT EXISTS rels_dst ON rels (dst);
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks (document_id);
+CREATE INDEX IF NOT EXISTS documents_source ON documents (source);
 ";
 
 /// The embedded SQLite graph store.
@@ -505,6 +506,99 @@ impl GraphSink for EmbeddedStore {
     }
 }
 
+/// Finds the earlier versions of `current`'s sources (see
+/// [`GraphStore::supersede`]).
+fn earlier_versions(c: &Connection, current: &[CurrentDocument]) -> rusqlite::Result<Vec<String>> {
+    let keep: HashSet<&str> = current.iter().map(|d| d.id.as_str()).collect();
+    let mut st = c.prepare_cached("SELECT id FROM documents WHERE source = ?1 AND id <> ?2")?;
+    let mut stale = Vec::new();
+    for d in current {
+        let ids = st.query_map(params![d.source, d.id.as_str()], |r| r.get::<_, String>(0))?;
+        for id in ids {
+            let id = id?;
+            if !keep.contains(id.as_str()) {
+                stale.push(id);
+            }
+        }
+    }
+    stale.sort();
+    stale.dedup();
+    Ok(stale)
+}
+
+/// Removes one document version in one transaction:
+/// `(chunks, entities, relations)` removed.
+fn remove_document(c: &mut Connection, id: &str) -> rusqlite::Result<(u64, u64, u64)> {
+    let tx = c.transaction()?;
+    let chunks: Vec<String> = tx
+        .prepare(
+            "SELECT id FROM chunks WHERE document_id = ?1
+             UNION SELECT dst FROM rels WHERE src = ?1 AND type = 'HAS_CHUNK'",
+        )?
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let chunk_list = Value::from(chunks.clone()).to_string();
+    let entities: Vec<String> = tx
+        .prepare(
+            "SELECT DISTINCT dst FROM rels WHERE type = 'MENTIONS'
+             AND src IN (SELECT value FROM json_each(?1))",
+        )?
+        .query_map([&chunk_list], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let entity_list = Value::from(entities.clone()).to_string();
+    let removed: HashSet<&str> = chunks.iter().map(String::as_str).collect();
+    let citing: Vec<(String, String, String, String)> = tx
+        .prepare(
+            "SELECT src, type, dst, props FROM rels
+             WHERE src_label = 'Entity' AND dst_label = 'Entity'
+             AND (src IN (SELECT value FROM json_each(?1)) OR dst IN (SELECT value FROM json_each(?1)))",
+        )?
+        .query_map([&entity_list], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut relations = 0u64;
+    for (src, rel, dst, props) in citing {
+        let mut props: Map<String, Value> = serde_json::from_str(&props).unwrap_or_default();
+        let Some(cited) = props.get("chunks").and_then(Value::as_array) else {
+            continue;
+        };
+        let kept: Vec<Value> = cited
+            .iter()
+            .filter(|c| !c.as_str().is_some_and(|c| removed.contains(c)))
+            .cloned()
+            .collect();
+        if kept.len() == cited.len() {
+            continue;
+        }
+        if kept.is_empty() {
+            tx.prepare_cached("DELETE FROM rels WHERE src = ?1 AND type = ?2 AND dst = ?3")?
+                .execute([&src, &rel, &dst])?;
+            relations += 1;
+        } else {
+            props.insert("chunks".into(), Value::Array(kept));
+            set_rel_props(&tx, &src, &rel, &dst, &Value::Object(props).to_string())?;
+        }
+    }
+    tx.execute(
+        "DELETE FROM rels WHERE src IN (SELECT value FROM json_each(?1))
+         OR dst IN (SELECT value FROM json_each(?1))",
+        [&chunk_list],
+    )?;
+    tx.execute(
+        "DELETE FROM chunks WHERE id IN (SELECT value FROM json_each(?1))",
+        [&chunk_list],
+    )?;
+    tx.execute("DELETE FROM rels WHERE src = ?1 OR dst = ?1", [id])?;
+    tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+    let orphans = tx.execute(
+        "DELETE FROM entities WHERE id IN (SELECT value FROM json_each(?1))
+         AND NOT EXISTS (SELECT 1 FROM rels WHERE rels.src = entities.id)
+         AND NOT EXISTS (SELECT 1 FROM rels WHERE rels.dst = entities.id)",
+        [&entity_list],
+    )?;
+    tx.commit()?;
+    Ok((chunks.len() as u64, orphans as u64, relations))
+}
+
 fn summary(id: String, name: Option<String>, ty: Option<String>) -> EntitySummary {
     EntitySummary {
         id,
@@ -655,6 +749,38 @@ impl GraphStore for EmbeddedStore {
         .await
     }
 
+    async fn supersede(&self, current: &[CurrentDocument]) -> Result<Superseded, StoreError> {
+        let current = current.to_vec();
+        let removed = self
+            .blocking(move |c| {
+                let stale = earlier_versions(c, &current)?;
+                let mut removed = Vec::with_capacity(stale.len());
+                for id in stale {
+                    let counts = remove_document(c, &id).map_err(|e| e.to_string());
+                    removed.push((id, counts));
+                }
+                Ok(removed)
+            })
+            .await?;
+        let mut out = Superseded::default();
+        for (id, counts) in removed {
+            let (chunks, entities, relations) = match counts {
+                Ok(counts) => counts,
+                Err(e) => {
+                    tracing::error!(document = %id, "cannot remove an earlier version of a changed document: {e}");
+                    out.failed.push((DocumentId::from_raw(id), e));
+                    continue;
+                }
+            };
+            tracing::info!(document = %id, chunks, entities, relations, "removed an earlier version of a changed document");
+            out.chunks += chunks;
+            out.entities += entities;
+            out.relations += relations;
+            out.documents.push(DocumentId::from_raw(id));
+        }
+        Ok(out)
+    }
+
     async fn read_records(&self, scope: &Scope) -> Result<Vec<Record>, StoreError> {
         let scope = scope.clone();
         self.blocking(move |c| read_all(c, &scope)).await
@@ -758,7 +884,7 @@ fn read_all(c: &Connection, scope: &Scope) -> rusqlite::Result<Vec<Record>> {
     }
     let mut mentions: HashMap<String, Vec<ChunkId>> = HashMap::new();
     {
-        let mut st = c.prepare("SELECT src, dst FROM rels WHERE type = 'MENTIONS' ORDER BY src")?;
+        let mut st = c.prepare("SELECT src, dst FROM rels WHERE type = 'MENTIONS' AND src_label = 'Chunk' ORDER BY src")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
             mentions

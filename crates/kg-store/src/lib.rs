@@ -69,8 +69,8 @@ pub use export::export_embedded;
 pub use neo4j::Neo4jStore;
 pub use plan::{plan, Batch, Group, GroupKey, Param, Phase, Row};
 pub use store::{
-    AnyStore, EntitySummary, FailRule, GraphCounts, GraphSink, GraphStore, MemorySink, Neighbour,
-    SchemaReport, Scope, SearchHit, SearchHits,
+    AnyStore, CurrentDocument, EntitySummary, FailRule, GraphCounts, GraphSink, GraphStore,
+    MemorySink, Neighbour, SchemaReport, Scope, SearchHit, SearchHits, Superseded,
 };
 pub use writer::{
     read_dead_letters, rerun_dead_letters, BatchSizer, BatchWriter, FailedBatch, RetryPolicy,

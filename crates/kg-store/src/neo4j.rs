@@ -19,7 +19,7 @@
 //!   ranks chunks by cosine in the client.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kg_core::{
@@ -32,8 +32,8 @@ use crate::config::Neo4jConfig;
 use crate::error::{BatchFailure, FailureClass, StoreError};
 use crate::plan::{Batch, GroupKey, Param, Row, RESERVED_PROPERTY_KEYS};
 use crate::store::{
-    EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, SchemaReport, Scope, SearchHit,
-    SearchHits,
+    CurrentDocument, EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, SchemaReport,
+    Scope, SearchHit, SearchHits, Superseded,
 };
 
 const BACKEND: &str = "neo4j";
@@ -46,6 +46,17 @@ pub struct Neo4jStore {
     node_constraints: Mutex<HashSet<Label>>,
     vector_index: AtomicBool,
     vector_warned: AtomicBool,
+    in_use: Arc<AtomicUsize>,
+}
+
+/// A connection in use: decrements the count when dropped (after the
+/// transaction it belongs to has been committed or rolled back).
+struct InUse(Arc<AtomicUsize>);
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Neo4jStore {
@@ -280,6 +291,7 @@ impl Neo4jStore {
             node_constraints: Mutex::new(HashSet::new()),
             vector_index: AtomicBool::new(false),
             vector_warned: AtomicBool::new(false),
+            in_use: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -294,16 +306,34 @@ impl Neo4jStore {
         &self.config
     }
 
-    async fn begin(&self) -> Result<Txn, neo4rs::Error> {
+    /// Opens a transaction on a pooled connection; the connection counts
+    /// as in use until the returned guard drops.
+    async fn begin(&self) -> Result<(Txn, InUse), neo4rs::Error> {
         match tokio::time::timeout(self.config.acquire_timeout, self.graph.start_txn()).await {
-            Ok(r) => r,
+            Ok(Ok(txn)) => {
+                self.in_use.fetch_add(1, Ordering::Relaxed);
+                Ok((txn, InUse(self.in_use.clone())))
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(neo4rs::Error::ConnectionError),
         }
     }
 
+    /// Bolt connections kg holds right now (one per open transaction), for
+    /// the `kg_bolt_connections_in_use` gauge. At most
+    /// [`Neo4jStore::max_connections`].
+    pub fn connections_in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// The connection pool's size.
+    pub fn max_connections(&self) -> usize {
+        self.config.max_pool_size
+    }
+
     /// Runs `q` in its own transaction and collects every row.
     async fn fetch(&self, q: Query, what: &str) -> Result<Vec<neo4rs::Row>, StoreError> {
-        let mut txn = self.begin().await.map_err(q_err(what))?;
+        let (mut txn, _in_use) = self.begin().await.map_err(q_err(what))?;
         let mut stream = txn.execute(q).await.map_err(q_err(what))?;
         let mut rows = Vec::new();
         while let Some(row) = stream.next(txn.handle()).await.map_err(q_err(what))? {
@@ -315,7 +345,7 @@ impl Neo4jStore {
 
     /// Runs one statement in its own transaction.
     async fn exec(&self, q: Query, what: &str) -> Result<(), StoreError> {
-        let mut txn = self.begin().await.map_err(q_err(what))?;
+        let (mut txn, _in_use) = self.begin().await.map_err(q_err(what))?;
         txn.run(q).await.map_err(q_err(what))?;
         txn.commit().await.map_err(q_err(what))
     }
@@ -334,7 +364,7 @@ impl Neo4jStore {
             "CREATE CONSTRAINT {name} IF NOT EXISTS FOR (n:{}) REQUIRE n.id IS UNIQUE",
             label.cypher()
         );
-        let mut txn = self.begin().await.map_err(|e| classify(&e))?;
+        let (mut txn, _in_use) = self.begin().await.map_err(|e| classify(&e))?;
         txn.run(query(&text)).await.map_err(|e| classify(&e))?;
         txn.commit().await.map_err(|e| classify(&e))?;
         if let Ok(mut s) = self.node_constraints.lock() {
@@ -492,7 +522,7 @@ impl GraphSink for Neo4jStore {
         }
         let rows = BoltType::List(rows);
         let statements = cypher_for(&batch.key);
-        let mut txn = self.begin().await.map_err(|e| classify(&e))?;
+        let (mut txn, _in_use) = self.begin().await.map_err(|e| classify(&e))?;
         let mut result = Ok(());
         // The last statement takes the rows; only earlier ones (entities
         // have two) need a copy of them.
@@ -616,6 +646,180 @@ pub(crate) fn media_type_of(s: Option<&str>) -> MediaType {
     media_type(s)
 }
 
+/// Runs `q` inside `txn` and collects every row.
+async fn rows_in(txn: &mut Txn, q: Query) -> Result<Vec<neo4rs::Row>, neo4rs::Error> {
+    let mut stream = txn.execute(q).await?;
+    let mut rows = Vec::new();
+    while let Some(row) = stream.next(txn.handle()).await? {
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// An entity relationship that cites removed chunks: its ends, type and
+/// the chunks it keeps.
+struct CitingRelation {
+    from: String,
+    rel_type: String,
+    to: String,
+    kept: Vec<String>,
+}
+
+impl CitingRelation {
+    fn bolt(&self) -> BoltType {
+        let mut m = BoltMap::with_capacity(4);
+        m.put(BoltString::from("a"), BoltType::from(self.from.as_str()));
+        m.put(
+            BoltString::from("t"),
+            BoltType::from(self.rel_type.as_str()),
+        );
+        m.put(BoltString::from("b"), BoltType::from(self.to.as_str()));
+        m.put(BoltString::from("kept"), BoltType::from(self.kept.clone()));
+        BoltType::Map(m)
+    }
+}
+
+impl Neo4jStore {
+    /// Removes one document version in one transaction (see
+    /// [`GraphStore::supersede`]): `(chunks, entities, relations)` removed.
+    ///
+    /// Every statement is a plain `MATCH` by id; relationships are found
+    /// from the entities the removed chunks mention and matched again by
+    /// their ends and type to be updated or deleted, which every Bolt
+    /// server kg was tried on understands.
+    async fn remove_document(&self, id: &str) -> Result<(u64, u64, u64), neo4rs::Error> {
+        let (mut txn, _in_use) = self.begin().await?;
+        let result = async {
+            let chunks: Vec<String> = rows_in(
+                &mut txn,
+                query("MATCH (:Document {id: $id})-[:HAS_CHUNK]->(c:Chunk) RETURN c.id AS id")
+                    .param("id", id),
+            )
+            .await?
+            .iter()
+            .filter_map(|r| opt_string(r, "id"))
+            .collect();
+            let mut entities: Vec<String> = rows_in(
+                &mut txn,
+                query(
+                    "UNWIND $chunks AS cid MATCH (:Chunk {id: cid})-[:MENTIONS]->(e:Entity) \
+                     RETURN DISTINCT e.id AS id",
+                )
+                .param("chunks", chunks.clone()),
+            )
+            .await?
+            .iter()
+            .filter_map(|r| opt_string(r, "id"))
+            .collect();
+            entities.sort();
+            entities.dedup();
+            let removed: HashSet<&str> = chunks.iter().map(String::as_str).collect();
+            let mut citing: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
+            for text in [
+                "UNWIND $ids AS eid MATCH (a:Entity {id: eid})-[r]->(b:Entity) \
+                 RETURN a.id AS a, type(r) AS t, b.id AS b, r.chunks AS chunks",
+                "UNWIND $ids AS eid MATCH (a:Entity)-[r]->(b:Entity {id: eid}) \
+                 RETURN a.id AS a, type(r) AS t, b.id AS b, r.chunks AS chunks",
+            ] {
+                for r in rows_in(&mut txn, query(text).param("ids", entities.clone())).await? {
+                    let cited = strings(&r, "chunks");
+                    if !cited.iter().any(|c| removed.contains(c.as_str())) {
+                        continue;
+                    }
+                    let (Some(a), Some(t), Some(b)) = (
+                        opt_string(&r, "a"),
+                        opt_string(&r, "t"),
+                        opt_string(&r, "b"),
+                    ) else {
+                        continue;
+                    };
+                    let kept = cited
+                        .into_iter()
+                        .filter(|c| !removed.contains(c.as_str()))
+                        .collect();
+                    citing.insert((a, t, b), kept);
+                }
+            }
+            let citing: Vec<CitingRelation> = citing
+                .into_iter()
+                .map(|((from, rel_type, to), kept)| CitingRelation {
+                    from,
+                    rel_type,
+                    to,
+                    kept,
+                })
+                .collect();
+            let (gone, trimmed): (Vec<&CitingRelation>, Vec<&CitingRelation>) =
+                citing.iter().partition(|r| r.kept.is_empty());
+            let list = |rels: &[&CitingRelation]| {
+                let mut l = BoltList::with_capacity(rels.len());
+                for r in rels {
+                    l.push(r.bolt());
+                }
+                BoltType::List(l)
+            };
+            if !trimmed.is_empty() {
+                txn.run(
+                    query(
+                        "UNWIND $rels AS x MATCH (a:Entity {id: x.a})-[r]->(b:Entity {id: x.b}) \
+                         WHERE type(r) = x.t SET r.chunks = x.kept",
+                    )
+                    .param("rels", list(&trimmed)),
+                )
+                .await?;
+            }
+            if !gone.is_empty() {
+                txn.run(
+                    query(
+                        "UNWIND $rels AS x MATCH (a:Entity {id: x.a})-[r]->(b:Entity {id: x.b}) \
+                         WHERE type(r) = x.t DELETE r",
+                    )
+                    .param("rels", list(&gone)),
+                )
+                .await?;
+            }
+            txn.run(
+                query("UNWIND $chunks AS cid MATCH (c:Chunk {id: cid}) DETACH DELETE c")
+                    .param("chunks", chunks.clone()),
+            )
+            .await?;
+            txn.run(query("MATCH (d:Document {id: $id}) DETACH DELETE d").param("id", id))
+                .await?;
+            let orphans: Vec<String> = rows_in(
+                &mut txn,
+                query(
+                    "UNWIND $ids AS eid MATCH (e:Entity {id: eid}) OPTIONAL MATCH (e)-[r]-() \
+                     WITH e, count(r) AS n WHERE n = 0 RETURN e.id AS id",
+                )
+                .param("ids", entities),
+            )
+            .await?
+            .iter()
+            .filter_map(|r| opt_string(r, "id"))
+            .collect();
+            if !orphans.is_empty() {
+                txn.run(
+                    query("UNWIND $ids AS eid MATCH (e:Entity {id: eid}) DELETE e")
+                        .param("ids", orphans.clone()),
+                )
+                .await?;
+            }
+            Ok::<_, neo4rs::Error>((chunks.len() as u64, orphans.len() as u64, gone.len() as u64))
+        }
+        .await;
+        match result {
+            Ok(counts) => {
+                txn.commit().await?;
+                Ok(counts)
+            }
+            Err(e) => {
+                let _ = txn.rollback().await;
+                Err(e)
+            }
+        }
+    }
+}
+
 impl GraphStore for Neo4jStore {
     fn backend(&self) -> &'static str {
         BACKEND
@@ -633,6 +837,20 @@ impl GraphStore for Neo4jStore {
             )
             .await?;
             report.constraints.push(name);
+        }
+        // `supersede` looks documents up by source; without the index that
+        // is a scan of every Document per call. A server that refuses it
+        // still works, only slower.
+        if let Err(e) = self
+            .exec(
+                query(
+                    "CREATE INDEX kg_document_source IF NOT EXISTS FOR (n:Document) ON (n.source)",
+                ),
+                "index kg_document_source",
+            )
+            .await
+        {
+            tracing::debug!("no index on Document.source: {e}");
         }
         let Some(dims) = vector_dims else {
             report.vector_index_skipped = Some("no embedding dimensions given".into());
@@ -774,6 +992,54 @@ impl GraphStore for Neo4jStore {
             *counts.relationships.entry(key).or_default() += r.get::<i64>("c").unwrap_or(0) as u64;
         }
         Ok(counts)
+    }
+
+    async fn supersede(&self, current: &[CurrentDocument]) -> Result<Superseded, StoreError> {
+        let keep: HashSet<&str> = current.iter().map(|c| c.id.as_str()).collect();
+        let mut stale: Vec<String> = Vec::new();
+        for part in current.chunks(1_000) {
+            let mut docs = BoltList::with_capacity(part.len());
+            for c in part {
+                let mut m = BoltMap::with_capacity(2);
+                m.put(
+                    BoltString::from("source"),
+                    BoltType::from(c.source.as_str()),
+                );
+                m.put(BoltString::from("id"), BoltType::from(c.id.as_str()));
+                docs.push(BoltType::Map(m));
+            }
+            let rows = self
+                .fetch(
+                    query(
+                        "UNWIND $docs AS d MATCH (o:Document) WHERE o.source = d.source AND o.id <> d.id \
+                         RETURN DISTINCT o.id AS id",
+                    )
+                    .param("docs", BoltType::List(docs)),
+                    "supersede: find earlier versions",
+                )
+                .await?;
+            stale.extend(rows.iter().filter_map(|r| opt_string(r, "id")));
+        }
+        stale.retain(|id| !keep.contains(id.as_str()));
+        stale.sort();
+        stale.dedup();
+        let mut out = Superseded::default();
+        for id in stale {
+            let (chunks, entities, relations) = match self.remove_document(&id).await {
+                Ok(counts) => counts,
+                Err(e) => {
+                    tracing::error!(document = %id, "cannot remove an earlier version of a changed document: {e}");
+                    out.failed.push((DocumentId::from_raw(id), e.to_string()));
+                    continue;
+                }
+            };
+            tracing::info!(document = %id, chunks, entities, relations, "removed an earlier version of a changed document");
+            out.chunks += chunks;
+            out.entities += entities;
+            out.relations += relations;
+            out.documents.push(DocumentId::from_raw(id));
+        }
+        Ok(out)
     }
 
     async fn read_records(&self, scope: &Scope) -> Result<Vec<Record>, StoreError> {

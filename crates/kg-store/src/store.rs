@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use kg_core::Record;
+use kg_core::{DocumentId, Record};
 
 use crate::config::StoreConfig;
 use crate::embedded::EmbeddedStore;
@@ -124,6 +124,32 @@ pub struct SearchHits {
     pub hits: Vec<SearchHit>,
 }
 
+/// A source file and the id of its current content (the document id is a
+/// content address, so a changed file gets a new id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CurrentDocument {
+    /// The source path, as ingest recorded it in `Document.source`.
+    pub source: String,
+    /// The id of the source's content now.
+    pub id: DocumentId,
+}
+
+/// What [`GraphStore::supersede`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Superseded {
+    /// Earlier versions removed, by id (sorted).
+    pub documents: Vec<DocumentId>,
+    /// Their chunks (with the chunks' embeddings and links).
+    pub chunks: u64,
+    /// Entities no chunk mentions any more and no relationship touches.
+    pub entities: u64,
+    /// Entity relationships every source chunk of which was removed.
+    pub relations: u64,
+    /// Earlier versions that could not be removed (their transaction was
+    /// rolled back, so they are still whole), with why.
+    pub failed: Vec<(DocumentId, String)>,
+}
+
 /// A graph store: a [`GraphSink`] plus schema, search, counts and read-back.
 pub trait GraphStore: GraphSink {
     /// `neo4j` or `embedded`, for messages.
@@ -148,6 +174,24 @@ pub trait GraphStore: GraphSink {
     /// Counts nodes and relationships in `scope`.
     fn counts(&self, scope: &Scope)
         -> impl Future<Output = Result<GraphCounts, StoreError>> + Send;
+
+    /// Removes the earlier versions of changed documents: every document
+    /// whose `source` is one of `current`'s but whose id is none of
+    /// `current`'s ids, with its chunks, their `MENTIONS`, `NEXT_CHUNK` and
+    /// embeddings; entity relationships lose those chunks from their
+    /// `chunks` list and go when it is empty; entities they mentioned go
+    /// when nothing links to them any more. One transaction per removed
+    /// document, so a failure leaves each document whole or gone; a
+    /// document that fails is listed in [`Superseded::failed`] and the
+    /// others are still removed. `Err` only when the earlier versions
+    /// cannot even be looked up.
+    ///
+    /// Call it once the current versions are committed: until then the
+    /// earlier version is the best graph of the source there is.
+    fn supersede(
+        &self,
+        current: &[CurrentDocument],
+    ) -> impl Future<Output = Result<Superseded, StoreError>> + Send;
 
     /// Reads the graph in `scope` back as records: documents, chunks,
     /// entities (with the chunks that mention them), relations, embeddings,
@@ -175,6 +219,17 @@ impl AnyStore {
             StoreConfig::Neo4j(c) => Self::Neo4j(Box::new(Neo4jStore::connect(c.clone()).await?)),
             StoreConfig::Embedded(c) => Self::Embedded(EmbeddedStore::open(c)?),
         })
+    }
+}
+
+impl AnyStore {
+    /// Bolt connections in use and the pool size; `None` for the embedded
+    /// store (no connections).
+    pub fn connections(&self) -> Option<(usize, usize)> {
+        match self {
+            Self::Neo4j(s) => Some((s.connections_in_use(), s.max_connections())),
+            Self::Embedded(_) => None,
+        }
     }
 }
 
@@ -213,6 +268,13 @@ impl GraphStore for AnyStore {
         match self {
             Self::Neo4j(s) => s.counts(scope).await,
             Self::Embedded(s) => s.counts(scope).await,
+        }
+    }
+
+    async fn supersede(&self, current: &[CurrentDocument]) -> Result<Superseded, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.supersede(current).await,
+            Self::Embedded(s) => s.supersede(current).await,
         }
     }
 

@@ -37,6 +37,102 @@ async fn bolt_round_trip_reads_back_exactly() {
 }
 
 #[tokio::test]
+async fn bolt_supersede_removes_the_earlier_version_of_a_changed_document() {
+    let dir = tempfile::tempdir().unwrap();
+    check_supersede(connect().await, dir.path(), &unique_tag("sup")).await;
+}
+
+/// While the writer runs, connections are counted as in use (never more
+/// than the pool); when it is done, every one is back, also after a batch
+/// that failed and was rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bolt_connections_in_use_are_counted_and_given_back() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let tag = unique_tag("conns");
+    let store = Arc::new(connect().await);
+    assert_eq!(store.connections_in_use(), 0);
+    let doc = kg_core::DocumentId::from_content_sha256(&kg_core::sha256_hex(tag.as_bytes()));
+    let records: Vec<kg_core::Record> = (0..3_000u32)
+        .map(|i| {
+            let text = format!("Chunk {i} of the connection test [{tag}]");
+            kg_core::Record::Chunk(kg_core::Chunk {
+                id: kg_core::ChunkId::new(&doc, i, &text),
+                document_id: doc.clone(),
+                index: i,
+                tokens: 8,
+                text,
+                source: format!("{tag}/conns.txt"),
+                page_start: None,
+                page_end: None,
+            })
+        })
+        .collect();
+    let (stop, peak) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let sampler = {
+        let (store, stop, peak) = (store.clone(), stop.clone(), peak.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(store.connections_in_use(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        })
+    };
+    let writer = BatchWriter::new(store.clone(), writer_config(dir.path()));
+    writer
+        .write_records(records)
+        .await
+        .unwrap()
+        .check()
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+    let peak = peak.load(Ordering::Relaxed);
+    assert!(
+        peak >= 1 && peak <= store.max_connections(),
+        "peak {peak} of {}",
+        store.max_connections()
+    );
+    assert_eq!(store.connections_in_use(), 0);
+
+    // A batch the server rejects (a uniqueness constraint of this test's
+    // own label): rolled back, dead-lettered, every connection given back.
+    let gate = Label::new(&format!("Gate{tag}")).unwrap();
+    run(
+        &store,
+        &format!(
+            "CREATE CONSTRAINT kg_test_{tag}_key IF NOT EXISTS FOR (n:{}) REQUIRE n.key IS UNIQUE",
+            gate.cypher()
+        ),
+    )
+    .await;
+    run(
+        &store,
+        &format!(
+            "CREATE (:{} {{id: 'squatter-{tag}', key: 'dup-{tag}'}})",
+            gate.cypher()
+        ),
+    )
+    .await;
+    let clash = kg_core::Record::Node(kg_core::GraphNode {
+        id: kg_core::NodeId::new(&gate, &format!("dup-{tag}")),
+        label: gate.clone(),
+        key: format!("dup-{tag}"),
+        properties: std::collections::BTreeMap::new(),
+        source: format!("{tag}/gates.csv"),
+        line: 2,
+    });
+    let report = writer.write_records(vec![clash]).await.unwrap();
+    assert_eq!(report.failed_batches.len(), 1, "{report:?}");
+    assert_eq!(store.connections_in_use(), 0);
+}
+
+#[tokio::test]
 async fn bolt_writing_twice_keeps_counts() {
     let dir = tempfile::tempdir().unwrap();
     check_idempotent(connect().await, dir.path(), &unique_tag("idem")).await;

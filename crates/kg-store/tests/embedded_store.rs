@@ -29,6 +29,109 @@ async fn embedded_writing_twice_keeps_counts() {
 }
 
 #[tokio::test]
+async fn embedded_supersede_removes_the_earlier_version_of_a_changed_document() {
+    let dir = tempfile::tempdir().unwrap();
+    check_supersede(open(dir.path()), dir.path(), &unique_tag("sup")).await;
+}
+
+/// A removal that fails is rolled back: the old version stays whole, it is
+/// reported in `failed`, and a later call (the fault gone) removes it.
+#[tokio::test]
+async fn embedded_supersede_failure_leaves_the_old_version_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = unique_tag("supfail");
+    let store = open(dir.path());
+    let v1 = fixture(&tag);
+    let (_, _, v2) = changed_pdf(&tag);
+    let mut all = v1.clone();
+    all.extend(v2.iter().cloned());
+    let scope = Scope::Ids(node_ids(&all));
+    let writer = BatchWriter::new(store, writer_config(dir.path()));
+    writer
+        .write_records(v1.clone())
+        .await
+        .unwrap()
+        .check()
+        .unwrap();
+    writer.write_records(v2).await.unwrap().check().unwrap();
+    let before = writer.sink().counts(&scope).await.unwrap();
+    writer
+        .sink()
+        .with_connection(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER keep_documents BEFORE DELETE ON documents
+                 BEGIN SELECT RAISE(ABORT, 'documents are read-only today'); END;",
+            )
+        })
+        .unwrap()
+        .unwrap();
+    let current = current_after_change(&tag, &v1);
+    let gone = writer.sink().supersede(&current).await.unwrap();
+    assert!(gone.documents.is_empty(), "{gone:?}");
+    assert_eq!(gone.failed.len(), 1, "{gone:?}");
+    assert!(gone.failed[0].1.contains("read-only"), "{gone:?}");
+    assert_eq!(writer.sink().counts(&scope).await.unwrap(), before);
+
+    writer
+        .sink()
+        .with_connection(|c| c.execute_batch("DROP TRIGGER keep_documents"))
+        .unwrap()
+        .unwrap();
+    let gone = writer.sink().supersede(&current).await.unwrap();
+    assert_eq!(gone.documents.len(), 1, "{gone:?}");
+    assert_eq!(gone.chunks, 3);
+}
+
+/// An entity relation that carries a lexical type (a hand-written JSONL
+/// file can hold one; kg-extract rejects them) stays an entity relation:
+/// the target's mentions still list only chunks.
+#[tokio::test]
+async fn embedded_entity_relation_named_mentions_is_not_a_chunk_mention() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = unique_tag("mentions");
+    let mut records = fixture(&tag);
+    let entities: Vec<kg_core::Entity> = records
+        .iter()
+        .filter_map(|r| match r {
+            kg_core::Record::Entity(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    let (from, to) = (&entities[0], &entities[1]);
+    records.push(kg_core::Record::Relation(kg_core::Relation {
+        source_id: from.id.clone(),
+        target_id: to.id.clone(),
+        rel_type: kg_core::RelType::new("MENTIONS").unwrap(),
+        description: "an odd relation".into(),
+        weight: 0.5,
+        chunk_ids: from.chunk_ids.clone(),
+    }));
+    let writer = BatchWriter::new(open(dir.path()), writer_config(dir.path()));
+    writer
+        .write_records(records.clone())
+        .await
+        .unwrap()
+        .check()
+        .unwrap();
+    let back = writer
+        .sink()
+        .read_records(&Scope::Ids(node_ids(&records)))
+        .await
+        .unwrap();
+    let target = back
+        .iter()
+        .find_map(|r| match r {
+            kg_core::Record::Entity(e) if e.id == to.id => Some(e.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        target.chunk_ids, to.chunk_ids,
+        "an entity read back as a chunk"
+    );
+}
+
+#[tokio::test]
 async fn embedded_hostile_data_is_only_data() {
     let dir = tempfile::tempdir().unwrap();
     check_hostile_data(open(dir.path()), dir.path(), &unique_tag("hostile")).await;

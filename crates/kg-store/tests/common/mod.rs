@@ -669,3 +669,184 @@ pub async fn check_search<S: GraphStore>(store: S, dir: &Path, tag: &str) {
         .iter()
         .any(|n| n.rel_type == "FOUNDED" && n.outgoing && n.entity.name.starts_with("Debian")));
 }
+
+/// A changed version of the fixture's PDF: same source, new content (so a
+/// new document id), one chunk that mentions Ian Murdock and Debian again
+/// and says FOUNDED again.
+pub fn changed_pdf(tag: &str) -> (DocumentId, ChunkId, Vec<Record>) {
+    let source = format!("{tag}/debian-history.pdf");
+    let sha = sha256_hex(format!("{tag}:debian-history.pdf:revised").as_bytes());
+    let doc = DocumentId::from_content_sha256(&sha);
+    let text = format!("Ian Murdock founded the Debian project in August 1993 (revised). [{tag}]");
+    let chunk = ChunkId::new(&doc, 0, &text);
+    let person = label("Person");
+    let org = label("Organization");
+    let ian = EntityId::new(&person, &format!("Ian Murdock {tag}"));
+    let debian = EntityId::new(&org, &format!("Debian {tag}"));
+    let records = vec![
+        Record::Document(Document {
+            id: doc.clone(),
+            source: source.clone(),
+            title: Some(format!("A history of Debian ({tag})")),
+            sha256: sha,
+            pages: Some(1),
+            media_type: MediaType::Pdf,
+            bytes: 12_001,
+        }),
+        Record::Chunk(Chunk {
+            id: chunk.clone(),
+            document_id: doc.clone(),
+            index: 0,
+            tokens: text.split_whitespace().count() as u32,
+            text,
+            source,
+            page_start: Some(1),
+            page_end: Some(1),
+        }),
+        Record::Extraction(Extraction {
+            chunk_id: chunk.clone(),
+            entities: vec![
+                ExtractedEntity {
+                    id: ian.clone(),
+                    name: format!("Ian Murdock {tag}"),
+                    entity_type: person,
+                    description: "founder".into(),
+                },
+                ExtractedEntity {
+                    id: debian.clone(),
+                    name: format!("Debian {tag}"),
+                    entity_type: org,
+                    description: "a project".into(),
+                },
+            ],
+            relations: vec![ExtractedRelation {
+                source: "s".into(),
+                target: "t".into(),
+                source_id: ian,
+                target_id: debian,
+                rel_type: rel("founded"),
+                description: "founded as the chunk says".into(),
+                strength: 0.9,
+            }],
+            model: "fake-llm".into(),
+        }),
+        Record::Embedding(Embedding {
+            id: chunk.to_string(),
+            target: EmbeddingTarget::Chunk,
+            vector: query_vector(tag, 7),
+            model: "fake-embed".into(),
+        }),
+    ];
+    (doc, chunk, records)
+}
+
+/// The fixture's documents as they are after the PDF changed.
+pub fn current_after_change(tag: &str, fixture: &[Record]) -> Vec<kg_store::CurrentDocument> {
+    let (pdf, _, _) = changed_pdf(tag);
+    fixture
+        .iter()
+        .filter_map(|r| match r {
+            Record::Document(d) => Some(kg_store::CurrentDocument {
+                source: d.source.clone(),
+                id: if d.source.ends_with("debian-history.pdf") {
+                    pdf.clone()
+                } else {
+                    d.id.clone()
+                },
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The PDF of the fixture changes: after the new version is written,
+/// `supersede` removes the old one (document, its 3 chunks, their
+/// mentions and NEXT_CHUNK links), trims FOUNDED to the new chunk, drops
+/// the three relations only old chunks cited and the two entities nothing
+/// links to any more; the Markdown document, the CSV graph and the new
+/// version are untouched. A second call removes nothing.
+pub async fn check_supersede<S: GraphStore>(store: S, dir: &Path, tag: &str) {
+    let v1 = fixture(tag);
+    let old_pdf = v1
+        .iter()
+        .find_map(|r| match r {
+            Record::Document(d) if d.source.ends_with("debian-history.pdf") => Some(d.id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let (new_pdf, new_chunk, v2) = changed_pdf(tag);
+    let mut all = v1.clone();
+    all.extend(v2.iter().cloned());
+    let scope = Scope::Ids(node_ids(&all));
+    let writer = BatchWriter::new(store, writer_config(dir));
+    writer
+        .write_records(v1.clone())
+        .await
+        .unwrap()
+        .check()
+        .unwrap();
+    writer.write_records(v2).await.unwrap().check().unwrap();
+    let before = writer.sink().counts(&scope).await.unwrap();
+    assert_eq!(before.nodes["Document"], 3, "{before:?}");
+    assert_eq!(before.nodes["Chunk"], 6, "{before:?}");
+
+    let current = current_after_change(tag, &v1);
+    let gone = writer.sink().supersede(&current).await.unwrap();
+    assert_eq!(gone.documents, vec![old_pdf.clone()]);
+    assert!(gone.failed.is_empty(), "{gone:?}");
+    assert_eq!(
+        (gone.chunks, gone.entities, gone.relations),
+        (3, 2, 3),
+        "{gone:?}"
+    );
+
+    let after = writer.sink().counts(&scope).await.unwrap();
+    let mut want = expected_counts();
+    for (k, v) in [
+        ("Document", 2),
+        ("Chunk", 3),
+        ("Entity:Person", 1),
+        ("Entity:Organization", 1),
+    ] {
+        want.nodes.insert(k.into(), v);
+    }
+    for (k, v) in [("HAS_CHUNK", 3), ("NEXT_CHUNK", 1), ("MENTIONS", 2)] {
+        want.relationships.insert(k.into(), v);
+    }
+    for k in ["SPONSORED", "SUCCEEDED", "LED"] {
+        want.relationships.remove(k);
+    }
+    assert_eq!(after, want);
+
+    let back = writer.sink().read_records(&scope).await.unwrap();
+    assert!(
+        !back
+            .iter()
+            .any(|r| matches!(r, Record::Document(d) if d.id == old_pdf)),
+        "the old version is still there"
+    );
+    let founded: Vec<&Relation> = back
+        .iter()
+        .filter_map(|r| match r {
+            Record::Relation(x) if x.rel_type.as_str() == "FOUNDED" => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(founded.len(), 1, "{founded:?}");
+    assert_eq!(founded[0].chunk_ids, vec![new_chunk.clone()]);
+    let chunks: Vec<&ChunkId> = back
+        .iter()
+        .filter_map(|r| match r {
+            Record::Chunk(c) => Some(&c.id),
+            _ => None,
+        })
+        .collect();
+    assert!(chunks.contains(&&new_chunk));
+    assert!(back
+        .iter()
+        .any(|r| matches!(r, Record::Document(d) if d.id == new_pdf)));
+
+    let again = writer.sink().supersede(&current).await.unwrap();
+    assert_eq!(again, kg_store::Superseded::default());
+    assert_eq!(writer.sink().counts(&scope).await.unwrap(), want);
+}
