@@ -5,6 +5,7 @@
 //! errors into set-aside reasons.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kg_core::{Chunk, Embedding, EmbeddingTarget, Record, SetAside};
 use serde::Serialize;
@@ -372,6 +373,27 @@ pub struct Hit {
 }
 
 impl StoreBackend {
+    /// Publishes the Bolt connections in use as gauges every 250 ms until
+    /// the store is dropped (nothing for the embedded store).
+    pub fn spawn_connection_gauge(self: &Arc<Self>) {
+        if self.writer.sink().connections().is_none() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { return };
+                if let Some((in_use, max)) = store.writer.sink().connections() {
+                    metrics::gauge!(crate::metrics_export::BOLT_CONNECTIONS_IN_USE)
+                        .set(in_use as f64);
+                    metrics::gauge!(crate::metrics_export::BOLT_CONNECTIONS_MAX).set(max as f64);
+                }
+            }
+        });
+    }
+
     /// `neo4j` or `embedded`.
     pub fn backend(&self) -> &'static str {
         kg_store::GraphStore::backend(self.writer.sink())
@@ -431,6 +453,18 @@ impl StoreBackend {
 }
 
 impl GraphStore for StoreBackend {
+    async fn supersede(
+        &self,
+        current: &[kg_store::CurrentDocument],
+    ) -> Result<kg_store::Superseded, ItemError> {
+        kg_store::GraphStore::supersede(self.writer.sink(), current)
+            .await
+            .map_err(|e| ItemError {
+                reason: "supersede_failed".into(),
+                detail: cause_chain(&e),
+            })
+    }
+
     async fn write_batch(&self, n: u64, records: &[Record]) -> Result<Vec<SetAside>, ItemError> {
         let seen_dims = records.iter().find_map(|r| match r {
             Record::Embedding(e) if e.target == EmbeddingTarget::Chunk => Some(e.vector.len()),

@@ -16,7 +16,7 @@ use crate::jsonl_io;
 use crate::logging::Progress;
 use crate::pipeline::{self, count_record, Ctx, RunBars, RunConfig, StoreBatching};
 use crate::stages::StageError;
-use crate::state::RunState;
+use crate::state::{DocStatus, RunState};
 use crate::stats::RunStats;
 
 /// How a command ended, as the process exit code of ../shared/CLI.md.
@@ -94,8 +94,10 @@ impl App {
                 documents_unchanged = s.documents_unchanged.get(),
                 pages = s.pages.get(),
                 chunks = s.chunks.get(),
-                entities = s.entities.get(),
-                relations = s.relations.get(),
+                entities = s.distinct_counts().0,
+                entity_mentions = s.entities.get(),
+                relations = s.distinct_counts().1,
+                relations_extracted = s.relations.get(),
                 embeddings = s.embeddings.get(),
                 records_stored = s.records_stored.get(),
                 set_aside = s.set_aside_total(),
@@ -387,14 +389,36 @@ pub async fn store(
         return store_from_embedded(app).await;
     }
     let store = Arc::new(backends::store(&app.settings, None).await?);
+    store.spawn_connection_gauge();
     let state = app.open_state()?;
     let ctx = app.ctx(state);
     let (tx, rx) = mpsc::channel(1024);
     let reader = jsonl_io::spawn_reader(inputs, Stage::Store, tx);
     let bar = app.progress.stage("store");
-    pipeline::store_records(store.clone(), ctx, rx, StoreBatching::default(), bar, None).await;
+    let documents = pipeline::store_records(
+        store.clone(),
+        ctx.clone(),
+        rx,
+        StoreBatching::default(),
+        bar,
+        None,
+    )
+    .await;
     reader.await.context("input reader thread")??;
     store.finish().await?;
+    // Without a run state of documents, "complete" means: nothing of this
+    // input was set aside and the input was read to its end.
+    if app.stats.set_aside_total() == 0 && !app.cancel.is_cancelled() {
+        let note =
+            pipeline::replace_earlier_versions(store.as_ref(), &ctx, documents, |_| true).await;
+        app.notes.extend(note);
+    } else if !documents.is_empty() {
+        app.notes.push(
+            "earlier versions of changed documents were kept, because part of this input was \
+             set aside or interrupted; a complete re-run replaces them"
+                .into(),
+        );
+    }
     Ok(app.finish(app.cancel.is_cancelled()))
 }
 
@@ -429,6 +453,7 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
     };
     let embedder = Arc::new(backends::embedder(&app.settings).await?);
     let store = Arc::new(backends::store(&app.settings, embedder.dimensions()).await?);
+    store.spawn_connection_gauge();
     let bars = RunBars {
         ingest: app.progress.stage("ingest"),
         extract: if extractor.is_some() {
@@ -453,13 +478,18 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
             store: store.clone(),
         },
         config,
-        ctx,
+        ctx.clone(),
         bars,
     )
     .await;
     if let Err(e) = store.finish().await {
         tracing::error!("finishing the store: {}", crate::logging::cause_chain(&e));
     }
+    let note = pipeline::replace_earlier_versions(store.as_ref(), &ctx, outcome.documents, |d| {
+        matches!(state.document_status(&d.id), Ok(Some(DocStatus::Done)))
+    })
+    .await;
+    app.notes.extend(note);
     if let Some(e) = outcome.error {
         app.finish(true);
         return Err(e.into());

@@ -33,6 +33,10 @@ pub const BATCH_SIZE: &str = "kg_store_batch_records";
 pub const TRANSACTION_SECONDS: &str = "kg_store_transaction_seconds";
 /// Store batches that failed after retries.
 pub const FAILED_BATCHES: &str = "kg_store_failed_batches_total";
+/// Bolt connections the store holds right now (Neo4j backend only).
+pub const BOLT_CONNECTIONS_IN_USE: &str = "kg_bolt_connections_in_use";
+/// The Bolt connection pool's size (Neo4j backend only).
+pub const BOLT_CONNECTIONS_MAX: &str = "kg_bolt_connections_max";
 /// Embedding batch sizes (histogram).
 pub const EMBED_BATCH_SIZE: &str = "kg_embed_batch_chunks";
 
@@ -98,4 +102,9 @@ fn describe() {
     describe_histogram!(TRANSACTION_SECONDS, Unit::Seconds, "store transaction time");
     describe_counter!(FAILED_BATCHES, "store batches that failed after retries");
     describe_histogram!(EMBED_BATCH_SIZE, Unit::Count, "chunks per embedding batch");
+    describe_gauge!(
+        BOLT_CONNECTIONS_IN_USE,
+        "Bolt connections the store holds (one per open transaction)"
+    );
+    describe_gauge!(BOLT_CONNECTIONS_MAX, "size of the Bolt connection pool");
 }

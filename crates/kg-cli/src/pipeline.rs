@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kg_core::{Chunk, ChunkId, DocumentId, EmbeddingTarget, Record, SetAside, Stage};
+use kg_store::CurrentDocument;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -94,9 +95,32 @@ pub fn count_record(stats: &RunStats, record: &Record) {
             stats.extractions.add(1);
             stats.entities.add(x.entities.len() as u64);
             stats.relations.add(x.relations.len() as u64);
+            stats.distinct(
+                x.entities.iter().map(|e| e.id.as_str()),
+                x.relations.iter().map(|r| {
+                    (
+                        r.source_id.as_str(),
+                        r.rel_type.as_str(),
+                        r.target_id.as_str(),
+                    )
+                }),
+            );
         }
-        Record::Entity(_) => stats.entities.add(1),
-        Record::Relation(_) => stats.relations.add(1),
+        Record::Entity(e) => {
+            stats.entities.add(1);
+            stats.distinct([e.id.as_str()], []);
+        }
+        Record::Relation(r) => {
+            stats.relations.add(1);
+            stats.distinct(
+                [],
+                [(
+                    r.source_id.as_str(),
+                    r.rel_type.as_str(),
+                    r.target_id.as_str(),
+                )],
+            );
+        }
         Record::Embedding(_) => stats.embeddings.add(1),
         Record::Node(_) => stats.nodes.add(1),
         Record::Edge(_) => stats.edges.add(1),
@@ -506,7 +530,8 @@ pub async fn store_records<S: GraphStore>(
     batching: StoreBatching,
     bar: StageBar,
     tracker: Option<Arc<DocTracker>>,
-) {
+) -> Vec<CurrentDocument> {
+    let mut committed_documents = Vec::new();
     let mut batch: Vec<Record> = Vec::with_capacity(batching.max_records);
     let mut batch_number = 0u64;
     let mut links = ChunkLinks::default();
@@ -556,6 +581,12 @@ pub async fn store_records<S: GraphStore>(
                 ctx.stats.records_stored.add(batch.len() as u64);
                 for r in &batch {
                     count_record(&ctx.stats, r);
+                    if let Record::Document(d) = r {
+                        committed_documents.push(CurrentDocument {
+                            source: d.source.clone(),
+                            id: d.id.clone(),
+                        });
+                    }
                 }
                 if let Some(t) = &tracker {
                     t.committed(&batch, !set_aside.is_empty());
@@ -585,6 +616,68 @@ pub async fn store_records<S: GraphStore>(
         batch.clear();
     }
     bar.finish();
+    committed_documents
+}
+
+/// Removes from the graph the earlier versions of `documents` whose current
+/// version is `finished` (completely committed): a changed file's old
+/// document, chunks, mentions and the entities and relations only they
+/// supported. Removed versions are forgotten in the run state, so that a
+/// file changed back is processed again rather than skipped.
+///
+/// Runs after the store has committed everything, so a source is never
+/// without a graph: until its new version is whole, the old one stays, and
+/// a re-run (which finds the new version done) removes it then. Returns a
+/// line for the summary's notes when there is something to say.
+pub async fn replace_earlier_versions<S: GraphStore>(
+    store: &S,
+    ctx: &Ctx,
+    documents: Vec<CurrentDocument>,
+    finished: impl Fn(&CurrentDocument) -> bool,
+) -> Option<String> {
+    let mut current: Vec<CurrentDocument> = documents.into_iter().filter(|d| finished(d)).collect();
+    current.sort_by(|a, b| (&a.source, &a.id).cmp(&(&b.source, &b.id)));
+    current.dedup();
+    if current.is_empty() {
+        return None;
+    }
+    let removed = match store.supersede(&current).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(reason = %e.reason, "cannot look up earlier versions of changed documents: {}", e.detail);
+            return Some(format!(
+                "earlier versions of changed documents were not removed ({}); the next run retries",
+                e.detail
+            ));
+        }
+    };
+    for id in &removed.documents {
+        if let Err(e) = ctx.state.forget_document(id) {
+            tracing::error!(document = %id, "cannot forget a removed document in the run state: {}", crate::logging::cause_chain(&e));
+        }
+    }
+    ctx.stats
+        .documents_replaced
+        .add(removed.documents.len() as u64);
+    ctx.stats.chunks_replaced.add(removed.chunks);
+    for (id, why) in &removed.failed {
+        ctx.record_set_aside(&SetAside {
+            stage: Stage::Store,
+            item: format!("earlier version {id}"),
+            reason: "supersede_failed".into(),
+            detail: why.clone(),
+        });
+    }
+    (!removed.documents.is_empty()).then(|| {
+        format!(
+            "replaced {} earlier version(s) of changed documents: removed {} chunks, {} entities \
+             no longer mentioned, {} relations no longer supported",
+            removed.documents.len(),
+            removed.chunks,
+            removed.entities,
+            removed.relations
+        )
+    })
 }
 
 /// The last chunk written of the most recent documents, so that a window
@@ -686,6 +779,9 @@ pub struct RunOutcome {
     pub unfinished_documents: usize,
     /// A stage that failed as a whole.
     pub error: Option<StageError>,
+    /// Every document the run read, processed or skipped as unchanged:
+    /// the current versions of their sources.
+    pub documents: Vec<CurrentDocument>,
 }
 
 fn spawn_queue_sampler(
@@ -795,6 +891,7 @@ where
     let mut exhausted = false;
     let mut skipped: HashSet<DocumentId> = HashSet::new();
     let mut current: Option<DocumentId> = None;
+    let mut documents: Vec<CurrentDocument> = Vec::new();
     let send_extract = stages.extractor.is_some();
     let send_embed = stages.embedder.is_some();
     loop {
@@ -810,6 +907,7 @@ where
             &tracker,
             &mut skipped,
             &mut current,
+            &mut documents,
             &bars,
             &store_tx,
             send_extract.then_some(&extract_tx),
@@ -865,6 +963,7 @@ where
         interrupted: interrupted || ctx.cancel.is_cancelled(),
         unfinished_documents: tracker.unfinished(),
         error,
+        documents,
     }
 }
 
@@ -875,6 +974,7 @@ async fn route(
     tracker: &Arc<DocTracker>,
     skipped: &mut HashSet<DocumentId>,
     current: &mut Option<DocumentId>,
+    documents: &mut Vec<CurrentDocument>,
     bars: &RunBars,
     store_tx: &mpsc::Sender<Record>,
     extract_tx: Option<&mpsc::Sender<Chunk>>,
@@ -897,6 +997,10 @@ async fn route(
         Record::Document(d) => {
             bars.ingest.add_total(1);
             bars.ingest.done(1);
+            documents.push(CurrentDocument {
+                source: d.source.clone(),
+                id: d.id.clone(),
+            });
             let status = ctx.state.document_status(&d.id).unwrap_or_else(|e| {
                 tracing::warn!(file = %d.source, "run state unreadable, processing the document: {}", crate::logging::cause_chain(&e));
                 None

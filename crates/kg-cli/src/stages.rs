@@ -10,6 +10,7 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use kg_core::{Chunk, Embedding, Record, SetAside};
+use kg_store::{CurrentDocument, Superseded};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -115,4 +116,12 @@ pub trait GraphStore: Send + Sync + 'static {
         batch_number: u64,
         records: &[Record],
     ) -> impl Future<Output = Result<Vec<SetAside>, ItemError>> + Send;
+
+    /// Removes the earlier versions of these documents' sources (see
+    /// `kg_store::GraphStore::supersede`). `Err` when they cannot even be
+    /// looked up; a version that fails to go is listed in the result.
+    fn supersede(
+        &self,
+        current: &[CurrentDocument],
+    ) -> impl Future<Output = Result<Superseded, ItemError>> + Send;
 }

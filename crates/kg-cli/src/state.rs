@@ -126,6 +126,16 @@ impl RunState {
         })
     }
 
+    /// Forgets a document (its graph was removed as an earlier version of a
+    /// changed file): if the file goes back to that content, the next run
+    /// processes it again instead of skipping it as done.
+    pub fn forget_document(&self, id: &DocumentId) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute("DELETE FROM documents WHERE id = ?1", params![id.as_str()])
+                .map(drop)
+        })
+    }
+
     /// The status of a document, if it was seen before.
     pub fn document_status(&self, id: &DocumentId) -> Result<Option<DocStatus>, StateError> {
         self.with(|c| {

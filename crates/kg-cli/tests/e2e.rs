@@ -211,6 +211,38 @@ fn pipe_of_stages_and_kg_run_build_the_same_graph() {
     let (run_counts, run_keys) = graph(&streamed);
     assert_eq!(pipe_counts, run_counts);
     assert_eq!(pipe_keys, run_keys);
+    // The summary counts distinct entities and relations, as the graph
+    // holds them, beside the per-chunk mentions.
+    let summary_count = |row: &str| -> (u64, u64) {
+        let line = stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(row))
+            .unwrap_or_else(|| panic!("no {row} row: {stderr}"));
+        let nums: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        (nums[0], nums[1])
+    };
+    let (entities, mentions) = summary_count("entities ");
+    let entity_nodes: u64 = run_counts
+        .nodes
+        .iter()
+        .filter(|(k, _)| k.split(':').any(|l| l == "Entity"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(entities, entity_nodes, "{stderr}");
+    assert!(mentions > entities, "{stderr}");
+    assert_eq!(mentions, run_counts.relationships["MENTIONS"], "{stderr}");
+    let (relations, _) = summary_count("relations ");
+    let lexical = ["HAS_CHUNK", "NEXT_CHUNK", "MENTIONS", "FLIES_TO"];
+    let relation_edges: u64 = run_counts
+        .relationships
+        .iter()
+        .filter(|(k, _)| !lexical.contains(&k.as_str()))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(relations, relation_edges, "{stderr}");
     // Every part of the graph is there: lexical, entity and CSV.
     for label in ["Document", "Chunk", "Airport"] {
         assert!(
@@ -324,6 +356,144 @@ fn a_run_killed_with_sigkill_resumes_without_repeating_calls_or_duplicating_node
     assert_eq!(llm.chat_requests(), calls);
     assert!(stderr.contains("2 unchanged, skipped"), "{stderr}");
     assert_eq!(graph(&killed), graph(&clean));
+}
+
+/// Three versions of one Markdown file: the graph after each run equals
+/// the graph a fresh data dir builds from that version alone (the earlier
+/// version's document, chunks, and the entities and relations only it
+/// supported are gone), an unchanged neighbour file is skipped, and going
+/// back to the first version processes it again instead of skipping it.
+#[test]
+fn a_changed_document_replaces_its_earlier_version_in_the_graph() {
+    let llm = Llm::start(Duration::ZERO);
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let notes = docs.join("notes.md");
+    let v1 = "# Debian notes\n\n\
+              Ian Murdock announced Debian at Purdue University in 1993. \
+              The Free Software Foundation sponsored its first year.\n\n\
+              ## Leaders\n\nBruce Perens led the project after Ian Murdock and wrote the \
+              Debian Social Contract with Richard Stallman's comments in mind.\n";
+    let v2 = "# Debian notes\n\n\
+              Ian Murdock announced Debian at Purdue University in 1993.\n\n\
+              ## Releases\n\nDebian Buzz came out in 1996, named after Toy Story by Pixar \
+              Animation Studios.\n";
+    std::fs::write(&notes, v1).unwrap();
+    std::fs::write(
+        docs.join("other.md"),
+        "# Another file\n\nThe Linux Kernel is maintained by Linus Torvalds.\n",
+    )
+    .unwrap();
+    let live = tmp.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let run_in = |dir: &Path| {
+        let mut cmd = with_llm(kg(dir), llm.handle());
+        cmd.arg("run").arg(&docs);
+        String::from_utf8_lossy(&run_ok(cmd).stderr).into_owned()
+    };
+    let fresh = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        run_in(&dir);
+        graph(&dir)
+    };
+
+    run_in(&live);
+    let first = graph(&live);
+    assert_eq!(first, fresh("fresh-v1"));
+    assert_eq!(first.0.nodes["Document"], 2, "{:?}", first.0);
+
+    std::fs::write(&notes, v2).unwrap();
+    let stderr = run_in(&live);
+    assert!(stderr.contains("1 unchanged, skipped"), "{stderr}");
+    assert!(
+        stderr.contains("replaced 1 earlier version(s) of changed documents"),
+        "{stderr}"
+    );
+    let second = graph(&live);
+    assert_eq!(second, fresh("fresh-v2"), "the old version left traces");
+    assert_ne!(second, first);
+    assert_eq!(second.0.nodes["Document"], 2, "{:?}", second.0);
+    assert!(
+        !second.1.iter().any(|k| k.contains("Stallman")) && second.0.total_nodes() > 0,
+        "{:?}",
+        second.1
+    );
+
+    // Back to the first version: processed again (not skipped as done),
+    // and the graph is the first one again.
+    std::fs::write(&notes, v1).unwrap();
+    let calls = llm.chat_requests();
+    let stderr = run_in(&live);
+    assert!(stderr.contains("1 unchanged, skipped"), "{stderr}");
+    assert!(stderr.contains("replaced 1 earlier version"), "{stderr}");
+    assert_eq!(
+        llm.chat_requests(),
+        calls,
+        "v1's extractions are cached: no call"
+    );
+    assert_eq!(graph(&live), first);
+}
+
+/// `kg store` on its own (JSON Lines from `kg ingest`) replaces the earlier
+/// version of a changed file too, and keeps it when part of the input was
+/// set aside.
+#[test]
+fn kg_store_replaces_the_earlier_version_of_a_changed_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let notes = docs.join("notes.md");
+    let ingest_store = |dir: &Path, name: &str| -> String {
+        std::fs::create_dir_all(dir).unwrap();
+        let jsonl = tmp.path().join(format!("{name}.jsonl"));
+        let mut ingest = kg(dir);
+        ingest.arg("ingest").arg(&docs).arg("-o").arg(&jsonl);
+        run_ok(ingest);
+        let mut store = kg(dir);
+        store.arg("store").arg("-i").arg(&jsonl);
+        String::from_utf8_lossy(&run_ok(store).stderr).into_owned()
+    };
+    std::fs::write(
+        &notes,
+        "# Notes\n\nThe first version of the notes, about Debian.\n",
+    )
+    .unwrap();
+    let live = tmp.path().join("live");
+    ingest_store(&live, "v1");
+    let second = "# Notes\n\nThe second version of the notes.\n\n## More\n\nAbout Purdue.\n";
+    std::fs::write(&notes, second).unwrap();
+    let stderr = ingest_store(&live, "v2");
+    assert!(stderr.contains("replaced 1 earlier version"), "{stderr}");
+    assert_eq!(graph(&live), {
+        let fresh = tmp.path().join("fresh");
+        ingest_store(&fresh, "fresh");
+        graph(&fresh)
+    });
+
+    // A third version stored together with a record the store sets aside
+    // (exit 3): the second version is kept beside it until a complete run.
+    std::fs::write(&notes, "# Notes\n\nA third version.\n").unwrap();
+    let jsonl = tmp.path().join("v3.jsonl");
+    let mut ingest = kg(&live);
+    ingest.arg("ingest").arg(&docs).arg("-o").arg(&jsonl);
+    run_ok(ingest);
+    let bad = r#"{"kind":"set_aside","stage":"ingest","item":"broken.pdf","reason":"truncated_pdf","detail":"no trailer"}"#;
+    let mut text = std::fs::read_to_string(&jsonl).unwrap();
+    text.push_str(bad);
+    text.push('\n');
+    std::fs::write(&jsonl, text).unwrap();
+    let mut store = kg(&live);
+    store.arg("store").arg("-i").arg(&jsonl);
+    let out = store.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("earlier versions of changed documents were kept"),
+        "{stderr}"
+    );
+    assert_eq!(graph(&live).0.nodes["Document"], 2);
 }
 
 #[test]
