@@ -13,13 +13,17 @@
 //!   all data is in `$rows`. Properties are set with `+=` from maps that
 //!   hold no nulls, so a write never erases a property; relation chunk lists
 //!   grow as a set union.
-//! - **Vector index.** Created on servers that take `CREATE VECTOR INDEX`
-//!   (Neo4j ≥ 5.11). A server that refuses it (the ArcadeDB test server
-//!   reports 5.26 but has no vector index) gets one warning; search then
-//!   ranks chunks by cosine in the client.
+//! - **Vector search.** The index is created on servers that take `CREATE
+//!   VECTOR INDEX` (Neo4j ≥ 5.11). Search uses it where it exists, else
+//!   `vector.similarity.cosine()` (Neo4j ≥ 5.18, and the ArcadeDB test
+//!   server, which reports 5.26 but has no vector index), so only `k` rows
+//!   cross the wire; only a server with neither gets its chunk vectors read
+//!   and ranked in the client. Scores are cosines (-1..=1): Neo4j's
+//!   `(1 + cos) / 2` is converted back; a probe on the first search tells
+//!   which scale the function uses.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kg_core::{
@@ -44,9 +48,9 @@ pub struct Neo4jStore {
     graph: Graph,
     config: Neo4jConfig,
     node_constraints: Mutex<HashSet<Label>>,
-    vector_index: AtomicBool,
     vector_warned: AtomicBool,
     in_use: Arc<AtomicUsize>,
+    ranking: AtomicU8,
 }
 
 /// A connection in use: decrements the count when dropped (after the
@@ -289,9 +293,9 @@ impl Neo4jStore {
             graph,
             config,
             node_constraints: Mutex::new(HashSet::new()),
-            vector_index: AtomicBool::new(false),
             vector_warned: AtomicBool::new(false),
             in_use: Arc::new(AtomicUsize::new(0)),
+            ranking: AtomicU8::new(RANK_UNKNOWN),
         })
     }
 
@@ -820,6 +824,133 @@ impl Neo4jStore {
     }
 }
 
+/// How a server ranks chunks by similarity, found on the first search.
+const RANK_UNKNOWN: u8 = 0;
+/// `db.index.vector.queryNodes` on the vector index.
+const RANK_INDEX: u8 = 1;
+/// `vector.similarity.cosine()` returning `(1 + cos) / 2` (Neo4j).
+const RANK_FUNCTION_NORMALISED: u8 = 2;
+/// `vector.similarity.cosine()` returning the cosine itself (ArcadeDB).
+const RANK_FUNCTION_RAW: u8 = 3;
+/// Neither: vectors are read and ranked in the client.
+const RANK_CLIENT: u8 = 4;
+
+/// A server's similarity score as a cosine (-1..=1). Neo4j's vector index
+/// and its `vector.similarity.cosine()` both report `(1 + cos) / 2`.
+pub fn score_to_cosine(score: f64, normalised: bool) -> f32 {
+    if normalised {
+        (2.0 * score - 1.0) as f32
+    } else {
+        score as f32
+    }
+}
+
+fn scored_rows(rows: &[neo4rs::Row], normalised: bool) -> Vec<(f32, String)> {
+    rows.iter()
+        .filter_map(|r| {
+            let score = r.get::<f64>("score").ok()?;
+            Some((
+                score_to_cosine(score, normalised),
+                r.get::<String>("id").ok()?,
+            ))
+        })
+        .collect()
+}
+
+impl Neo4jStore {
+    /// How search ranks chunks on this server, once a search has found out:
+    /// `"vector index"`, `"vector.similarity.cosine"`, `"client"`, or
+    /// `"unknown"` before the first search.
+    pub fn search_method(&self) -> &'static str {
+        match self.ranking.load(Ordering::Relaxed) {
+            RANK_INDEX => "vector index",
+            RANK_FUNCTION_NORMALISED | RANK_FUNCTION_RAW => "vector.similarity.cosine",
+            RANK_CLIENT => "client",
+            _ => "unknown",
+        }
+    }
+
+    /// The `k` nearest chunks as the server ranks them: through the vector
+    /// index where there is one, else with `vector.similarity.cosine()`
+    /// (only `k` rows cross the wire); `None` when the server has neither,
+    /// and the caller ranks in the client. The first search finds out which
+    /// (a failed index query means no index; a probe of the function tells
+    /// whether it exists and how it scales its result) and later ones go
+    /// straight to it.
+    async fn ranked_by_server(
+        &self,
+        query_vector: &[f32],
+        k: usize,
+    ) -> Result<Option<Vec<(f32, String)>>, StoreError> {
+        let qv: Vec<f64> = query_vector.iter().map(|x| f64::from(*x)).collect();
+        let mode = self.ranking.load(Ordering::Relaxed);
+        if mode == RANK_INDEX || mode == RANK_UNKNOWN {
+            let result = self
+                .fetch(
+                    query(&format!(
+                        "CALL db.index.vector.queryNodes('{VECTOR_INDEX}', $k, $v) \
+                         YIELD node, score RETURN node.id AS id, score"
+                    ))
+                    .param("k", k as i64)
+                    .param("v", qv.clone()),
+                    "vector search",
+                )
+                .await;
+            match result {
+                Ok(rows) => {
+                    self.ranking.store(RANK_INDEX, Ordering::Relaxed);
+                    return Ok(Some(scored_rows(&rows, true)));
+                }
+                Err(e) if mode == RANK_INDEX => return Err(e),
+                Err(e) => tracing::debug!("no vector index to search: {e}"),
+            }
+        }
+        let mode = if mode == RANK_UNKNOWN || mode == RANK_INDEX {
+            let probe = self
+                .fetch(
+                    query("RETURN vector.similarity.cosine([1.0, 0.0], [0.0, 1.0]) AS x"),
+                    "vector function probe",
+                )
+                .await
+                .ok()
+                .and_then(|rows| rows.first().and_then(|r| r.get::<f64>("x").ok()));
+            let found = match probe {
+                Some(x) if (x - 0.5).abs() < 1e-6 => RANK_FUNCTION_NORMALISED,
+                Some(x) if x.abs() < 1e-6 => RANK_FUNCTION_RAW,
+                _ => RANK_CLIENT,
+            };
+            if found == RANK_CLIENT && !self.vector_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    uri = %self.config.display_uri(),
+                    "the server has no vector index and no vector.similarity.cosine(): search reads every chunk vector"
+                );
+            }
+            self.ranking.store(found, Ordering::Relaxed);
+            found
+        } else {
+            mode
+        };
+        if mode == RANK_CLIENT {
+            return Ok(None);
+        }
+        let rows = self
+            .fetch(
+                query(
+                    "MATCH (c:Chunk) WHERE size(c.embedding) = $dims \
+                     WITH c, vector.similarity.cosine(c.embedding, $v) AS score \
+                     WHERE score IS NOT NULL \
+                     RETURN c.id AS id, score ORDER BY score DESC, id LIMIT $k",
+                )
+                .param("k", k as i64)
+                .param("dims", query_vector.len() as i64)
+                .param("v", qv),
+                "vector search (vector.similarity.cosine)",
+            )
+            .await?;
+        Ok(Some(scored_rows(&rows, mode == RANK_FUNCTION_NORMALISED)))
+    }
+}
+
 impl GraphStore for Neo4jStore {
     fn backend(&self) -> &'static str {
         BACKEND
@@ -882,14 +1013,14 @@ impl GraphStore for Neo4jStore {
         };
         match skip {
             None => {
-                self.vector_index.store(true, Ordering::Relaxed);
+                self.ranking.store(RANK_INDEX, Ordering::Relaxed);
                 report.vector_index = true;
             }
             Some(why) => {
                 if !self.vector_warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         uri = %self.config.display_uri(),
-                        "no vector index on Chunk.embedding ({why}); search will rank chunks in the client"
+                        "no vector index on Chunk.embedding ({why}); search ranks with vector.similarity.cosine() where the server has it, else in the client"
                     );
                 }
                 report.vector_index_skipped = Some(why);
@@ -899,45 +1030,27 @@ impl GraphStore for Neo4jStore {
     }
 
     async fn search(&self, query_vector: &[f32], k: usize) -> Result<SearchHits, StoreError> {
-        let qv: Vec<f64> = query_vector.iter().map(|x| f64::from(*x)).collect();
-        let best: Vec<(f32, String)> = if self.vector_index.load(Ordering::Relaxed) {
-            let rows = self
-                .fetch(
-                    query(&format!(
-                        "CALL db.index.vector.queryNodes('{VECTOR_INDEX}', $k, $v) \
-                         YIELD node, score RETURN node.id AS id, score"
-                    ))
-                    .param("k", k as i64)
-                    .param("v", qv),
-                    "vector search",
-                )
-                .await?;
-            rows.iter()
-                .map(|r| {
-                    (
-                        r.get::<f64>("score").unwrap_or(f64::NAN) as f32,
-                        r.get::<String>("id").unwrap_or_default(),
+        let best = match self.ranked_by_server(query_vector, k).await? {
+            Some(best) => best,
+            None => {
+                let rows = self
+                    .fetch(
+                        query(
+                            "MATCH (c:Chunk) WHERE c.embedding IS NOT NULL \
+                             RETURN c.id AS id, c.embedding AS v",
+                        ),
+                        "chunk vectors",
                     )
-                })
-                .collect()
-        } else {
-            let rows = self
-                .fetch(
-                    query(
-                        "MATCH (c:Chunk) WHERE c.embedding IS NOT NULL \
-                         RETURN c.id AS id, c.embedding AS v",
-                    ),
-                    "chunk vectors",
-                )
-                .await?;
-            let scored = rows
-                .iter()
-                .filter_map(|r| {
-                    let v = vector(r, "v")?;
-                    Some((cosine(query_vector, &v), r.get::<String>("id").ok()?))
-                })
-                .collect();
-            top_k(scored, k)
+                    .await?;
+                let scored = rows
+                    .iter()
+                    .filter_map(|r| {
+                        let v = vector(r, "v")?;
+                        Some((cosine(query_vector, &v), r.get::<String>("id").ok()?))
+                    })
+                    .collect();
+                top_k(scored, k)
+            }
         };
         let mut hits: Vec<SearchHit> = best
             .into_iter()
@@ -1292,6 +1405,17 @@ mod tests {
         let text = cypher_for(&key).join("\n");
         assert!(text.contains("MERGE (n:`AirPort` {id: row.id})"), "{text}");
         assert_eq!(text.matches('`').count(), 2);
+    }
+
+    #[test]
+    fn neo4j_scores_convert_back_to_cosines() {
+        // Neo4j: (1 + cos) / 2, so orthogonal is 0.5 and opposite 0.
+        assert_eq!(score_to_cosine(1.0, true), 1.0);
+        assert_eq!(score_to_cosine(0.5, true), 0.0);
+        assert_eq!(score_to_cosine(0.0, true), -1.0);
+        assert_eq!(score_to_cosine(0.25, true), -0.5);
+        // A server computing the cosine itself is taken as is.
+        assert_eq!(score_to_cosine(-0.5, false), -0.5);
     }
 
     #[test]

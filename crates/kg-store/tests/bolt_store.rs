@@ -147,7 +147,20 @@ async fn bolt_hostile_data_is_only_data() {
 #[tokio::test]
 async fn bolt_search_finds_chunk_entities_and_neighbours() {
     let dir = tempfile::tempdir().unwrap();
-    check_search(connect().await, dir.path(), &unique_tag("search")).await;
+    let tag = unique_tag("search");
+    check_search(connect().await, dir.path(), &tag).await;
+    // A new process (`kg search`) finds out how the server ranks: the
+    // vector index on Neo4j, vector.similarity.cosine() on the ArcadeDB test
+    // server; never by reading every vector into the client.
+    let store = connect().await;
+    assert_eq!(store.search_method(), "unknown");
+    let hits = store.search(&query_vector(&tag, 2), 1).await.unwrap().hits;
+    assert_ne!(store.search_method(), "client");
+    assert_ne!(store.search_method(), "unknown");
+    assert!(
+        hits[0].text.starts_with("Bruce Perens succeeded"),
+        "{hits:?}"
+    );
 }
 
 #[tokio::test]

@@ -660,6 +660,24 @@ pub async fn check_search<S: GraphStore>(store: S, dir: &Path, tag: &str) {
     assert!(top.text.contains(tag));
     assert!((top.score - 1.0).abs() < 1e-4, "{}", top.score);
     assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    // Every score is the cosine of the query and the chunk's vector,
+    // whatever scale the server computes it on.
+    let vectors: BTreeMap<String, Vec<f32>> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Embedding(e) if e.target == EmbeddingTarget::Chunk => {
+                Some((e.id.clone(), e.vector.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    for h in &hits {
+        let v = &vectors[&h.chunk_id];
+        let dot: f32 = q.iter().zip(v).map(|(a, b)| a * b).sum();
+        let norm = |x: &[f32]| x.iter().map(|a| a * a).sum::<f32>().sqrt();
+        let want = dot / (norm(&q) * norm(v));
+        assert!((h.score - want).abs() < 1e-3, "{} vs {want}", h.score);
+    }
     let names: Vec<&str> = top.entities.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(names.iter().any(|n| n.starts_with("Bruce Perens")));
