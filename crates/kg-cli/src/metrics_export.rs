@@ -3,9 +3,9 @@
 //!
 //! The stage libraries and this binary record through the `metrics` facade;
 //! installing the Prometheus recorder here makes all of them visible at
-//! `/metrics`. The names this binary records are the constants below; the
-//! stage crates add their own (`kg_llm_*`, `kg_store_*`) under the same
-//! recorder.
+//! `/metrics`. The names this binary records are the constants below;
+//! kg-store records its own per transaction (`kg_store_transaction_seconds`,
+//! `kg_store_batch_rows`, `kg_store_retries_total`) under the same recorder.
 
 use std::net::SocketAddr;
 
@@ -27,10 +27,11 @@ pub const LLM_RATE_LIMITED: &str = "kg_llm_rate_limited_total";
 pub const CACHE_HITS: &str = "kg_cache_hits_total";
 /// Tokens used (`kind` = prompt | completion).
 pub const TOKENS: &str = "kg_llm_tokens_total";
-/// Records per store batch (histogram).
-pub const BATCH_SIZE: &str = "kg_store_batch_records";
-/// Store transaction time in seconds (histogram).
-pub const TRANSACTION_SECONDS: &str = "kg_store_transaction_seconds";
+/// Records per window handed to the store (histogram); the store splits a
+/// window into transactions (`kg_store_batch_rows`).
+pub const WINDOW_RECORDS: &str = "kg_store_window_records";
+/// Time to write one window, all its transactions (histogram, seconds).
+pub const WINDOW_SECONDS: &str = "kg_store_window_seconds";
 /// Store batches that failed after retries.
 pub const FAILED_BATCHES: &str = "kg_store_failed_batches_total";
 /// Bolt connections the store holds right now (Neo4j backend only).
@@ -75,6 +76,14 @@ pub fn serve(addr: SocketAddr) -> Result<(), MetricsError> {
         })
         .and_then(|b| {
             b.set_buckets_for_metric(
+                Matcher::Suffix("_rows".into()),
+                &[
+                    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0,
+                ],
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
                 Matcher::Suffix("_chunks".into()),
                 &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
             )
@@ -98,8 +107,30 @@ fn describe() {
     );
     describe_counter!(CACHE_HITS, "answers served from the run-state cache");
     describe_counter!(TOKENS, "LLM tokens used");
-    describe_histogram!(BATCH_SIZE, Unit::Count, "records per store batch");
-    describe_histogram!(TRANSACTION_SECONDS, Unit::Seconds, "store transaction time");
+    describe_histogram!(
+        WINDOW_RECORDS,
+        Unit::Count,
+        "records per window handed to the store"
+    );
+    describe_histogram!(
+        WINDOW_SECONDS,
+        Unit::Seconds,
+        "time to write one store window"
+    );
+    describe_histogram!(
+        kg_store::writer::TRANSACTION_SECONDS,
+        Unit::Seconds,
+        "time of each store transaction, by group and outcome"
+    );
+    describe_histogram!(
+        kg_store::writer::BATCH_ROWS,
+        Unit::Count,
+        "rows per committed transaction, as the adaptive batch sizer chose them"
+    );
+    describe_counter!(
+        kg_store::writer::RETRIES,
+        "store transactions retried after a transient failure"
+    );
     describe_counter!(FAILED_BATCHES, "store batches that failed after retries");
     describe_histogram!(EMBED_BATCH_SIZE, Unit::Count, "chunks per embedding batch");
     describe_gauge!(

@@ -558,7 +558,7 @@ pub async fn store_records<S: GraphStore>(
         batch_number += 1;
         ctx.stats.touch("store");
         bar.add_total(batch.len() as u64);
-        metrics::histogram!(m::BATCH_SIZE).record(batch.len() as f64);
+        metrics::histogram!(m::WINDOW_RECORDS).record(batch.len() as f64);
         metrics::gauge!(m::IN_FLIGHT, "stage" => "store").set(batch.len() as f64);
         let started = Instant::now();
         let carried = links.carry_over(&batch);
@@ -570,7 +570,7 @@ pub async fn store_records<S: GraphStore>(
             store.write_batch(batch_number, &window).await
         };
         links.remember(&batch);
-        metrics::histogram!(m::TRANSACTION_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::WINDOW_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::gauge!(m::IN_FLIGHT, "stage" => "store").set(0.0);
         match result {
             Ok(set_aside) => {

@@ -611,8 +611,9 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
     Some(body)
 }
 
-/// `--metrics-addr` on a run into Bolt serves the connection gauges while
-/// the run lasts: the pool size, and connections in use within it.
+/// `--metrics-addr` on a run into Bolt serves, while the run lasts, the
+/// connection gauges (the pool size, and connections in use within it) and
+/// kg-store's per-transaction histograms (batch rows, transaction time).
 #[test]
 fn bolt_connection_gauges_are_served_while_a_run_lasts() {
     use std::time::{Duration, Instant};
@@ -640,7 +641,11 @@ fn bolt_connection_gauges_are_served_while_a_run_lasts() {
     let mut seen = None;
     while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(120) {
         if let Some(body) = http_get(&addr, "/metrics") {
-            if sample(&body, "kg_bolt_connections_max").is_some() {
+            // The per-transaction histograms come from kg-store itself.
+            if sample(&body, "kg_bolt_connections_max").is_some()
+                && body.contains("kg_store_batch_rows_count{")
+                && body.contains("kg_store_transaction_seconds_count{")
+            {
                 seen = Some(body);
                 break;
             }
@@ -649,7 +654,13 @@ fn bolt_connection_gauges_are_served_while_a_run_lasts() {
     }
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-    let body = seen.expect("no Bolt connection gauge served while the run lasted");
+    let body = seen.expect("no Bolt connection gauges and store histograms while the run lasted");
+    assert!(
+        body.contains(
+            r#"kg_store_transaction_seconds_count{group="documents",outcome="committed"}"#
+        ),
+        "{body}"
+    );
     let max = sample(&body, "kg_bolt_connections_max").unwrap();
     let in_use = sample(&body, "kg_bolt_connections_in_use")
         .unwrap_or_else(|| panic!("no kg_bolt_connections_in_use in {body}"));

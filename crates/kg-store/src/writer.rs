@@ -51,6 +51,17 @@ use crate::error::{BatchFailure, FailureClass, StoreError};
 use crate::plan::{plan, Batch, Group, GroupKey, Phase};
 use crate::store::GraphSink;
 
+/// Metric (histogram, seconds): each transaction's time, by `group` (the
+/// kind of rows) and `outcome` (`committed` or `failed`). Recorded through
+/// the `metrics` facade: nothing unless the application installs a
+/// recorder (`kg --metrics-addr` does).
+pub const TRANSACTION_SECONDS: &str = "kg_store_transaction_seconds";
+/// Metric (histogram): rows of each committed transaction, as the batch
+/// sizer chose them, by `group`.
+pub const BATCH_ROWS: &str = "kg_store_batch_rows";
+/// Metric (counter): transactions retried after a transient failure.
+pub const RETRIES: &str = "kg_store_retries_total";
+
 /// Retry policy for transient failures.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -671,8 +682,16 @@ impl<S: GraphSink> BatchWriter<S> {
                 }),
             };
             let elapsed = started.elapsed();
+            metrics::histogram!(
+                TRANSACTION_SECONDS,
+                "group" => batch.key.kind(),
+                "outcome" => if result.is_ok() { "committed" } else { "failed" }
+            )
+            .record(elapsed.as_secs_f64());
             match result {
                 Ok(()) => {
+                    metrics::histogram!(BATCH_ROWS, "group" => batch.key.kind())
+                        .record(batch.rows.len() as f64);
                     self.unreachable_streak
                         .store(0, std::sync::atomic::Ordering::Relaxed);
                     return Outcome {
@@ -692,6 +711,7 @@ impl<S: GraphSink> BatchWriter<S> {
                         }
                     }
                     if f.class == FailureClass::Transient && attempts < max {
+                        metrics::counter!(RETRIES, "group" => batch.key.kind()).increment(1);
                         let wait = self.config.retry.backoff(attempts - 1);
                         tracing::warn!(
                             batch = batch.number,
