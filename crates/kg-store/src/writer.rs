@@ -31,8 +31,10 @@
 //!   the records behind it to the dead-letter JSON Lines file, and the writer
 //!   goes on with the next batch. When the store looks unreachable for
 //!   [`WriterConfig::max_unreachable_batches`] batches in a row, the writer
-//!   stops trying and dead-letters the rest of the input: nothing is lost,
-//!   and the run ends quickly with exit code 3 instead of retrying for hours.
+//!   stops trying and dead-letters the rest of that write's input: nothing
+//!   is lost, and the run ends quickly with exit code 3 instead of retrying
+//!   for hours. The next write (a later window of the CLI, a re-run of the
+//!   dead letters once the server is back) tries the store again.
 //! - **Report.** [`WriteReport`] holds the metrics; [`WriteReport::check`]
 //!   turns failed batches into [`StoreError::BatchesFailed`] for the CLI's
 //!   exit code 3. [`rerun_dead_letters`] writes a dead-letter file again.
@@ -127,7 +129,8 @@ pub struct WriterConfig {
     /// Retries of transient failures.
     pub retry: RetryPolicy,
     /// After this many batches in a row failed because the store was
-    /// unreachable, the rest is dead-lettered without trying (default 3).
+    /// unreachable, the rest of the write is dead-lettered without trying
+    /// (default 3).
     pub max_unreachable_batches: usize,
     /// Where failed batches' records go (JSON Lines of kg-core records).
     pub dead_letter: PathBuf,
@@ -399,9 +402,13 @@ impl WriteReport {
         if self.failed_batches.is_empty() {
             return Ok(());
         }
-        let summary = self
+        // The first few, each with its error; the dead-letter file has
+        // every record of every one.
+        const LISTED: usize = 5;
+        let mut summary = self
             .failed_batches
             .iter()
+            .take(LISTED)
             .map(|b| {
                 format!(
                     "batch {} ({}, {} rows, {} attempts): {}",
@@ -410,6 +417,13 @@ impl WriteReport {
             })
             .collect::<Vec<_>>()
             .join("; ");
+        if self.failed_batches.len() > LISTED {
+            summary.push_str(&format!(
+                "; and {} more batches ({} records dead-lettered in all)",
+                self.failed_batches.len() - LISTED,
+                self.dead_lettered_records
+            ));
+        }
         Err(StoreError::BatchesFailed {
             count: self.failed_batches.len(),
             dead_letter: self.dead_letter.clone().unwrap_or_default(),
@@ -509,6 +523,9 @@ impl<S: GraphSink> BatchWriter<S> {
         records: impl Stream<Item = Record>,
     ) -> Result<WriteReport, StoreError> {
         let started = Instant::now();
+        // A new write tries the store again, however the last one ended.
+        self.unreachable_streak
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         let mut report = WriteReport::default();
         let mut windows = std::pin::pin!(records.chunks(self.config.window_records.max(1)));
         let mut planned = match windows.next().await {
@@ -1183,11 +1200,15 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_store_stops_being_tried() {
         let dir = tempfile::tempdir().unwrap();
-        let rule = FailRule(Arc::new(|_: &Batch, _| {
-            Some(BatchFailure {
-                unreachable: true,
-                ..BatchFailure::transient("connection refused")
-            })
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let is_down = down.clone();
+        let rule = FailRule(Arc::new(move |_: &Batch, _| {
+            is_down
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| BatchFailure {
+                    unreachable: true,
+                    ..BatchFailure::transient("connection refused")
+                })
         }));
         let mut cfg = config(dir.path()).fixed_batch_rows(100);
         cfg.node_concurrency = 1;
@@ -1204,6 +1225,24 @@ mod tests {
         // Every record is in the dead-letter file exactly once.
         let dead = read_dead_letters(&dir.path().join("dead.jsonl")).unwrap();
         assert_eq!(dead.len(), records.len());
+        // The error lists the first batches, then counts the rest.
+        let message = report.check().unwrap_err().to_string();
+        assert!(message.contains("batch 1 ("), "{message}");
+        assert!(
+            message.contains(&format!(
+                "and {} more batches ({} records dead-lettered in all)",
+                report.failed_batches.len() - 5,
+                records.len()
+            )),
+            "{message}"
+        );
+        assert!(message.len() < 2_000, "{} bytes", message.len());
+        // The store is back: the same writer tries it again on the next
+        // write, and the re-run lands everything.
+        down.store(false, std::sync::atomic::Ordering::Relaxed);
+        let rerun = rerun_dead_letters(&writer).await.unwrap();
+        rerun.check().unwrap();
+        assert_eq!(rerun.records, records.len() as u64);
     }
 
     #[tokio::test]

@@ -1,10 +1,14 @@
-//! A Bolt server killed (SIGKILL, by PID) and restarted in the middle of a
-//! write: the run either completes by retrying, or ends with failed batches
-//! in the dead-letter file; a re-run of that file then brings the database
-//! to the counts of an undisturbed run (the same input written to the
-//! embedded store).
+//! A Bolt server killed (SIGKILL, by PID) in the middle of a write:
 //!
-//! This test starts its own private ArcadeDB server on a free port (never
+//! - restarted at once, the run either completes by retrying, or ends with
+//!   failed batches in the dead-letter file;
+//! - left down until the writer gives up, every record that did not commit
+//!   is in the dead-letter file.
+//!
+//! Either way, a re-run of that file then brings the database to the counts
+//! of an undisturbed run (the same input written to the embedded store).
+//!
+//! Each test starts its own private ArcadeDB server on a free port (never
 //! the shared one) through kg-testkit's `PrivateServer`, which drives
 //! `cargo xtask server start|stop` (the `KG_XTASK` binary that `cargo xtask
 //! test` exports), so install, readiness and PID handling are the same code
@@ -176,6 +180,108 @@ async fn bolt_server_killed_mid_write_then_rerun_matches_undisturbed_counts() {
     let got = writer.sink().counts(&Scope::All).await.unwrap();
     assert_eq!(got, want, "after the kill and the re-run");
     // And the exact graph: every record reads back.
+    let back = canonical(
+        writer
+            .sink()
+            .read_records(&Scope::Ids(node_ids(&fixture(&tag))))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(back, expected_read_back(&fixture(&tag)));
+    server.stop().await.unwrap();
+}
+
+/// The server is killed and stays down past every retry: the writer gives
+/// up, and nothing is lost. Every record of a batch that did not commit is
+/// in the dead-letter file (batches after the first failures are not even
+/// attempted against a store that stopped answering), and once the server
+/// is back, a re-run of that file brings the database to the counts of an
+/// undisturbed run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bolt_server_down_past_retries_dead_letters_then_rerun_completes() {
+    let server = PrivateServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = wait_until_up(&server).await;
+    store.ensure_schema(None).await.unwrap();
+
+    let tag = unique_tag("down");
+    let records = big_corpus(&tag);
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = BatchWriter::new(
+        EmbeddedStore::open(&EmbeddedConfig {
+            data_dir: reference_dir.path().into(),
+        })
+        .unwrap(),
+        writer_config(reference_dir.path()),
+    );
+    reference
+        .write_records(records.clone())
+        .await
+        .unwrap()
+        .check()
+        .unwrap();
+    let want = reference.sink().counts(&Scope::All).await.unwrap();
+
+    // Two quick attempts per batch: the writer gives up long before the
+    // server is back.
+    let cfg = WriterConfig {
+        dead_letter: dir.path().join("dead-letter.jsonl"),
+        retry: RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(200),
+        },
+        ..WriterConfig::default()
+    }
+    .fixed_batch_rows(100);
+    let writer = Arc::new(BatchWriter::new(store, cfg));
+    let w = writer.clone();
+    let input = records.clone();
+    let write = tokio::spawn(async move { w.write_records(input).await });
+
+    let probe = Neo4jStore::connect(config(&server)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = probe
+            .counts(&Scope::All)
+            .await
+            .map(|c| c.nodes.get("Chunk").copied().unwrap_or(0));
+        if matches!(n, Ok(n) if n >= 2_000) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !write.is_finished(),
+        "the write finished before the kill: make the corpus bigger"
+    );
+    server.kill().await.unwrap();
+    let report = write.await.unwrap().unwrap();
+    eprintln!(
+        "write with the server down: {} batches committed, {} retries, {} failed, {} records dead-lettered",
+        report.batches,
+        report.retries,
+        report.failed_batches.len(),
+        report.dead_lettered_records
+    );
+    assert!(!report.failed_batches.is_empty(), "{report:?}");
+    assert!(report.has_set_aside());
+    let dead_letter = match report.check() {
+        Err(StoreError::BatchesFailed { dead_letter, .. }) => dead_letter,
+        other => panic!("expected failed batches, got {other:?}"),
+    };
+    // Nothing lost: every record is committed or in the dead-letter file.
+    let parked = kg_store::read_dead_letters(&dead_letter).unwrap();
+    assert_eq!(parked.len() as u64, report.dead_lettered_records);
+    assert!(!parked.is_empty());
+
+    server.restart().await.unwrap();
+    let _ = wait_until_up(&server).await;
+    let rerun = rerun_dead_letters(&writer).await.unwrap();
+    rerun.check().unwrap();
+    assert_eq!(rerun.records, parked.len() as u64);
+    let got = writer.sink().counts(&Scope::All).await.unwrap();
+    assert_eq!(got, want, "after the outage and the re-run");
     let back = canonical(
         writer
             .sink()
