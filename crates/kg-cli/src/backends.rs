@@ -453,11 +453,30 @@ impl StoreBackend {
 }
 
 impl GraphStore for StoreBackend {
-    async fn supersede(
+    async fn earlier_versions(
         &self,
         current: &[kg_store::CurrentDocument],
-    ) -> Result<kg_store::Superseded, ItemError> {
-        kg_store::GraphStore::supersede(self.writer.sink(), current)
+    ) -> Result<Vec<kg_core::DocumentId>, ItemError> {
+        // The lookup by source wants its index, which the schema creates;
+        // a run that wrote nothing (every file unchanged) has not made sure
+        // of it yet.
+        self.ensure_schema(None).await.map_err(|e| ItemError {
+            reason: "schema_failed".into(),
+            detail: e.to_string(),
+        })?;
+        kg_store::GraphStore::earlier_versions(self.writer.sink(), current)
+            .await
+            .map_err(|e| ItemError {
+                reason: "supersede_failed".into(),
+                detail: cause_chain(&e),
+            })
+    }
+
+    async fn remove_document(
+        &self,
+        id: &kg_core::DocumentId,
+    ) -> Result<kg_store::Removed, ItemError> {
+        kg_store::GraphStore::remove_document(self.writer.sink(), id)
             .await
             .map_err(|e| ItemError {
                 reason: "supersede_failed".into(),

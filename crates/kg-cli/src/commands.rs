@@ -16,7 +16,7 @@ use crate::jsonl_io;
 use crate::logging::Progress;
 use crate::pipeline::{self, count_record, Ctx, RunBars, RunConfig, StoreBatching};
 use crate::stages::StageError;
-use crate::state::{DocStatus, RunState};
+use crate::state::RunState;
 use crate::stats::RunStats;
 
 /// How a command ended, as the process exit code of ../shared/CLI.md.
@@ -409,8 +409,7 @@ pub async fn store(
     // Without a run state of documents, "complete" means: nothing of this
     // input was set aside and the input was read to its end.
     if app.stats.set_aside_total() == 0 && !app.cancel.is_cancelled() {
-        let note =
-            pipeline::replace_earlier_versions(store.as_ref(), &ctx, documents, |_| true).await;
+        let note = pipeline::replace_earlier_versions(store.as_ref(), &ctx, documents).await;
         app.notes.extend(note);
     } else if !documents.is_empty() {
         app.notes.push(
@@ -485,10 +484,7 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
     if let Err(e) = store.finish().await {
         tracing::error!("finishing the store: {}", crate::logging::cause_chain(&e));
     }
-    let note = pipeline::replace_earlier_versions(store.as_ref(), &ctx, outcome.documents, |d| {
-        matches!(state.document_status(&d.id), Ok(Some(DocStatus::Done)))
-    })
-    .await;
+    let note = pipeline::replace_earlier_versions(store.as_ref(), &ctx, outcome.documents).await;
     app.notes.extend(note);
     if let Some(e) = outcome.error {
         app.finish(true);

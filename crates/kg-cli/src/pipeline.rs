@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::logging::StageBar;
 use crate::metrics_export as m;
 use crate::stages::{Embedder, Extractor, GraphStore, Ingester, StageError, Usage};
-use crate::state::{DocStatus, RunState};
+use crate::state::RunState;
 use crate::stats::RunStats;
 
 /// What every stage task shares.
@@ -133,6 +133,7 @@ pub struct DocTracker {
     inner: Mutex<TrackerInner>,
     state: Arc<RunState>,
     parts_per_chunk: u32,
+    stages: String,
 }
 
 #[derive(Default)]
@@ -152,13 +153,20 @@ struct DocProgress {
 
 impl DocTracker {
     /// A tracker where each chunk needs the chunk record plus an extraction
-    /// (if `extract`) and an embedding (if `embed`).
-    pub fn new(state: Arc<RunState>, extract: bool, embed: bool) -> Self {
+    /// (if `extract`) and an embedding (if `embed`); `stages` (see
+    /// [`crate::state::stages_key`]) is recorded with each done document.
+    pub fn new(state: Arc<RunState>, extract: bool, embed: bool, stages: String) -> Self {
         Self {
             inner: Mutex::default(),
             state,
             parts_per_chunk: 1 + u32::from(extract) + u32::from(embed),
+            stages,
         }
+    }
+
+    /// What this run does to a document (see [`crate::state::stages_key`]).
+    pub fn stages(&self) -> &str {
+        &self.stages
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TrackerInner> {
@@ -262,7 +270,7 @@ impl DocTracker {
             return;
         }
         if !d.failed {
-            if let Err(e) = self.state.document_done(id, d.chunks) {
+            if let Err(e) = self.state.document_done(id, d.chunks, &self.stages) {
                 tracing::error!(document = %id, "cannot mark document done: {}", crate::logging::cause_chain(&e));
             }
         }
@@ -619,11 +627,11 @@ pub async fn store_records<S: GraphStore>(
     committed_documents
 }
 
-/// Removes from the graph the earlier versions of `documents` whose current
-/// version is `finished` (completely committed): a changed file's old
-/// document, chunks, mentions and the entities and relations only they
-/// supported. Removed versions are forgotten in the run state, so that a
-/// file changed back is processed again rather than skipped.
+/// Removes from the graph the earlier versions of `documents`, which must
+/// be completely committed: a changed file's old document, chunks,
+/// mentions and the entities and relations only they supported. Each
+/// earlier version is forgotten in the run state before it is removed, so
+/// that a file changed back is processed again rather than skipped.
 ///
 /// Runs after the store has committed everything, so a source is never
 /// without a graph: until its new version is whole, the old one stays, and
@@ -633,16 +641,15 @@ pub async fn replace_earlier_versions<S: GraphStore>(
     store: &S,
     ctx: &Ctx,
     documents: Vec<CurrentDocument>,
-    finished: impl Fn(&CurrentDocument) -> bool,
 ) -> Option<String> {
-    let mut current: Vec<CurrentDocument> = documents.into_iter().filter(|d| finished(d)).collect();
+    let mut current = documents;
     current.sort_by(|a, b| (&a.source, &a.id).cmp(&(&b.source, &b.id)));
     current.dedup();
     if current.is_empty() {
         return None;
     }
-    let removed = match store.supersede(&current).await {
-        Ok(r) => r,
+    let stale = match store.earlier_versions(&current).await {
+        Ok(ids) => ids,
         Err(e) => {
             tracing::error!(reason = %e.reason, "cannot look up earlier versions of changed documents: {}", e.detail);
             return Some(format!(
@@ -651,31 +658,38 @@ pub async fn replace_earlier_versions<S: GraphStore>(
             ));
         }
     };
-    for id in &removed.documents {
+    let (mut documents, mut chunks, mut entities, mut relations) = (0u64, 0u64, 0u64, 0u64);
+    for id in &stale {
+        // Forget first: a version the state still called done after its
+        // graph was gone would be skipped, graphless, if the file went back
+        // to it. Forgotten but not removed (the removal failed, or the run
+        // was killed here) costs only a re-read from the caches, and the
+        // next run removes it.
         if let Err(e) = ctx.state.forget_document(id) {
-            tracing::error!(document = %id, "cannot forget a removed document in the run state: {}", crate::logging::cause_chain(&e));
+            tracing::error!(document = %id, "cannot forget an earlier version in the run state, keeping it: {}", crate::logging::cause_chain(&e));
+            continue;
+        }
+        match store.remove_document(id).await {
+            Ok(r) => {
+                documents += 1;
+                chunks += r.chunks;
+                entities += r.entities;
+                relations += r.relations;
+            }
+            Err(e) => ctx.record_set_aside(&SetAside {
+                stage: Stage::Store,
+                item: format!("earlier version {id}"),
+                reason: e.reason,
+                detail: e.detail,
+            }),
         }
     }
-    ctx.stats
-        .documents_replaced
-        .add(removed.documents.len() as u64);
-    ctx.stats.chunks_replaced.add(removed.chunks);
-    for (id, why) in &removed.failed {
-        ctx.record_set_aside(&SetAside {
-            stage: Stage::Store,
-            item: format!("earlier version {id}"),
-            reason: "supersede_failed".into(),
-            detail: why.clone(),
-        });
-    }
-    (!removed.documents.is_empty()).then(|| {
+    ctx.stats.documents_replaced.add(documents);
+    ctx.stats.chunks_replaced.add(chunks);
+    (documents > 0).then(|| {
         format!(
-            "replaced {} earlier version(s) of changed documents: removed {} chunks, {} entities \
-             no longer mentioned, {} relations no longer supported",
-            removed.documents.len(),
-            removed.chunks,
-            removed.entities,
-            removed.relations
+            "replaced {documents} earlier version(s) of changed documents: removed {chunks} chunks, \
+             {entities} entities no longer mentioned, {relations} relations no longer supported"
         )
     })
 }
@@ -779,8 +793,9 @@ pub struct RunOutcome {
     pub unfinished_documents: usize,
     /// A stage that failed as a whole.
     pub error: Option<StageError>,
-    /// Every document the run read, processed or skipped as unchanged:
-    /// the current versions of their sources.
+    /// The documents of this run that are done (processed completely now,
+    /// or skipped as done before): the current versions of their sources,
+    /// whose earlier versions can go.
     pub documents: Vec<CurrentDocument>,
 }
 
@@ -829,10 +844,18 @@ where
     B: Embedder,
     S: GraphStore,
 {
+    let stages_key = crate::state::stages_key(
+        stages
+            .extractor
+            .as_ref()
+            .map(|x| (x.model(), x.prompt_version())),
+        stages.embedder.as_ref().map(|b| b.model()),
+    );
     let tracker = Arc::new(DocTracker::new(
         ctx.state.clone(),
         stages.extractor.is_some(),
         stages.embedder.is_some(),
+        stages_key,
     ));
     let (raw_tx, mut raw_rx) = mpsc::channel::<Record>(64);
     let (store_tx, store_rx) = mpsc::channel::<Record>(config.store.max_records * 2);
@@ -963,7 +986,14 @@ where
         interrupted: interrupted || ctx.cancel.is_cancelled(),
         unfinished_documents: tracker.unfinished(),
         error,
-        documents,
+        documents: documents
+            .into_iter()
+            .filter(|d| {
+                ctx.state
+                    .is_done_with(&d.id, tracker.stages())
+                    .unwrap_or(false)
+            })
+            .collect(),
     }
 }
 
@@ -1001,11 +1031,14 @@ async fn route(
                 source: d.source.clone(),
                 id: d.id.clone(),
             });
-            let status = ctx.state.document_status(&d.id).unwrap_or_else(|e| {
-                tracing::warn!(file = %d.source, "run state unreadable, processing the document: {}", crate::logging::cause_chain(&e));
-                None
-            });
-            if status == Some(DocStatus::Done) || skipped.contains(&d.id) {
+            let done = ctx
+                .state
+                .is_done_with(&d.id, tracker.stages())
+                .unwrap_or_else(|e| {
+                    tracing::warn!(file = %d.source, "run state unreadable, processing the document: {}", crate::logging::cause_chain(&e));
+                    false
+                });
+            if done || skipped.contains(&d.id) {
                 tracing::info!(file = %d.source, document = %d.id, "unchanged since a finished run, skipped");
                 ctx.stats.documents_unchanged.add(1);
                 skipped.insert(d.id);
@@ -1062,6 +1095,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::DocStatus;
     use kg_core::{Document, Embedding, Extraction, MediaType};
 
     fn doc(name: &str) -> Document {
@@ -1113,7 +1147,7 @@ mod tests {
     fn a_document_is_done_only_when_every_part_of_every_chunk_is_committed() {
         let dir = tempfile::tempdir().unwrap();
         let state = Arc::new(RunState::open(dir.path()).unwrap());
-        let tracker = DocTracker::new(state.clone(), true, true);
+        let tracker = DocTracker::new(state.clone(), true, true, "extract=m@v;embed=e".into());
         let (a, b) = (doc("a.md"), doc("b.md"));
         for d in [&a, &b] {
             state.document_started(&d.id, &d.source).unwrap();

@@ -9,8 +9,9 @@
 use std::future::Future;
 use std::path::PathBuf;
 
+use kg_core::DocumentId;
 use kg_core::{Chunk, Embedding, Record, SetAside};
-use kg_store::{CurrentDocument, Superseded};
+use kg_store::{CurrentDocument, Removed};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -117,11 +118,17 @@ pub trait GraphStore: Send + Sync + 'static {
         records: &[Record],
     ) -> impl Future<Output = Result<Vec<SetAside>, ItemError>> + Send;
 
-    /// Removes the earlier versions of these documents' sources (see
-    /// `kg_store::GraphStore::supersede`). `Err` when they cannot even be
-    /// looked up; a version that fails to go is listed in the result.
-    fn supersede(
+    /// The earlier versions of these documents' sources (see
+    /// `kg_store::GraphStore::earlier_versions`).
+    fn earlier_versions(
         &self,
         current: &[CurrentDocument],
-    ) -> impl Future<Output = Result<Superseded, ItemError>> + Send;
+    ) -> impl Future<Output = Result<Vec<DocumentId>, ItemError>> + Send;
+
+    /// Removes one document version, whole or not at all (see
+    /// `kg_store::GraphStore::remove_document`).
+    fn remove_document(
+        &self,
+        id: &DocumentId,
+    ) -> impl Future<Output = Result<Removed, ItemError>> + Send;
 }

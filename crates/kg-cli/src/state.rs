@@ -51,6 +51,21 @@ pub enum StateError {
     },
 }
 
+/// What a run does to a document's chunks, as recorded with `done`:
+/// `extract=<model>@<prompt version>` (or `extract=none`) and
+/// `embed=<model>` (or `embed=none`).
+pub fn stages_key(extract: Option<(&str, &str)>, embed: Option<&str>) -> String {
+    let extract = match extract {
+        Some((model, version)) => format!("extract={model}@{version}"),
+        None => "extract=none".into(),
+    };
+    let embed = match embed {
+        Some(model) => format!("embed={model}"),
+        None => "embed=none".into(),
+    };
+    format!("{extract};{embed}")
+}
+
 /// Status of a document in the run state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DocStatus {
@@ -112,6 +127,20 @@ impl RunState {
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // Added after the first release of the schema: which stages a done
+        // document went through (see `document_done`).
+        let has_stages: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('documents') WHERE name = 'stages'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(err)?
+            > 0;
+        if !has_stages {
+            conn.execute_batch("ALTER TABLE documents ADD COLUMN stages TEXT")
+                .map_err(err)?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
             path,
@@ -169,15 +198,38 @@ impl RunState {
         .map(|_| ())
     }
 
-    /// Marks a document as done: every record of it is committed.
-    pub fn document_done(&self, id: &DocumentId, chunks: u64) -> Result<(), StateError> {
+    /// Marks a document as done: every record of it is committed, after
+    /// going through `stages` (which extractor and embedder, see
+    /// [`stages_key`]).
+    pub fn document_done(
+        &self,
+        id: &DocumentId,
+        chunks: u64,
+        stages: &str,
+    ) -> Result<(), StateError> {
         self.with(|c| {
             c.execute(
-                "UPDATE documents SET status = 'done', chunks = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id.as_str(), chunks as i64, now()],
+                "UPDATE documents SET status = 'done', chunks = ?2, updated_at = ?3, stages = ?4 \
+                 WHERE id = ?1",
+                params![id.as_str(), chunks as i64, now(), stages],
             )
         })
         .map(|_| ())
+    }
+
+    /// Whether a document is done through the same `stages`: a document
+    /// done without an LLM is not done for a run with one (its entities
+    /// were never extracted), nor one embedded by another model.
+    pub fn is_done_with(&self, id: &DocumentId, stages: &str) -> Result<bool, StateError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT status = 'done' AND stages IS ?2 FROM documents WHERE id = ?1",
+                params![id.as_str(), stages],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()
+        })
+        .map(|done| done.unwrap_or(false))
     }
 
     /// Number of documents in each status: (done, in progress).
@@ -371,8 +423,22 @@ mod tests {
             s.document_status(&doc).unwrap(),
             Some(DocStatus::InProgress)
         );
-        s.document_done(&doc, 1).unwrap();
+        let with_llm = stages_key(Some(("m", "v1")), Some("e"));
+        s.document_done(&doc, 1, &with_llm).unwrap();
         assert_eq!(s.document_status(&doc).unwrap(), Some(DocStatus::Done));
+        // Done for the same stages only: not for a run with another model,
+        // nor for one that would extract where this one did not.
+        assert!(s.is_done_with(&doc, &with_llm).unwrap());
+        assert!(!s
+            .is_done_with(&doc, &stages_key(Some(("m", "v2")), Some("e")))
+            .unwrap());
+        assert!(!s.is_done_with(&doc, &stages_key(None, Some("e"))).unwrap());
+        s.document_done(&doc, 1, &stages_key(None, Some("e")))
+            .unwrap();
+        assert!(!s.is_done_with(&doc, &with_llm).unwrap());
+        s.forget_document(&doc).unwrap();
+        assert_eq!(s.document_status(&doc).unwrap(), None);
+        assert!(!s.is_done_with(&doc, &with_llm).unwrap());
         assert_eq!(s.document_counts().unwrap(), (1, 0));
         assert_eq!(
             s.cached_extraction("m", "v1", &chunk).unwrap(),

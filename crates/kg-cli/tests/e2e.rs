@@ -436,6 +436,51 @@ fn a_changed_document_replaces_its_earlier_version_in_the_graph() {
     assert_eq!(graph(&live), first);
 }
 
+/// A document done without an LLM is not done for a run with one: the
+/// next run with an endpoint extracts its entities instead of skipping it,
+/// and only the run after that skips it.
+#[test]
+fn a_document_done_without_an_llm_is_extracted_once_one_is_configured() {
+    let llm = Llm::start(Duration::ZERO);
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("notes.md"),
+        "# Notes\n\nIan Murdock founded Debian at Purdue University.\n",
+    )
+    .unwrap();
+    let entities = |dir: &Path| -> u64 {
+        graph(dir)
+            .0
+            .nodes
+            .iter()
+            .filter(|(k, _)| k.split(':').any(|l| l == "Entity"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let mut plain = kg(tmp.path());
+    plain.arg("run").arg(&docs);
+    let out = run_ok(plain);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("OPENAI_API_KEY"), "{stderr}");
+    assert_eq!(entities(tmp.path()), 0);
+
+    let mut with = with_llm(kg(tmp.path()), llm.handle());
+    with.arg("run").arg(&docs);
+    let stderr = String::from_utf8_lossy(&run_ok(with).stderr).into_owned();
+    assert!(!stderr.contains("unchanged, skipped"), "{stderr}");
+    assert!(llm.chat_requests() > 0);
+    assert!(entities(tmp.path()) > 0, "{stderr}");
+
+    let calls = llm.chat_requests();
+    let mut again = with_llm(kg(tmp.path()), llm.handle());
+    again.arg("run").arg(&docs);
+    let stderr = String::from_utf8_lossy(&run_ok(again).stderr).into_owned();
+    assert!(stderr.contains("1 unchanged, skipped"), "{stderr}");
+    assert_eq!(llm.chat_requests(), calls);
+}
+
 /// `kg store` on its own (JSON Lines from `kg ingest`) replaces the earlier
 /// version of a changed file too, and keeps it when part of the input was
 /// set aside.

@@ -36,8 +36,8 @@ use crate::error::{BatchFailure, StoreError};
 use crate::neo4j::{cosine, media_type_of, top_k};
 use crate::plan::{Batch, GroupKey, Param, Row, RESERVED_PROPERTY_KEYS};
 use crate::store::{
-    CurrentDocument, EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, SchemaReport,
-    Scope, SearchHit, SearchHits, Superseded,
+    CurrentDocument, EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, Removed,
+    SchemaReport, Scope, SearchHit, SearchHits,
 };
 
 const BACKEND: &str = "embedded";
@@ -507,7 +507,7 @@ impl GraphSink for EmbeddedStore {
 }
 
 /// Finds the earlier versions of `current`'s sources (see
-/// [`GraphStore::supersede`]).
+/// [`GraphStore::earlier_versions`]).
 fn earlier_versions(c: &Connection, current: &[CurrentDocument]) -> rusqlite::Result<Vec<String>> {
     let keep: HashSet<&str> = current.iter().map(|d| d.id.as_str()).collect();
     let mut st = c.prepare_cached("SELECT id FROM documents WHERE source = ?1 AND id <> ?2")?;
@@ -526,9 +526,9 @@ fn earlier_versions(c: &Connection, current: &[CurrentDocument]) -> rusqlite::Re
     Ok(stale)
 }
 
-/// Removes one document version in one transaction:
-/// `(chunks, entities, relations)` removed.
-fn remove_document(c: &mut Connection, id: &str) -> rusqlite::Result<(u64, u64, u64)> {
+/// Removes one document version in one transaction (see
+/// [`GraphStore::remove_document`]).
+fn remove_version(c: &mut Connection, id: &str) -> rusqlite::Result<Removed> {
     let tx = c.transaction()?;
     let chunks: Vec<String> = tx
         .prepare(
@@ -596,7 +596,11 @@ fn remove_document(c: &mut Connection, id: &str) -> rusqlite::Result<(u64, u64, 
         [&entity_list],
     )?;
     tx.commit()?;
-    Ok((chunks.len() as u64, orphans as u64, relations))
+    Ok(Removed {
+        chunks: chunks.len() as u64,
+        entities: orphans as u64,
+        relations,
+    })
 }
 
 fn summary(id: String, name: Option<String>, ty: Option<String>) -> EntitySummary {
@@ -749,36 +753,22 @@ impl GraphStore for EmbeddedStore {
         .await
     }
 
-    async fn supersede(&self, current: &[CurrentDocument]) -> Result<Superseded, StoreError> {
+    async fn earlier_versions(
+        &self,
+        current: &[CurrentDocument],
+    ) -> Result<Vec<DocumentId>, StoreError> {
         let current = current.to_vec();
-        let removed = self
-            .blocking(move |c| {
-                let stale = earlier_versions(c, &current)?;
-                let mut removed = Vec::with_capacity(stale.len());
-                for id in stale {
-                    let counts = remove_document(c, &id).map_err(|e| e.to_string());
-                    removed.push((id, counts));
-                }
-                Ok(removed)
-            })
+        let stale = self
+            .blocking(move |c| earlier_versions(c, &current))
             .await?;
-        let mut out = Superseded::default();
-        for (id, counts) in removed {
-            let (chunks, entities, relations) = match counts {
-                Ok(counts) => counts,
-                Err(e) => {
-                    tracing::error!(document = %id, "cannot remove an earlier version of a changed document: {e}");
-                    out.failed.push((DocumentId::from_raw(id), e));
-                    continue;
-                }
-            };
-            tracing::info!(document = %id, chunks, entities, relations, "removed an earlier version of a changed document");
-            out.chunks += chunks;
-            out.entities += entities;
-            out.relations += relations;
-            out.documents.push(DocumentId::from_raw(id));
-        }
-        Ok(out)
+        Ok(stale.into_iter().map(DocumentId::from_raw).collect())
+    }
+
+    async fn remove_document(&self, id: &DocumentId) -> Result<Removed, StoreError> {
+        let doc = id.to_string();
+        let removed = self.blocking(move |c| remove_version(c, &doc)).await?;
+        tracing::info!(document = %id, chunks = removed.chunks, entities = removed.entities, relations = removed.relations, "removed an earlier version of a changed document");
+        Ok(removed)
     }
 
     async fn read_records(&self, scope: &Scope) -> Result<Vec<Record>, StoreError> {

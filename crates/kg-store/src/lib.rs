@@ -70,7 +70,7 @@ pub use neo4j::Neo4jStore;
 pub use plan::{plan, Batch, Group, GroupKey, Param, Phase, Row};
 pub use store::{
     AnyStore, CurrentDocument, EntitySummary, FailRule, GraphCounts, GraphSink, GraphStore,
-    MemorySink, Neighbour, SchemaReport, Scope, SearchHit, SearchHits, Superseded,
+    MemorySink, Neighbour, Removed, SchemaReport, Scope, SearchHit, SearchHits, Superseded,
 };
 pub use writer::{
     read_dead_letters, rerun_dead_letters, BatchSizer, BatchWriter, FailedBatch, RetryPolicy,

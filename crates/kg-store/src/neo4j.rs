@@ -36,8 +36,8 @@ use crate::config::Neo4jConfig;
 use crate::error::{BatchFailure, FailureClass, StoreError};
 use crate::plan::{Batch, GroupKey, Param, Row, RESERVED_PROPERTY_KEYS};
 use crate::store::{
-    CurrentDocument, EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, SchemaReport,
-    Scope, SearchHit, SearchHits, Superseded,
+    CurrentDocument, EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, Removed,
+    SchemaReport, Scope, SearchHit, SearchHits,
 };
 
 const BACKEND: &str = "neo4j";
@@ -660,44 +660,26 @@ async fn rows_in(txn: &mut Txn, q: Query) -> Result<Vec<neo4rs::Row>, neo4rs::Er
     Ok(rows)
 }
 
-/// An entity relationship that cites removed chunks: its ends, type and
-/// the chunks it keeps.
-struct CitingRelation {
-    from: String,
-    rel_type: String,
-    to: String,
-    kept: Vec<String>,
-}
-
-impl CitingRelation {
-    fn bolt(&self) -> BoltType {
-        let mut m = BoltMap::with_capacity(4);
-        m.put(BoltString::from("a"), BoltType::from(self.from.as_str()));
-        m.put(
-            BoltString::from("t"),
-            BoltType::from(self.rel_type.as_str()),
-        );
-        m.put(BoltString::from("b"), BoltType::from(self.to.as_str()));
-        m.put(BoltString::from("kept"), BoltType::from(self.kept.clone()));
-        BoltType::Map(m)
-    }
-}
-
 impl Neo4jStore {
     /// Removes one document version in one transaction (see
-    /// [`GraphStore::supersede`]): `(chunks, entities, relations)` removed.
+    /// [`GraphStore::remove_document`]).
     ///
-    /// Every statement is a plain `MATCH` by id; relationships are found
-    /// from the entities the removed chunks mention and matched again by
-    /// their ends and type to be updated or deleted, which every Bolt
-    /// server kg was tried on understands.
-    async fn remove_document(&self, id: &str) -> Result<(u64, u64, u64), neo4rs::Error> {
+    /// Chunks are found by `HAS_CHUNK` and by `document_id` (indexed as
+    /// `kg_chunk_document` where the server takes the index); relationships
+    /// from the entities the removed chunks mention, and trimmed on the
+    /// server.
+    async fn remove_version(&self, id: &str) -> Result<Removed, neo4rs::Error> {
         let (mut txn, _in_use) = self.begin().await?;
         let result = async {
             let chunks: Vec<String> = rows_in(
                 &mut txn,
-                query("MATCH (:Document {id: $id})-[:HAS_CHUNK]->(c:Chunk) RETURN c.id AS id")
-                    .param("id", id),
+                // By link and by property: a run killed between writing a
+                // chunk and its HAS_CHUNK leaves a chunk with only the latter.
+                query(
+                    "MATCH (:Document {id: $id})-[:HAS_CHUNK]->(c:Chunk) RETURN c.id AS id \
+                     UNION MATCH (c:Chunk) WHERE c.document_id = $id RETURN c.id AS id",
+                )
+                .param("id", id),
             )
             .await?
             .iter()
@@ -717,71 +699,26 @@ impl Neo4jStore {
             .collect();
             entities.sort();
             entities.dedup();
-            let removed: HashSet<&str> = chunks.iter().map(String::as_str).collect();
-            let mut citing: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
-            for text in [
-                "UNWIND $ids AS eid MATCH (a:Entity {id: eid})-[r]->(b:Entity) \
-                 RETURN a.id AS a, type(r) AS t, b.id AS b, r.chunks AS chunks",
-                "UNWIND $ids AS eid MATCH (a:Entity)-[r]->(b:Entity {id: eid}) \
-                 RETURN a.id AS a, type(r) AS t, b.id AS b, r.chunks AS chunks",
-            ] {
-                for r in rows_in(&mut txn, query(text).param("ids", entities.clone())).await? {
-                    let cited = strings(&r, "chunks");
-                    if !cited.iter().any(|c| removed.contains(c.as_str())) {
-                        continue;
-                    }
-                    let (Some(a), Some(t), Some(b)) = (
-                        opt_string(&r, "a"),
-                        opt_string(&r, "t"),
-                        opt_string(&r, "b"),
-                    ) else {
-                        continue;
-                    };
-                    let kept = cited
-                        .into_iter()
-                        .filter(|c| !removed.contains(c.as_str()))
-                        .collect();
-                    citing.insert((a, t, b), kept);
-                }
-            }
-            let citing: Vec<CitingRelation> = citing
-                .into_iter()
-                .map(|((from, rel_type, to), kept)| CitingRelation {
-                    from,
-                    rel_type,
-                    to,
-                    kept,
-                })
-                .collect();
-            let (gone, trimmed): (Vec<&CitingRelation>, Vec<&CitingRelation>) =
-                citing.iter().partition(|r| r.kept.is_empty());
-            let list = |rels: &[&CitingRelation]| {
-                let mut l = BoltList::with_capacity(rels.len());
-                for r in rels {
-                    l.push(r.bolt());
-                }
-                BoltType::List(l)
-            };
-            if !trimmed.is_empty() {
-                txn.run(
-                    query(
-                        "UNWIND $rels AS x MATCH (a:Entity {id: x.a})-[r]->(b:Entity {id: x.b}) \
-                         WHERE type(r) = x.t SET r.chunks = x.kept",
-                    )
-                    .param("rels", list(&trimmed)),
+            // Relationships citing removed chunks lose them, on the server
+            // (a hub entity's relationships never cross the wire); those
+            // left citing nothing go.
+            let gone = rows_in(
+                &mut txn,
+                query(
+                    "UNWIND $ids AS eid MATCH (:Entity {id: eid})-[r]-(:Entity) \
+                     WHERE any(x IN r.chunks WHERE x IN $chunks) \
+                     WITH DISTINCT r \
+                     SET r.chunks = [x IN r.chunks WHERE NOT x IN $chunks] \
+                     WITH r WHERE size(r.chunks) = 0 \
+                     DELETE r RETURN count(*) AS n",
                 )
-                .await?;
-            }
-            if !gone.is_empty() {
-                txn.run(
-                    query(
-                        "UNWIND $rels AS x MATCH (a:Entity {id: x.a})-[r]->(b:Entity {id: x.b}) \
-                         WHERE type(r) = x.t DELETE r",
-                    )
-                    .param("rels", list(&gone)),
-                )
-                .await?;
-            }
+                .param("ids", entities.clone())
+                .param("chunks", chunks.clone()),
+            )
+            .await?
+            .first()
+            .and_then(|r| opt_i64(r, "n"))
+            .unwrap_or(0);
             txn.run(
                 query("UNWIND $chunks AS cid MATCH (c:Chunk {id: cid}) DETACH DELETE c")
                     .param("chunks", chunks.clone()),
@@ -808,7 +745,11 @@ impl Neo4jStore {
                 )
                 .await?;
             }
-            Ok::<_, neo4rs::Error>((chunks.len() as u64, orphans.len() as u64, gone.len() as u64))
+            Ok::<_, neo4rs::Error>(Removed {
+                chunks: chunks.len() as u64,
+                entities: orphans.len() as u64,
+                relations: u64::try_from(gone).unwrap_or(0),
+            })
         }
         .await;
         match result {
@@ -969,19 +910,24 @@ impl GraphStore for Neo4jStore {
             .await?;
             report.constraints.push(name);
         }
-        // `supersede` looks documents up by source; without the index that
-        // is a scan of every Document per call. A server that refuses it
-        // still works, only slower.
-        if let Err(e) = self
-            .exec(
-                query(
-                    "CREATE INDEX kg_document_source IF NOT EXISTS FOR (n:Document) ON (n.source)",
-                ),
-                "index kg_document_source",
-            )
-            .await
-        {
-            tracing::debug!("no index on Document.source: {e}");
+        // Removing earlier versions looks documents up by source and chunks
+        // by document; without these indexes each is a label scan. A server
+        // that refuses them still works, only slower.
+        for (name, label, property) in [
+            ("kg_document_source", "Document", "source"),
+            ("kg_chunk_document", "Chunk", "document_id"),
+        ] {
+            if let Err(e) = self
+                .exec(
+                    query(&format!(
+                        "CREATE INDEX {name} IF NOT EXISTS FOR (n:{label}) ON (n.{property})"
+                    )),
+                    &format!("index {name}"),
+                )
+                .await
+            {
+                tracing::debug!("no index on {label}.{property}: {e}");
+            }
         }
         let Some(dims) = vector_dims else {
             report.vector_index_skipped = Some("no embedding dimensions given".into());
@@ -1107,7 +1053,10 @@ impl GraphStore for Neo4jStore {
         Ok(counts)
     }
 
-    async fn supersede(&self, current: &[CurrentDocument]) -> Result<Superseded, StoreError> {
+    async fn earlier_versions(
+        &self,
+        current: &[CurrentDocument],
+    ) -> Result<Vec<DocumentId>, StoreError> {
         let keep: HashSet<&str> = current.iter().map(|c| c.id.as_str()).collect();
         let mut stale: Vec<String> = Vec::new();
         for part in current.chunks(1_000) {
@@ -1128,7 +1077,7 @@ impl GraphStore for Neo4jStore {
                          RETURN DISTINCT o.id AS id",
                     )
                     .param("docs", BoltType::List(docs)),
-                    "supersede: find earlier versions",
+                    "find earlier versions of changed documents",
                 )
                 .await?;
             stale.extend(rows.iter().filter_map(|r| opt_string(r, "id")));
@@ -1136,23 +1085,16 @@ impl GraphStore for Neo4jStore {
         stale.retain(|id| !keep.contains(id.as_str()));
         stale.sort();
         stale.dedup();
-        let mut out = Superseded::default();
-        for id in stale {
-            let (chunks, entities, relations) = match self.remove_document(&id).await {
-                Ok(counts) => counts,
-                Err(e) => {
-                    tracing::error!(document = %id, "cannot remove an earlier version of a changed document: {e}");
-                    out.failed.push((DocumentId::from_raw(id), e.to_string()));
-                    continue;
-                }
-            };
-            tracing::info!(document = %id, chunks, entities, relations, "removed an earlier version of a changed document");
-            out.chunks += chunks;
-            out.entities += entities;
-            out.relations += relations;
-            out.documents.push(DocumentId::from_raw(id));
-        }
-        Ok(out)
+        Ok(stale.into_iter().map(DocumentId::from_raw).collect())
+    }
+
+    async fn remove_document(&self, id: &DocumentId) -> Result<Removed, StoreError> {
+        let removed = self
+            .remove_version(id.as_str())
+            .await
+            .map_err(q_err(format!("remove document {id}")))?;
+        tracing::info!(document = %id, chunks = removed.chunks, entities = removed.entities, relations = removed.relations, "removed an earlier version of a changed document");
+        Ok(removed)
     }
 
     async fn read_records(&self, scope: &Scope) -> Result<Vec<Record>, StoreError> {

@@ -134,6 +134,17 @@ pub struct CurrentDocument {
     pub id: DocumentId,
 }
 
+/// What removing one document version took with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Its chunks (with their embeddings and links).
+    pub chunks: u64,
+    /// Entities no chunk mentions any more and no relationship touches.
+    pub entities: u64,
+    /// Entity relationships every source chunk of which was removed.
+    pub relations: u64,
+}
+
 /// What [`GraphStore::supersede`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Superseded {
@@ -175,23 +186,55 @@ pub trait GraphStore: GraphSink {
     fn counts(&self, scope: &Scope)
         -> impl Future<Output = Result<GraphCounts, StoreError>> + Send;
 
-    /// Removes the earlier versions of changed documents: every document
-    /// whose `source` is one of `current`'s but whose id is none of
-    /// `current`'s ids, with its chunks, their `MENTIONS`, `NEXT_CHUNK` and
-    /// embeddings; entity relationships lose those chunks from their
+    /// The earlier versions of `current`'s sources: every document whose
+    /// `source` is one of `current`'s but whose id is none of `current`'s
+    /// ids (two files with the same content share one document, which
+    /// stays). Sorted.
+    fn earlier_versions(
+        &self,
+        current: &[CurrentDocument],
+    ) -> impl Future<Output = Result<Vec<DocumentId>, StoreError>> + Send;
+
+    /// Removes one document version in one transaction (whole, or not at
+    /// all): the document, its chunks with their `MENTIONS`, `NEXT_CHUNK`
+    /// and embeddings; entity relationships lose those chunks from their
     /// `chunks` list and go when it is empty; entities they mentioned go
-    /// when nothing links to them any more. One transaction per removed
-    /// document, so a failure leaves each document whole or gone; a
-    /// document that fails is listed in [`Superseded::failed`] and the
-    /// others are still removed. `Err` only when the earlier versions
-    /// cannot even be looked up.
+    /// when nothing links to them any more. A missing document removes
+    /// nothing.
+    fn remove_document(
+        &self,
+        id: &DocumentId,
+    ) -> impl Future<Output = Result<Removed, StoreError>> + Send;
+
+    /// [`Self::earlier_versions`], then [`Self::remove_document`] for each:
+    /// a version that fails to go is listed in [`Superseded::failed`] and
+    /// the others still go. `Err` only when the earlier versions cannot
+    /// even be looked up.
     ///
     /// Call it once the current versions are committed: until then the
-    /// earlier version is the best graph of the source there is.
+    /// earlier version is the best graph of the source there is. (The CLI
+    /// calls the two steps itself, to forget each version in its run state
+    /// before removing it.)
     fn supersede(
         &self,
         current: &[CurrentDocument],
-    ) -> impl Future<Output = Result<Superseded, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Superseded, StoreError>> + Send {
+        async move {
+            let mut out = Superseded::default();
+            for id in self.earlier_versions(current).await? {
+                match self.remove_document(&id).await {
+                    Ok(r) => {
+                        out.chunks += r.chunks;
+                        out.entities += r.entities;
+                        out.relations += r.relations;
+                        out.documents.push(id);
+                    }
+                    Err(e) => out.failed.push((id, e.to_string())),
+                }
+            }
+            Ok(out)
+        }
+    }
 
     /// Reads the graph in `scope` back as records: documents, chunks,
     /// entities (with the chunks that mention them), relations, embeddings,
@@ -271,10 +314,20 @@ impl GraphStore for AnyStore {
         }
     }
 
-    async fn supersede(&self, current: &[CurrentDocument]) -> Result<Superseded, StoreError> {
+    async fn earlier_versions(
+        &self,
+        current: &[CurrentDocument],
+    ) -> Result<Vec<DocumentId>, StoreError> {
         match self {
-            Self::Neo4j(s) => s.supersede(current).await,
-            Self::Embedded(s) => s.supersede(current).await,
+            Self::Neo4j(s) => s.earlier_versions(current).await,
+            Self::Embedded(s) => s.earlier_versions(current).await,
+        }
+    }
+
+    async fn remove_document(&self, id: &DocumentId) -> Result<Removed, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.remove_document(id).await,
+            Self::Embedded(s) => s.remove_document(id).await,
         }
     }
 

@@ -39,7 +39,19 @@ async fn bolt_round_trip_reads_back_exactly() {
 #[tokio::test]
 async fn bolt_supersede_removes_the_earlier_version_of_a_changed_document() {
     let dir = tempfile::tempdir().unwrap();
-    check_supersede(connect().await, dir.path(), &unique_tag("sup")).await;
+    let tag = unique_tag("sup");
+    let old_first_chunk = first_chunk_of_old_pdf(&tag);
+    let writer = BatchWriter::new(connect().await, writer_config(dir.path()));
+    let unlink = async {
+        run(
+            writer.sink(),
+            &format!(
+                "MATCH (:Document)-[r:HAS_CHUNK]->(:Chunk {{id: '{old_first_chunk}'}}) DELETE r"
+            ),
+        )
+        .await;
+    };
+    check_supersede(&writer, &tag, unlink).await;
 }
 
 /// While the writer runs, connections are counted as in use (never more

@@ -31,7 +31,22 @@ async fn embedded_writing_twice_keeps_counts() {
 #[tokio::test]
 async fn embedded_supersede_removes_the_earlier_version_of_a_changed_document() {
     let dir = tempfile::tempdir().unwrap();
-    check_supersede(open(dir.path()), dir.path(), &unique_tag("sup")).await;
+    let tag = unique_tag("sup");
+    let old_first_chunk = first_chunk_of_old_pdf(&tag);
+    let writer = BatchWriter::new(open(dir.path()), writer_config(dir.path()));
+    let unlink = async {
+        writer
+            .sink()
+            .with_connection(|c| {
+                c.execute(
+                    "DELETE FROM rels WHERE type = 'HAS_CHUNK' AND dst = ?1",
+                    [old_first_chunk.as_str()],
+                )
+            })
+            .unwrap()
+            .unwrap();
+    };
+    check_supersede(&writer, &tag, unlink).await;
 }
 
 /// A removal that fails is rolled back: the old version stays whole, it is

@@ -758,6 +758,19 @@ pub fn changed_pdf(tag: &str) -> (DocumentId, ChunkId, Vec<Record>) {
     (doc, chunk, records)
 }
 
+/// The id of the fixture PDF's first chunk.
+pub fn first_chunk_of_old_pdf(tag: &str) -> String {
+    fixture(tag)
+        .iter()
+        .find_map(|r| match r {
+            Record::Chunk(c) if c.source.ends_with("debian-history.pdf") && c.index == 0 => {
+                Some(c.id.to_string())
+            }
+            _ => None,
+        })
+        .unwrap()
+}
+
 /// The fixture's documents as they are after the PDF changed.
 pub fn current_after_change(tag: &str, fixture: &[Record]) -> Vec<kg_store::CurrentDocument> {
     let (pdf, _, _) = changed_pdf(tag);
@@ -783,7 +796,15 @@ pub fn current_after_change(tag: &str, fixture: &[Record]) -> Vec<kg_store::Curr
 /// the three relations only old chunks cited and the two entities nothing
 /// links to any more; the Markdown document, the CSV graph and the new
 /// version are untouched. A second call removes nothing.
-pub async fn check_supersede<S: GraphStore>(store: S, dir: &Path, tag: &str) {
+///
+/// `unlink_first_old_chunk` (run after both versions are written) deletes
+/// the `HAS_CHUNK` of the old version's first chunk, as a run killed
+/// between a chunk and its link leaves it: that chunk must go too.
+pub async fn check_supersede<S: GraphStore>(
+    writer: &BatchWriter<S>,
+    tag: &str,
+    unlink_first_old_chunk: impl std::future::Future<Output = ()>,
+) {
     let v1 = fixture(tag);
     let old_pdf = v1
         .iter()
@@ -796,7 +817,6 @@ pub async fn check_supersede<S: GraphStore>(store: S, dir: &Path, tag: &str) {
     let mut all = v1.clone();
     all.extend(v2.iter().cloned());
     let scope = Scope::Ids(node_ids(&all));
-    let writer = BatchWriter::new(store, writer_config(dir));
     writer
         .write_records(v1.clone())
         .await
@@ -807,6 +827,9 @@ pub async fn check_supersede<S: GraphStore>(store: S, dir: &Path, tag: &str) {
     let before = writer.sink().counts(&scope).await.unwrap();
     assert_eq!(before.nodes["Document"], 3, "{before:?}");
     assert_eq!(before.nodes["Chunk"], 6, "{before:?}");
+    unlink_first_old_chunk.await;
+    let unlinked = writer.sink().counts(&scope).await.unwrap();
+    assert_eq!(unlinked.relationships["HAS_CHUNK"], 5, "{unlinked:?}");
 
     let current = current_after_change(tag, &v1);
     let gone = writer.sink().supersede(&current).await.unwrap();
