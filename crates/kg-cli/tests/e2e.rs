@@ -436,6 +436,27 @@ fn a_changed_document_replaces_its_earlier_version_in_the_graph() {
     assert_eq!(graph(&live), first);
 }
 
+/// Two folders, each with its own `notes.md`, run as `kg run .` from inside
+/// each into one data dir: two documents, neither replacing the other (a
+/// source is the file's absolute path, not the path as typed).
+#[test]
+fn the_same_relative_path_in_two_folders_is_two_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (folder, text) in [
+        ("a", "# A\n\nThe first folder's notes.\n"),
+        ("b", "# B\n\nThe second folder's notes, which differ.\n"),
+    ] {
+        let dir = tmp.path().join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("notes.md"), text).unwrap();
+        let mut cmd = kg(tmp.path());
+        cmd.current_dir(&dir).args(["run", "."]);
+        let stderr = String::from_utf8_lossy(&run_ok(cmd).stderr).into_owned();
+        assert!(!stderr.contains("replaced"), "{stderr}");
+    }
+    assert_eq!(graph(tmp.path()).0.nodes["Document"], 2);
+}
+
 /// A document done without an LLM is not done for a run with one: the
 /// next run with an endpoint extracts its entities instead of skipping it,
 /// and only the run after that skips it.

@@ -61,8 +61,16 @@ fn set_aside(item: &str, reason: SetAsideReason, detail: String) -> Record {
     })
 }
 
+/// The source a file is known by: its canonical absolute path. The same
+/// file is then one source whichever directory kg was started from or
+/// however the path was spelled, and two files never share one; the CLI
+/// relies on that to replace a changed file's earlier version.
 fn source_of(path: &Path) -> String {
-    path.display().to_string()
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 fn is_csv(path: &Path) -> bool {

@@ -53,6 +53,36 @@ fn mixed_tree() -> std::io::Result<tempfile::TempDir> {
     Ok(dir)
 }
 
+/// A relative path and an absolute one to the same files give the same
+/// sources: canonical absolute paths (the key by which a changed file's
+/// earlier version is replaced, so `./a.pdf` in two folders must differ).
+#[test]
+fn sources_are_canonical_absolute_paths() -> std::io::Result<()> {
+    let relative = PathBuf::from("tests/fixtures/pdf/../pdf");
+    let absolute = std::fs::canonicalize(fixture("pdf"))?;
+    let sources = |path: PathBuf| -> Vec<String> {
+        let (records, _) = run(vec![path], IngestConfig::default());
+        let mut s: Vec<String> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Document(d) => Some(d.source.clone()),
+                _ => None,
+            })
+            .collect();
+        s.sort();
+        s
+    };
+    let from_relative = sources(relative);
+    assert!(!from_relative.is_empty());
+    assert_eq!(from_relative, sources(absolute.clone()));
+    for s in &from_relative {
+        assert!(Path::new(s).is_absolute(), "{s}");
+        assert!(s.starts_with(&*absolute.to_string_lossy()), "{s}");
+        assert!(!s.contains(".."), "{s}");
+    }
+    Ok(())
+}
+
 #[test]
 fn good_files_are_read_fully_and_bad_ones_set_aside_with_their_reason() -> std::io::Result<()> {
     let dir = mixed_tree()?;
