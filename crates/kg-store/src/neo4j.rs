@@ -776,6 +776,13 @@ const RANK_FUNCTION_RAW: u8 = 3;
 /// Neither: vectors are read and ranked in the client.
 const RANK_CLIENT: u8 = 4;
 
+/// Whether `e` is the server's answer to a query it does not take (an
+/// unknown procedure or function, a missing index), as opposed to a
+/// failure on the way there.
+fn server_refused(e: &StoreError) -> bool {
+    matches!(e, StoreError::Query { detail, .. } if detail.contains("Neo.ClientError"))
+}
+
 /// A server's similarity score as a cosine (-1..=1). Neo4j's vector index
 /// and its `vector.similarity.cosine()` both report `(1 + cos) / 2`.
 pub fn score_to_cosine(score: f64, normalised: bool) -> f32 {
@@ -842,19 +849,24 @@ impl Neo4jStore {
                     self.ranking.store(RANK_INDEX, Ordering::Relaxed);
                     return Ok(Some(scored_rows(&rows, true)));
                 }
-                Err(e) if mode == RANK_INDEX => return Err(e),
+                // A server that answered "no" has no index; an error on the
+                // way (connection, timeout) says nothing about it.
+                Err(e) if mode == RANK_INDEX || !server_refused(&e) => return Err(e),
                 Err(e) => tracing::debug!("no vector index to search: {e}"),
             }
         }
         let mode = if mode == RANK_UNKNOWN || mode == RANK_INDEX {
-            let probe = self
+            let probe = match self
                 .fetch(
                     query("RETURN vector.similarity.cosine([1.0, 0.0], [0.0, 1.0]) AS x"),
                     "vector function probe",
                 )
                 .await
-                .ok()
-                .and_then(|rows| rows.first().and_then(|r| r.get::<f64>("x").ok()));
+            {
+                Ok(rows) => rows.first().and_then(|r| r.get::<f64>("x").ok()),
+                Err(e) if server_refused(&e) => None,
+                Err(e) => return Err(e),
+            };
             let found = match probe {
                 Some(x) if (x - 0.5).abs() < 1e-6 => RANK_FUNCTION_NORMALISED,
                 Some(x) if x.abs() < 1e-6 => RANK_FUNCTION_RAW,
@@ -1358,6 +1370,23 @@ mod tests {
         assert_eq!(score_to_cosine(0.25, true), -0.5);
         // A server computing the cosine itself is taken as is.
         assert_eq!(score_to_cosine(-0.5, false), -0.5);
+    }
+
+    #[test]
+    fn only_a_server_refusal_means_unsupported() {
+        let q = |detail: &str| StoreError::Query {
+            backend: BACKEND,
+            what: "vector search".into(),
+            detail: detail.into(),
+        };
+        assert!(server_refused(&q(
+            "Neo4j error `Neo.ClientError.Statement.SyntaxError`: Unknown function 'vector.similarity.cosine'"
+        )));
+        assert!(server_refused(&q(
+            "Neo4j error `Neo.ClientError.Procedure.ProcedureCallFailed`: no such vector schema index"
+        )));
+        assert!(!server_refused(&q("IO error: connection reset by peer")));
+        assert!(!server_refused(&q("connection error")));
     }
 
     #[test]
