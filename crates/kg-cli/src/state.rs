@@ -439,7 +439,7 @@ mod tests {
         s.forget_document(&doc).unwrap();
         assert_eq!(s.document_status(&doc).unwrap(), None);
         assert!(!s.is_done_with(&doc, &with_llm).unwrap());
-        assert_eq!(s.document_counts().unwrap(), (1, 0));
+        assert_eq!(s.document_counts().unwrap(), (0, 0));
         assert_eq!(
             s.cached_extraction("m", "v1", &chunk).unwrap(),
             Some(extraction(&chunk))

@@ -13,7 +13,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
-use kg_fake_llm::{FakeConfig, FakeLlm, FakeLlmHandle};
+mod common;
+
+use common::Llm;
+use kg_fake_llm::FakeLlmHandle;
 use kg_store::{EmbeddedConfig, EmbeddedStore, GraphStore, Scope};
 
 fn model_dir() -> String {
@@ -80,45 +83,6 @@ fn run_ok(mut cmd: Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-struct Llm {
-    runtime: tokio::runtime::Runtime,
-    handle: Option<FakeLlmHandle>,
-}
-
-impl Llm {
-    fn start(latency: Duration) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let handle = runtime
-            .block_on(FakeLlm::start(FakeConfig {
-                latency,
-                ..FakeConfig::default()
-            }))
-            .unwrap();
-        Self {
-            runtime,
-            handle: Some(handle),
-        }
-    }
-    fn handle(&self) -> &FakeLlmHandle {
-        self.handle.as_ref().unwrap()
-    }
-    fn chat_requests(&self) -> u64 {
-        self.handle().counters().chat_requests
-    }
-}
-
-impl Drop for Llm {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.runtime.block_on(h.shutdown());
-        }
-    }
 }
 
 /// The graph in an embedded store: node and relationship counts, and the

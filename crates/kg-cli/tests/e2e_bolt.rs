@@ -24,7 +24,10 @@ use std::process::{Command, Output};
 
 use assert_cmd::cargo::CommandCargoExt;
 use kg_core::Record;
-use kg_fake_llm::{FakeConfig, FakeLlm, FakeLlmHandle};
+mod common;
+
+use common::Llm;
+use kg_fake_llm::FakeLlmHandle;
 use kg_store::{
     EmbeddedConfig, EmbeddedStore, GraphCounts, GraphStore, Neo4jConfig, Neo4jStore, Scope, Secret,
 };
@@ -87,52 +90,6 @@ fn run_ok(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-/// The fake OpenAI-compatible server on a runtime of its own.
-struct Llm {
-    runtime: tokio::runtime::Runtime,
-    handle: Option<FakeLlmHandle>,
-}
-
-impl Llm {
-    fn start() -> Self {
-        Self::with_seed(FakeConfig::default().seed)
-    }
-
-    fn with_seed(seed: u64) -> Self {
-        Self::with(seed, std::time::Duration::ZERO)
-    }
-
-    fn with(seed: u64, latency: std::time::Duration) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let handle = runtime
-            .block_on(FakeLlm::start(FakeConfig {
-                seed,
-                latency,
-                ..FakeConfig::default()
-            }))
-            .unwrap();
-        Self {
-            runtime,
-            handle: Some(handle),
-        }
-    }
-    fn handle(&self) -> &FakeLlmHandle {
-        self.handle.as_ref().unwrap()
-    }
-}
-
-impl Drop for Llm {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.runtime.block_on(h.shutdown());
-        }
-    }
 }
 
 /// This test's unique name suffix: the run tag's letters and digits (entity
@@ -201,7 +158,7 @@ fn relation_types(llm: &FakeLlmHandle, text: &str) -> Vec<String> {
 /// must hold exactly the other relations, and only chunks mention entities.
 fn llm_answering_an_entity_mentions(texts: &[String]) -> (Llm, usize) {
     for seed in 0..512 {
-        let llm = Llm::with_seed(seed);
+        let llm = Llm::with_seed(seed, std::time::Duration::ZERO);
         let types: Vec<String> = texts
             .iter()
             .flat_map(|t| relation_types(llm.handle(), t))
@@ -564,7 +521,7 @@ fn kg_run_with_a_wrong_bolt_password_fails_naming_the_uri_not_the_password() {
     let tag = RunTag::new("wrong_bolt_password");
     let s = suffix(&tag);
     bolt.password = format!("wrong-password-{s}");
-    let llm = Llm::start();
+    let llm = Llm::start(std::time::Duration::ZERO);
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path();
     let (docs, _) = corpus(work, &s);
@@ -624,7 +581,7 @@ fn bolt_connection_gauges_are_served_while_a_run_lasts() {
     let work = tmp.path();
     let (docs, _) = corpus(work, &s);
     // Slow answers, one at a time: the run lasts a few seconds.
-    let llm = Llm::with(FakeConfig::default().seed, Duration::from_millis(800));
+    let llm = Llm::start(Duration::from_millis(800));
     let addr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()

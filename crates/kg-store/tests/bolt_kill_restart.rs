@@ -93,6 +93,37 @@ fn big_corpus(tag: &str) -> Vec<Record> {
     out
 }
 
+/// The counts of an undisturbed run: `records` into an embedded store.
+async fn undisturbed_counts(records: &[Record]) -> kg_store::GraphCounts {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = BatchWriter::new(
+        EmbeddedStore::open(&EmbeddedConfig {
+            data_dir: dir.path().into(),
+        })
+        .unwrap(),
+        writer_config(dir.path()),
+    );
+    write_ok(&reference, records.to_vec()).await;
+    reference.sink().counts(&Scope::All).await.unwrap()
+}
+
+/// Waits (a minute at most) until the server holds `n` chunks: some have
+/// landed, the rest are in flight.
+async fn wait_for_chunks(server: &PrivateServer, n: u64) {
+    let probe = Neo4jStore::connect(config(server)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = probe
+            .counts(&Scope::All)
+            .await
+            .map(|c| c.nodes.get("Chunk").copied().unwrap_or(0));
+        if matches!(got, Ok(got) if got >= n) || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bolt_server_killed_mid_write_then_rerun_matches_undisturbed_counts() {
     let server = PrivateServer::start().await.unwrap();
@@ -103,22 +134,7 @@ async fn bolt_server_killed_mid_write_then_rerun_matches_undisturbed_counts() {
     let tag = unique_tag("kill");
     let records = big_corpus(&tag);
 
-    // The undisturbed run: the same input into the embedded store.
-    let reference_dir = tempfile::tempdir().unwrap();
-    let reference = BatchWriter::new(
-        EmbeddedStore::open(&EmbeddedConfig {
-            data_dir: reference_dir.path().into(),
-        })
-        .unwrap(),
-        writer_config(reference_dir.path()),
-    );
-    reference
-        .write_records(records.clone())
-        .await
-        .unwrap()
-        .check()
-        .unwrap();
-    let want = reference.sink().counts(&Scope::All).await.unwrap();
+    let want = undisturbed_counts(&records).await;
 
     // Small fixed batches make for many transactions; retries span ~40 s.
     let cfg = WriterConfig {
@@ -137,18 +153,7 @@ async fn bolt_server_killed_mid_write_then_rerun_matches_undisturbed_counts() {
     let write = tokio::spawn(async move { w.write_records(input).await });
 
     // Kill once some chunks have landed, while the rest are in flight.
-    let probe = Neo4jStore::connect(config(&server)).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = probe
-            .counts(&Scope::All)
-            .await
-            .map(|c| c.nodes.get("Chunk").copied().unwrap_or(0));
-        if matches!(n, Ok(n) if n >= 2_000) || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_chunks(&server, 2_000).await;
     assert!(
         !write.is_finished(),
         "the write finished before the kill: make the corpus bigger"
@@ -206,21 +211,7 @@ async fn bolt_server_down_past_retries_dead_letters_then_rerun_completes() {
 
     let tag = unique_tag("down");
     let records = big_corpus(&tag);
-    let reference_dir = tempfile::tempdir().unwrap();
-    let reference = BatchWriter::new(
-        EmbeddedStore::open(&EmbeddedConfig {
-            data_dir: reference_dir.path().into(),
-        })
-        .unwrap(),
-        writer_config(reference_dir.path()),
-    );
-    reference
-        .write_records(records.clone())
-        .await
-        .unwrap()
-        .check()
-        .unwrap();
-    let want = reference.sink().counts(&Scope::All).await.unwrap();
+    let want = undisturbed_counts(&records).await;
 
     // Two quick attempts per batch: the writer gives up long before the
     // server is back.
@@ -239,18 +230,7 @@ async fn bolt_server_down_past_retries_dead_letters_then_rerun_completes() {
     let input = records.clone();
     let write = tokio::spawn(async move { w.write_records(input).await });
 
-    let probe = Neo4jStore::connect(config(&server)).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = probe
-            .counts(&Scope::All)
-            .await
-            .map(|c| c.nodes.get("Chunk").copied().unwrap_or(0));
-        if matches!(n, Ok(n) if n >= 2_000) || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_chunks(&server, 2_000).await;
     assert!(
         !write.is_finished(),
         "the write finished before the kill: make the corpus bigger"

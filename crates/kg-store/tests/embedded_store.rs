@@ -62,13 +62,8 @@ async fn embedded_supersede_failure_leaves_the_old_version_whole() {
     all.extend(v2.iter().cloned());
     let scope = Scope::Ids(node_ids(&all));
     let writer = BatchWriter::new(store, writer_config(dir.path()));
-    writer
-        .write_records(v1.clone())
-        .await
-        .unwrap()
-        .check()
-        .unwrap();
-    writer.write_records(v2).await.unwrap().check().unwrap();
+    write_ok(&writer, v1.clone()).await;
+    write_ok(&writer, v2).await;
     let before = writer.sink().counts(&scope).await.unwrap();
     writer
         .sink()
@@ -122,12 +117,7 @@ async fn embedded_entity_relation_named_mentions_is_not_a_chunk_mention() {
         chunk_ids: from.chunk_ids.clone(),
     }));
     let writer = BatchWriter::new(open(dir.path()), writer_config(dir.path()));
-    writer
-        .write_records(records.clone())
-        .await
-        .unwrap()
-        .check()
-        .unwrap();
+    write_ok(&writer, records.clone()).await;
     let back = writer
         .sink()
         .read_records(&Scope::Ids(node_ids(&records)))
@@ -193,12 +183,7 @@ async fn embedded_store_persists_and_exports_its_records() {
     let records = fixture(&tag);
     {
         let writer = BatchWriter::new(open(dir.path()), writer_config(dir.path()));
-        writer
-            .write_records(records.clone())
-            .await
-            .unwrap()
-            .check()
-            .unwrap();
+        write_ok(&writer, records.clone()).await;
     }
     // Reopened from disk, then exported through a writer into a second
     // embedded store: the same graph comes out.

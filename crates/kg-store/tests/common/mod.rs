@@ -53,6 +53,16 @@ fn rel(s: &str) -> RelType {
     RelType::new(s).unwrap()
 }
 
+/// Writes `records` and fails the test on any failed batch.
+pub async fn write_ok<S: kg_store::GraphSink>(writer: &BatchWriter<S>, records: Vec<Record>) {
+    writer
+        .write_records(records)
+        .await
+        .unwrap()
+        .check()
+        .unwrap();
+}
+
 /// A realistic small corpus: two documents (a PDF with pages, a Markdown
 /// file), their chunks, what an LLM extracted from each chunk, the resolved
 /// entities and relations, chunk and entity embeddings, and a CSV mapping
@@ -827,13 +837,8 @@ pub async fn check_supersede<S: GraphStore>(
     let mut all = v1.clone();
     all.extend(v2.iter().cloned());
     let scope = Scope::Ids(node_ids(&all));
-    writer
-        .write_records(v1.clone())
-        .await
-        .unwrap()
-        .check()
-        .unwrap();
-    writer.write_records(v2).await.unwrap().check().unwrap();
+    write_ok(writer, v1.clone()).await;
+    write_ok(writer, v2).await;
     let before = writer.sink().counts(&scope).await.unwrap();
     assert_eq!(before.nodes["Document"], 3, "{before:?}");
     assert_eq!(before.nodes["Chunk"], 6, "{before:?}");

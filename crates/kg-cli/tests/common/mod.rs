@@ -1,0 +1,59 @@
+//! What the kg-cli end-to-end tests share: the fake LLM server on a
+//! runtime of its own (the tests drive the `kg` binary from plain threads).
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use kg_fake_llm::{FakeConfig, FakeLlm, FakeLlmHandle};
+
+/// The fake OpenAI-compatible server, shut down when dropped.
+pub struct Llm {
+    runtime: tokio::runtime::Runtime,
+    handle: Option<FakeLlmHandle>,
+}
+
+impl Llm {
+    /// The server with its default seed, answering after `latency`.
+    pub fn start(latency: Duration) -> Self {
+        Self::with_seed(FakeConfig::default().seed, latency)
+    }
+
+    /// The server with `seed` (which picks its relation types and faults),
+    /// answering after `latency`.
+    pub fn with_seed(seed: u64, latency: Duration) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime
+            .block_on(FakeLlm::start(FakeConfig {
+                seed,
+                latency,
+                ..FakeConfig::default()
+            }))
+            .unwrap();
+        Self {
+            runtime,
+            handle: Some(handle),
+        }
+    }
+
+    /// The running server.
+    pub fn handle(&self) -> &FakeLlmHandle {
+        self.handle.as_ref().unwrap()
+    }
+
+    /// Chat completions served so far.
+    pub fn chat_requests(&self) -> u64 {
+        self.handle().counters().chat_requests
+    }
+}
+
+impl Drop for Llm {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.runtime.block_on(h.shutdown());
+        }
+    }
+}
