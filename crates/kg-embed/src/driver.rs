@@ -498,14 +498,24 @@ where
         stop: options.cancel.child_token(),
     };
     let worker_embedder = Arc::clone(&embedder);
+    let worker_stop = shared.stop.clone();
     let (input, output) =
         WorkerPool::start(&pool_config, shared.stop.clone(), move |batch: Batch| {
             let embedder = Arc::clone(&worker_embedder);
+            let stop = worker_stop.clone();
             async move {
                 let texts: Vec<String> = batch.items.iter().map(|i| i.text.clone()).collect();
                 match embedder.embed(&texts).await {
                     Ok(vectors) => Ok((batch, vectors)),
-                    Err(e) => Err((batch, e)),
+                    Err(e) => {
+                        // Stop here, before this worker takes another batch:
+                        // waiting for the consumer to see the error let a
+                        // worker send one more request with a rejected key.
+                        if e.is_fatal() {
+                            stop.cancel();
+                        }
+                        Err((batch, e))
+                    }
                 }
             }
         });
