@@ -671,6 +671,9 @@ pub async fn replace_earlier_versions<S: GraphStore>(
         }
         match store.remove_document(id).await {
             Ok(r) => {
+                let _ = ctx
+                    .state
+                    .clear_dead_letters_of(&format!("earlier version {id}"));
                 documents += 1;
                 chunks += r.chunks;
                 entities += r.entities;
@@ -1041,7 +1044,19 @@ async fn route(
             if done || skipped.contains(&d.id) {
                 tracing::info!(file = %d.source, document = %d.id, "unchanged since a finished run, skipped");
                 ctx.stats.documents_unchanged.add(1);
-                skipped.insert(d.id);
+                // Moved or renamed (same content, another path): the graph
+                // and the state take the new source, so that the file's
+                // next edit finds this version to replace.
+                let moved = !skipped.contains(&d.id)
+                    && matches!(ctx.state.document_source(&d.id), Ok(Some(old)) if old != d.source);
+                skipped.insert(d.id.clone());
+                if moved {
+                    tracing::info!(file = %d.source, document = %d.id, "moved or renamed: the document takes the new path");
+                    if let Err(e) = ctx.state.set_document_source(&d.id, &d.source) {
+                        tracing::error!(file = %d.source, "cannot record the new path in the run state: {}", crate::logging::cause_chain(&e));
+                    }
+                    return send(store_tx, Record::Document(d)).await;
+                }
                 return true;
             }
             if let Err(e) = ctx.state.document_started(&d.id, &d.source) {

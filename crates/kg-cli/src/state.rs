@@ -138,8 +138,16 @@ impl RunState {
             .map_err(err)?
             > 0;
         if !has_stages {
-            conn.execute_batch("ALTER TABLE documents ADD COLUMN stages TEXT")
-                .map_err(err)?;
+            match conn.execute_batch("ALTER TABLE documents ADD COLUMN stages TEXT") {
+                Ok(()) => tracing::info!(
+                    state = %path.display(),
+                    "run state upgraded: documents done before are processed once more \
+                     (from the caches: no LLM call for an unchanged model and prompt)"
+                ),
+                // Another process opening the same old state added it first.
+                Err(e) if e.to_string().contains("duplicate column") => {}
+                Err(e) => return Err(err(e)),
+            }
         }
         Ok(Self {
             conn: Mutex::new(conn),
@@ -212,6 +220,30 @@ impl RunState {
                 "UPDATE documents SET status = 'done', chunks = ?2, updated_at = ?3, stages = ?4 \
                  WHERE id = ?1",
                 params![id.as_str(), chunks as i64, now(), stages],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// The source a document was last recorded under.
+    pub fn document_source(&self, id: &DocumentId) -> Result<Option<String>, StateError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT source FROM documents WHERE id = ?1",
+                params![id.as_str()],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Records that a document's file is now at `source` (moved or
+    /// renamed, same content).
+    pub fn set_document_source(&self, id: &DocumentId, source: &str) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE documents SET source = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id.as_str(), source, now()],
             )
         })
         .map(|_| ())

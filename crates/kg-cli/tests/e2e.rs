@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::cargo::CommandCargoExt;
 mod common;
 
-use common::Llm;
+use common::{http_get, Llm};
 use kg_fake_llm::FakeLlmHandle;
 use kg_store::{EmbeddedConfig, EmbeddedStore, GraphStore, Scope};
 
@@ -400,6 +400,53 @@ fn a_changed_document_replaces_its_earlier_version_in_the_graph() {
     assert_eq!(graph(&live), first);
 }
 
+/// A renamed file (same content) takes its new path in the graph without
+/// being processed again, so that its next edit replaces it: one document
+/// throughout.
+#[test]
+fn a_renamed_file_keeps_one_document_through_its_next_edit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("draft.md"), "# Draft\n\nThe first text.\n").unwrap();
+    let run = || {
+        let mut cmd = kg(tmp.path());
+        cmd.arg("run").arg(&docs);
+        String::from_utf8_lossy(&run_ok(cmd).stderr).into_owned()
+    };
+    let sources = || -> Vec<String> {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = EmbeddedStore::open(&EmbeddedConfig {
+                data_dir: tmp.path().join("kg-data"),
+            })
+            .unwrap();
+            store
+                .read_records(&Scope::All)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|r| match r {
+                    kg_core::Record::Document(d) => Some(d.source),
+                    _ => None,
+                })
+                .collect()
+        })
+    };
+    run();
+    std::fs::rename(docs.join("draft.md"), docs.join("final.md")).unwrap();
+    let stderr = run();
+    assert!(stderr.contains("1 unchanged, skipped"), "{stderr}");
+    let after_rename = sources();
+    assert_eq!(after_rename.len(), 1);
+    assert!(after_rename[0].ends_with("final.md"), "{after_rename:?}");
+
+    std::fs::write(docs.join("final.md"), "# Final\n\nThe edited text.\n").unwrap();
+    let stderr = run();
+    assert!(stderr.contains("replaced 1 earlier version"), "{stderr}");
+    assert_eq!(sources().len(), 1);
+}
+
 /// Two folders, each with its own `notes.md`, run as `kg run .` from inside
 /// each into one data dir: two documents, neither replacing the other (a
 /// source is the file's absolute path, not the path as typed).
@@ -629,20 +676,6 @@ fn dry_run_estimates_without_calling() {
     assert!(text.contains("estimated cost"), "{text}");
     assert!(text.contains("LLM calls"), "{text}");
     assert_eq!(llm.chat_requests(), 0);
-}
-
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
 }
 
 #[test]

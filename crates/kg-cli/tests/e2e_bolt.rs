@@ -26,7 +26,7 @@ use assert_cmd::cargo::CommandCargoExt;
 use kg_core::Record;
 mod common;
 
-use common::Llm;
+use common::{http_get, Llm};
 use kg_fake_llm::FakeLlmHandle;
 use kg_store::{
     EmbeddedConfig, EmbeddedStore, GraphCounts, GraphStore, Neo4jConfig, Neo4jStore, Scope, Secret,
@@ -551,21 +551,6 @@ fn kg_run_with_a_wrong_bolt_password_fails_naming_the_uri_not_the_password() {
 fn sample(body: &str, name: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-        .ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
 }
 
 /// `--metrics-addr` on a run into Bolt serves, while the run lasts, the

@@ -780,7 +780,16 @@ const RANK_CLIENT: u8 = 4;
 /// unknown procedure or function, a missing index), as opposed to a
 /// failure on the way there.
 fn server_refused(e: &StoreError) -> bool {
-    matches!(e, StoreError::Query { detail, .. } if detail.contains("Neo.ClientError"))
+    // Not every client error: a timed-out transaction or a missing
+    // database says nothing about the index or the function.
+    const REFUSALS: &[&str] = &[
+        "Neo.ClientError.Procedure.",
+        "Neo.ClientError.Statement.SyntaxError",
+        "Neo.ClientError.Statement.SemanticError",
+        "Neo.ClientError.Statement.NotSupported",
+        "Neo.ClientError.Schema.",
+    ];
+    matches!(e, StoreError::Query { detail, .. } if REFUSALS.iter().any(|r| detail.contains(r)))
 }
 
 /// A server's similarity score as a cosine (-1..=1). Neo4j's vector index
@@ -1384,6 +1393,13 @@ mod tests {
         )));
         assert!(server_refused(&q(
             "Neo4j error `Neo.ClientError.Procedure.ProcedureCallFailed`: no such vector schema index"
+        )));
+        // ArcadeDB's answer to the vector index procedure.
+        assert!(server_refused(&q(
+            "Neo4j error `Neo.ClientError.Statement.SemanticError`: Error executing procedure"
+        )));
+        assert!(!server_refused(&q(
+            "Neo4j error `Neo.ClientError.Transaction.TransactionTimedOut`: timed out"
         )));
         assert!(!server_refused(&q("IO error: connection reset by peer")));
         assert!(!server_refused(&q("connection error")));

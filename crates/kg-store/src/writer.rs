@@ -535,7 +535,6 @@ impl<S: GraphSink> BatchWriter<S> {
         records: impl Stream<Item = Record>,
     ) -> Result<WriteReport, StoreError> {
         let started = Instant::now();
-        self.maybe_try_again();
         let mut report = WriteReport::default();
         let mut windows = std::pin::pin!(records.chunks(self.config.window_records.max(1)));
         let mut planned = match windows.next().await {
@@ -573,6 +572,9 @@ impl<S: GraphSink> BatchWriter<S> {
         window: &[Record],
         groups: Vec<Group>,
     ) -> Result<WriteReport, StoreError> {
+        // Also between windows of one long write (one channel for a whole
+        // run): a store that came back is found again.
+        self.maybe_try_again();
         let mut report = WriteReport {
             records: window.len() as u64,
             ..WriteReport::default()
@@ -723,10 +725,7 @@ impl<S: GraphSink> BatchWriter<S> {
                 Ok(()) => {
                     metrics::histogram!(BATCH_ROWS, "group" => batch.key.kind())
                         .record(batch.rows.len() as f64);
-                    self.unreachable_streak
-                        .store(0, std::sync::atomic::Ordering::Relaxed);
-                    self.probing
-                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    self.store_answered();
                     return Outcome {
                         batch,
                         records,
@@ -755,6 +754,10 @@ impl<S: GraphSink> BatchWriter<S> {
                         );
                         tokio::time::sleep(wait).await;
                         continue;
+                    }
+                    if !f.unreachable {
+                        // The server answered (even "not now"): it is there.
+                        self.store_answered();
                     }
                     if f.unreachable {
                         let streak = self
@@ -806,6 +809,11 @@ impl<S: GraphSink> BatchWriter<S> {
     /// Tries the store again from scratch (full retries): the user says it
     /// is back ([`rerun_dead_letters`]).
     pub fn reset_unreachable(&self) {
+        self.store_answered();
+    }
+
+    /// The store answered: closes the breaker (no streak, full retries).
+    fn store_answered(&self) {
         self.unreachable_streak
             .store(0, std::sync::atomic::Ordering::Relaxed);
         self.probing
@@ -1322,6 +1330,52 @@ mod tests {
         let rerun = rerun_dead_letters(&writer).await.unwrap();
         rerun.check().unwrap();
         assert!(rerun.records >= records.len() as u64);
+    }
+
+    /// A probe that reaches a server which answers "not now" (a transient
+    /// error, not a dead connection) closes the breaker: the batches after
+    /// it get their full retries again, and the write after that lands.
+    #[tokio::test]
+    async fn a_store_that_answers_closes_the_breaker() {
+        use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+        let dir = tempfile::tempdir().unwrap();
+        // 0: down (connection refused), 1: starting up, 2: up.
+        let phase = Arc::new(AtomicU8::new(0));
+        let now = phase.clone();
+        let rule = FailRule(Arc::new(move |_: &Batch, _| match now.load(Relaxed) {
+            0 => Some(BatchFailure {
+                unreachable: true,
+                ..BatchFailure::transient("connection refused")
+            }),
+            1 => Some(BatchFailure::transient(
+                "Neo.TransientError.General.DatabaseUnavailable: starting",
+            )),
+            _ => None,
+        }));
+        let mut cfg = config(dir.path()).fixed_batch_rows(100);
+        cfg.node_concurrency = 1;
+        cfg.unreachable_retry_after = Duration::from_millis(50);
+        let writer = BatchWriter::new(MemorySink::failing(rule), cfg);
+        let down = writer.write_records(corpus(1, 500)).await.unwrap();
+        assert!(down.failed_batches.iter().any(|b| b.attempts == 0));
+
+        phase.store(1, Relaxed);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let starting = writer.write_records(corpus(1, 500)).await.unwrap();
+        assert_eq!(starting.failed_batches[0].attempts, 1, "the probe");
+        assert!(
+            starting.failed_batches[1..].iter().all(|b| b.attempts == 3),
+            "full retries once the server answered: {:?}",
+            starting.failed_batches
+        );
+
+        phase.store(2, Relaxed);
+        writer
+            .write_records(corpus(1, 500))
+            .await
+            .unwrap()
+            .check()
+            .unwrap();
     }
 
     #[tokio::test]

@@ -124,40 +124,53 @@ async fn wait_for_chunks(server: &PrivateServer, n: u64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bolt_server_killed_mid_write_then_rerun_matches_undisturbed_counts() {
-    let server = PrivateServer::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = wait_until_up(&server).await;
+/// A write of `records` into `server` in 100-row batches, running in the
+/// background, with `retry`; returns once 2,000 chunks have landed and the
+/// rest are in flight (the moment to kill the server).
+async fn write_until_half_way(
+    server: &PrivateServer,
+    dir: &std::path::Path,
+    records: &[Record],
+    retry: RetryPolicy,
+) -> (
+    Arc<BatchWriter<Neo4jStore>>,
+    tokio::task::JoinHandle<Result<kg_store::WriteReport, StoreError>>,
+) {
+    let store = wait_until_up(server).await;
     store.ensure_schema(None).await.unwrap();
-
-    let tag = unique_tag("kill");
-    let records = big_corpus(&tag);
-
-    let want = undisturbed_counts(&records).await;
-
-    // Small fixed batches make for many transactions; retries span ~40 s.
     let cfg = WriterConfig {
-        dead_letter: dir.path().join("dead-letter.jsonl"),
-        retry: RetryPolicy {
-            max_attempts: 10,
-            initial_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(5),
-        },
+        dead_letter: dir.join("dead-letter.jsonl"),
+        retry,
         ..WriterConfig::default()
     }
     .fixed_batch_rows(100);
     let writer = Arc::new(BatchWriter::new(store, cfg));
     let w = writer.clone();
-    let input = records.clone();
+    let input = records.to_vec();
     let write = tokio::spawn(async move { w.write_records(input).await });
-
-    // Kill once some chunks have landed, while the rest are in flight.
-    wait_for_chunks(&server, 2_000).await;
+    wait_for_chunks(server, 2_000).await;
     assert!(
         !write.is_finished(),
         "the write finished before the kill: make the corpus bigger"
     );
+    (writer, write)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bolt_server_killed_mid_write_then_rerun_matches_undisturbed_counts() {
+    let server = PrivateServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tag = unique_tag("kill");
+    let records = big_corpus(&tag);
+    let want = undisturbed_counts(&records).await;
+
+    // Retries span ~40 s: longer than the restart takes.
+    let retry = RetryPolicy {
+        max_attempts: 10,
+        initial_backoff: Duration::from_millis(250),
+        max_backoff: Duration::from_secs(5),
+    };
+    let (writer, write) = write_until_half_way(&server, dir.path(), &records, retry).await;
     server.kill().await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.restart().await.unwrap();
@@ -206,35 +219,18 @@ async fn bolt_server_killed_mid_write_then_rerun_matches_undisturbed_counts() {
 async fn bolt_server_down_past_retries_dead_letters_then_rerun_completes() {
     let server = PrivateServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = wait_until_up(&server).await;
-    store.ensure_schema(None).await.unwrap();
-
     let tag = unique_tag("down");
     let records = big_corpus(&tag);
     let want = undisturbed_counts(&records).await;
 
     // Two quick attempts per batch: the writer gives up long before the
     // server is back.
-    let cfg = WriterConfig {
-        dead_letter: dir.path().join("dead-letter.jsonl"),
-        retry: RetryPolicy {
-            max_attempts: 2,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(200),
-        },
-        ..WriterConfig::default()
-    }
-    .fixed_batch_rows(100);
-    let writer = Arc::new(BatchWriter::new(store, cfg));
-    let w = writer.clone();
-    let input = records.clone();
-    let write = tokio::spawn(async move { w.write_records(input).await });
-
-    wait_for_chunks(&server, 2_000).await;
-    assert!(
-        !write.is_finished(),
-        "the write finished before the kill: make the corpus bigger"
-    );
+    let retry = RetryPolicy {
+        max_attempts: 2,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(200),
+    };
+    let (writer, write) = write_until_half_way(&server, dir.path(), &records, retry).await;
     server.kill().await.unwrap();
     let report = write.await.unwrap().unwrap();
     eprintln!(

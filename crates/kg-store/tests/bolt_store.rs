@@ -96,12 +96,7 @@ async fn bolt_connections_in_use_are_counted_and_given_back() {
         })
     };
     let writer = BatchWriter::new(store.clone(), writer_config(dir.path()));
-    writer
-        .write_records(records)
-        .await
-        .unwrap()
-        .check()
-        .unwrap();
+    write_ok(&writer, records).await;
     stop.store(true, Ordering::Relaxed);
     sampler.await.unwrap();
     let peak = peak.load(Ordering::Relaxed);

@@ -1,5 +1,6 @@
 //! What the kg-cli end-to-end tests share: the fake LLM server on a
-//! runtime of its own (the tests drive the `kg` binary from plain threads).
+//! runtime of its own (the tests drive the `kg` binary from plain threads),
+//! and a plain HTTP GET for the metrics endpoint.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -56,4 +57,20 @@ impl Drop for Llm {
             self.runtime.block_on(h.shutdown());
         }
     }
+}
+
+/// `GET path` from `addr`: the whole answer, status line and headers
+/// included; `None` when nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
 }
