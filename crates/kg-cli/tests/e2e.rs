@@ -74,15 +74,7 @@ fn with_llm(mut cmd: Command, llm: &FakeLlmHandle) -> Command {
 }
 
 fn run_ok(mut cmd: Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::run_ok(&mut cmd)
 }
 
 /// The graph in an embedded store: node and relationship counts, and the

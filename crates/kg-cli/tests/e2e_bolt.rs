@@ -20,13 +20,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use assert_cmd::cargo::CommandCargoExt;
 use kg_core::Record;
 mod common;
 
-use common::{http_get, Llm};
+use common::{http_get, run_ok, Llm};
 use kg_fake_llm::FakeLlmHandle;
 use kg_store::{
     EmbeddedConfig, EmbeddedStore, GraphCounts, GraphStore, Neo4jConfig, Neo4jStore, Scope, Secret,
@@ -78,18 +78,6 @@ fn with_bolt(cmd: &mut Command, bolt: &BoltSettings) {
     if let Some(db) = &bolt.database {
         cmd.env("NEO4J_DATABASE", db);
     }
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// This test's unique name suffix: the run tag's letters and digits (entity

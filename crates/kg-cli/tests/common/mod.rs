@@ -3,6 +3,7 @@
 //! and a plain HTTP GET for the metrics endpoint.
 #![allow(dead_code)]
 
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use kg_fake_llm::{FakeConfig, FakeLlm, FakeLlmHandle};
@@ -73,4 +74,17 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     Some(body)
+}
+
+/// Runs `cmd` and fails the test, with its output, unless it exits 0.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
