@@ -24,12 +24,32 @@ pub enum MediaType {
     Csv,
 }
 
+impl MediaType {
+    /// Its name, as in JSON and in the graph: `pdf`, `text`, `markdown`,
+    /// `csv`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pdf => "pdf",
+            Self::Text => "text",
+            Self::Markdown => "markdown",
+            Self::Csv => "csv",
+        }
+    }
+
+    /// The media type `name` ([`Self::as_str`]) stands for.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Pdf, Self::Text, Self::Markdown, Self::Csv]
+            .into_iter()
+            .find(|m| m.as_str() == name)
+    }
+}
+
 /// A source file, as read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Document {
     /// Content address of the bytes.
     pub id: DocumentId,
-    /// Where it was read from (a path as given by the user).
+    /// Where it was read from: the file's canonical absolute path.
     pub source: String,
     /// A title, where the file has one (PDF metadata, first Markdown heading).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,4 +326,26 @@ pub enum Record {
     Edge(GraphEdge),
     /// An input set aside, with its reason.
     SetAside(SetAside),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_type_names_are_their_json_names_and_read_back() {
+        for m in [
+            MediaType::Pdf,
+            MediaType::Text,
+            MediaType::Markdown,
+            MediaType::Csv,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&m).unwrap(),
+                format!("\"{}\"", m.as_str())
+            );
+            assert_eq!(MediaType::from_name(m.as_str()), Some(m));
+        }
+        assert_eq!(MediaType::from_name("docx"), None);
+    }
 }

@@ -33,7 +33,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::EmbeddedConfig;
 use crate::error::{BatchFailure, StoreError};
-use crate::neo4j::{cosine, media_type_of, top_k};
+use crate::neo4j::{cosine, media_type, top_k};
 use crate::plan::{Batch, GroupKey, Param, Row, RESERVED_PROPERTY_KEYS};
 use crate::store::{
     CurrentDocument, EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, Removed,
@@ -174,20 +174,32 @@ fn ensure_node(tx: &Connection, table_label: &str, id: &str) -> rusqlite::Result
     }
 }
 
-fn upsert_rel(
+/// `MERGE (a)-[:rel]->(b)`, with placeholder ends.
+fn ensure_rel(
     tx: &Connection,
     (src_label, src): (&str, &str),
     rel: &str,
     (dst_label, dst): (&str, &str),
-) -> rusqlite::Result<Option<String>> {
+) -> rusqlite::Result<()> {
     ensure_node(tx, src_label, src)?;
     ensure_node(tx, dst_label, dst)?;
     tx.prepare_cached(
         "INSERT OR IGNORE INTO rels (src, type, dst, src_label, dst_label) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute([src, rel, dst, src_label, dst_label])?;
+    .execute([src, rel, dst, src_label, dst_label])
+    .map(drop)
+}
+
+/// [`ensure_rel`], then the relationship's properties (for a merge).
+fn upsert_rel(
+    tx: &Connection,
+    from: (&str, &str),
+    rel: &str,
+    to: (&str, &str),
+) -> rusqlite::Result<Option<String>> {
+    ensure_rel(tx, from, rel, to)?;
     tx.prepare_cached("SELECT props FROM rels WHERE src = ?1 AND type = ?2 AND dst = ?3")?
-        .query_row([src, rel, dst], |r| r.get(0))
+        .query_row([from.1, rel, to.1], |r| r.get(0))
         .optional()
 }
 
@@ -323,7 +335,7 @@ fn write_rows(tx: &Connection, key: &GroupKey, rows: &[Row]) -> rusqlite::Result
         }
         GroupKey::HasChunk => {
             for r in rows {
-                upsert_rel(
+                ensure_rel(
                     tx,
                     ("Document", r.str("document")),
                     "HAS_CHUNK",
@@ -333,7 +345,7 @@ fn write_rows(tx: &Connection, key: &GroupKey, rows: &[Row]) -> rusqlite::Result
         }
         GroupKey::NextChunk => {
             for r in rows {
-                upsert_rel(
+                ensure_rel(
                     tx,
                     ("Chunk", r.str("from")),
                     "NEXT_CHUNK",
@@ -343,7 +355,7 @@ fn write_rows(tx: &Connection, key: &GroupKey, rows: &[Row]) -> rusqlite::Result
         }
         GroupKey::Mentions => {
             for r in rows {
-                upsert_rel(
+                ensure_rel(
                     tx,
                     ("Chunk", r.str("chunk")),
                     "MENTIONS",
@@ -836,7 +848,7 @@ fn read_all(c: &Connection, scope: &Scope) -> rusqlite::Result<Vec<Record>> {
             title: r.get(2)?,
             sha256: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
             pages: u32_of(r.get(4)?),
-            media_type: media_type_of(r.get::<_, Option<String>>(5)?.as_deref()),
+            media_type: media_type(r.get::<_, Option<String>>(5)?.as_deref()),
             bytes: r
                 .get::<_, Option<i64>>(6)?
                 .and_then(|b| u64::try_from(b).ok())

@@ -637,17 +637,9 @@ fn csv_properties(map: &BoltType) -> (BTreeMap<PropertyKey, PropertyValue>, Stri
     (out, source, line)
 }
 
-fn media_type(s: Option<&str>) -> MediaType {
-    match s {
-        Some("pdf") => MediaType::Pdf,
-        Some("markdown") => MediaType::Markdown,
-        Some("csv") => MediaType::Csv,
-        _ => MediaType::Text,
-    }
-}
-
-pub(crate) fn media_type_of(s: Option<&str>) -> MediaType {
-    media_type(s)
+/// A stored media type name; anything unknown reads as text.
+pub(crate) fn media_type(s: Option<&str>) -> MediaType {
+    s.and_then(MediaType::from_name).unwrap_or(MediaType::Text)
 }
 
 /// Runs `q` inside `txn` and collects every row.
@@ -794,7 +786,7 @@ fn server_refused(e: &StoreError) -> bool {
 
 /// A server's similarity score as a cosine (-1..=1). Neo4j's vector index
 /// and its `vector.similarity.cosine()` both report `(1 + cos) / 2`.
-pub fn score_to_cosine(score: f64, normalised: bool) -> f32 {
+fn score_to_cosine(score: f64, normalised: bool) -> f32 {
     if normalised {
         (2.0 * score - 1.0) as f32
     } else {

@@ -296,15 +296,7 @@ pub fn plan(records: &[Record]) -> Vec<Group> {
                 let mut props = vec![
                     ("source".to_owned(), s(&d.source)),
                     ("sha256".to_owned(), s(&d.sha256)),
-                    (
-                        "media_type".to_owned(),
-                        s(match d.media_type {
-                            kg_core::MediaType::Pdf => "pdf",
-                            kg_core::MediaType::Text => "text",
-                            kg_core::MediaType::Markdown => "markdown",
-                            kg_core::MediaType::Csv => "csv",
-                        }),
-                    ),
+                    ("media_type".to_owned(), s(d.media_type.as_str())),
                     ("bytes".to_owned(), Param::Int(d.bytes as i64)),
                 ];
                 if let Some(t) = &d.title {

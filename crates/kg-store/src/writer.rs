@@ -378,15 +378,6 @@ impl WriteReport {
         }
     }
 
-    /// Mean time of a committed transaction.
-    pub fn avg_batch_time(&self) -> Duration {
-        if self.batches == 0 {
-            Duration::ZERO
-        } else {
-            self.batch_time / self.batches as u32
-        }
-    }
-
     /// Rows written per second of wall time.
     pub fn rows_per_sec(&self) -> f64 {
         let s = self.total_time.as_secs_f64();
@@ -504,14 +495,6 @@ impl<S: GraphSink> BatchWriter<S> {
     /// The configuration.
     pub fn config(&self) -> &WriterConfig {
         &self.config
-    }
-
-    /// The batch size the writer would use next for each kind of group.
-    pub fn current_batch_sizes(&self) -> HashMap<&'static str, usize> {
-        self.sizers
-            .lock()
-            .map(|s| s.iter().map(|(k, v)| (*k, v.next_size())).collect())
-            .unwrap_or_default()
     }
 
     /// Writes a vector of records (convenience over [`Self::write_stream`]).
@@ -656,14 +639,16 @@ impl<S: GraphSink> BatchWriter<S> {
         Ok(())
     }
 
+    /// Runs `f` on the sizer of `kind` (created on first use); `None` if
+    /// the lock is poisoned.
+    fn with_sizer<T>(&self, kind: &'static str, f: impl FnOnce(&mut BatchSizer) -> T) -> Option<T> {
+        let mut sizers = self.sizers.lock().ok()?;
+        Some(f(sizers.entry(kind).or_insert_with(|| self.new_sizer())))
+    }
+
     fn sizer_size(&self, kind: &'static str) -> usize {
-        match self.sizers.lock() {
-            Ok(mut s) => s
-                .entry(kind)
-                .or_insert_with(|| self.new_sizer())
-                .next_size(),
-            Err(_) => self.config.initial_batch_rows,
-        }
+        self.with_sizer(kind, |s| s.next_size())
+            .unwrap_or(self.config.initial_batch_rows)
     }
 
     fn new_sizer(&self) -> BatchSizer {
@@ -736,11 +721,7 @@ impl<S: GraphSink> BatchWriter<S> {
                 }
                 Err(f) => {
                     if f.too_big {
-                        if let Ok(mut s) = self.sizers.lock() {
-                            s.entry(batch.key.kind())
-                                .or_insert_with(|| self.new_sizer())
-                                .on_too_big();
-                        }
+                        self.with_sizer(batch.key.kind(), BatchSizer::on_too_big);
                     }
                     if f.class == FailureClass::Transient && attempts < max {
                         metrics::counter!(RETRIES, "group" => batch.key.kind()).increment(1);
@@ -758,8 +739,7 @@ impl<S: GraphSink> BatchWriter<S> {
                     if !f.unreachable {
                         // The server answered (even "not now"): it is there.
                         self.store_answered();
-                    }
-                    if f.unreachable {
+                    } else {
                         let streak = self
                             .unreachable_streak
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -844,11 +824,9 @@ impl<S: GraphSink> BatchWriter<S> {
                 report.batches += 1;
                 report.batch_sizes.push(rows);
                 report.batch_time += outcome.elapsed;
-                if let Ok(mut s) = self.sizers.lock() {
-                    s.entry(outcome.batch.key.kind())
-                        .or_insert_with(|| self.new_sizer())
-                        .on_success(rows, outcome.elapsed);
-                }
+                self.with_sizer(outcome.batch.key.kind(), |s| {
+                    s.on_success(rows, outcome.elapsed)
+                });
                 tracing::debug!(
                     batch = outcome.batch.number,
                     group = %outcome.batch.key,
