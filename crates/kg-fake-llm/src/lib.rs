@@ -315,7 +315,15 @@ impl Drop for FakeLlmHandle {
 
 type Shared = Arc<AppStateDebug>;
 
-fn error_response(status: StatusCode, message: &str, kind: &str, code: &str) -> Response {
+/// An OpenAI-style error body with `status`, recorded in `live`'s status counts.
+fn error_response(
+    live: &Live,
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    code: &str,
+) -> Response {
+    live.status(status);
     let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
     (status, Json(body)).into_response()
 }
@@ -331,8 +339,8 @@ fn unauthorized(state: &AppState, headers: &HeaderMap) -> Option<Response> {
         return None;
     }
     state.live.unauthorized.fetch_add(1, Ordering::Relaxed);
-    state.live.status(StatusCode::UNAUTHORIZED);
     Some(error_response(
+        &state.live,
         StatusCode::UNAUTHORIZED,
         "Incorrect API key provided.",
         "invalid_request_error",
@@ -373,18 +381,16 @@ async fn prelude(state: &AppState, text_key: u64, chat: bool) -> Option<Fault> {
 async fn transport_fault(state: &AppState, fault: Fault) -> Option<Response> {
     state.live.fault(fault);
     match fault {
-        Fault::ServerError => {
-            state.live.status(StatusCode::INTERNAL_SERVER_ERROR);
-            Some(error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "The server had an error while processing your request.",
-                "server_error",
-                "internal_error",
-            ))
-        }
+        Fault::ServerError => Some(error_response(
+            &state.live,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The server had an error while processing your request.",
+            "server_error",
+            "internal_error",
+        )),
         Fault::RateLimited => {
-            state.live.status(StatusCode::TOO_MANY_REQUESTS);
             let mut r = error_response(
+                &state.live,
                 StatusCode::TOO_MANY_REQUESTS,
                 "Rate limit reached for requests.",
                 "requests",
@@ -435,8 +441,8 @@ async fn transport_fault(state: &AppState, fault: Fault) -> Option<Response> {
 /// The request body as JSON, or the 400 OpenAI answers for a body that is not.
 fn parse_request(state: &AppState, body: &[u8]) -> Result<Value, Box<Response>> {
     serde_json::from_slice::<Value>(body).map_err(|_| {
-        state.live.status(StatusCode::BAD_REQUEST);
         Box::new(error_response(
+            &state.live,
             StatusCode::BAD_REQUEST,
             "We could not parse the JSON body of your request.",
             "invalid_request_error",
@@ -459,8 +465,8 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         .pointer("/response_format/type")
         .and_then(Value::as_str);
     if state.config.reject_json_schema && format == Some("json_schema") {
-        state.live.status(StatusCode::BAD_REQUEST);
         return error_response(
+            &state.live,
             StatusCode::BAD_REQUEST,
             "response_format of type json_schema is not supported by this server",
             "invalid_request_error",
@@ -473,8 +479,8 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         .cloned()
         .unwrap_or_default();
     if messages.is_empty() {
-        state.live.status(StatusCode::BAD_REQUEST);
         return error_response(
+            &state.live,
             StatusCode::BAD_REQUEST,
             "'messages' must be a non-empty array",
             "invalid_request_error",
@@ -577,8 +583,8 @@ async fn embeddings(State(state): State<Shared>, headers: HeaderMap, body: Bytes
                 .collect()
         }
         _ => {
-            state.live.status(StatusCode::BAD_REQUEST);
             return error_response(
+                &state.live,
                 StatusCode::BAD_REQUEST,
                 "'input' must be a string or a non-empty array of strings",
                 "invalid_request_error",
@@ -587,8 +593,8 @@ async fn embeddings(State(state): State<Shared>, headers: HeaderMap, body: Bytes
         }
     };
     if inputs.iter().any(String::is_empty) {
-        state.live.status(StatusCode::BAD_REQUEST);
         return error_response(
+            &state.live,
             StatusCode::BAD_REQUEST,
             "'input' cannot contain an empty string",
             "invalid_request_error",
@@ -611,8 +617,8 @@ async fn embeddings(State(state): State<Shared>, headers: HeaderMap, body: Bytes
         dim = d as usize;
     }
     if dim == 0 || dim > 8192 {
-        state.live.status(StatusCode::BAD_REQUEST);
         return error_response(
+            &state.live,
             StatusCode::BAD_REQUEST,
             "'dimensions' must be between 1 and 8192",
             "invalid_request_error",

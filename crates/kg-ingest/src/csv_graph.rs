@@ -29,9 +29,6 @@ use crate::text::{decode_latin1, decode_utf8};
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct CsvStats {
     pub rows: u64,
-    pub nodes: u64,
-    pub edges: u64,
-    pub bad_rows: u64,
     pub invalid_utf8_sequences: u64,
 }
 
@@ -422,7 +419,6 @@ pub(crate) fn map_csv_file(
                     expected_len, len, ..
                 } => {
                     stats.rows += 1;
-                    stats.bad_rows += 1;
                     let line = e.position().map_or(0, |p| true_line(p, &reader));
                     let detail = format!("{len} fields where the header has {expected_len}");
                     emit(bad_row(source, line, detail))
@@ -451,16 +447,10 @@ pub(crate) fn map_csv_file(
         match outcome {
             Ok(records) => {
                 for r in records {
-                    match &r {
-                        Record::Node(_) => stats.nodes += 1,
-                        Record::Edge(_) => stats.edges += 1,
-                        _ => {}
-                    }
                     emit(r).map_err(|_| CsvFileFailure::OutputClosed)?;
                 }
             }
             Err(detail) => {
-                stats.bad_rows += 1;
                 emit(bad_row(source, line, detail)).map_err(|_| CsvFileFailure::OutputClosed)?;
             }
         }

@@ -79,24 +79,31 @@ impl std::fmt::Display for EngineFailure {
     }
 }
 
-/// One engine's answer: page texts and how many pages failed.
+/// One engine's answer: page texts, how many pages failed, and how many
+/// letters or digits the pages hold (counted once, when the answer is built).
 #[derive(Debug)]
 struct EngineText {
     pages: Vec<String>,
     failed_pages: usize,
+    alnum_chars: usize,
 }
 
 impl EngineText {
-    fn alnum_chars(&self) -> usize {
-        self.pages
+    fn new(pages: Vec<String>, failed_pages: usize) -> Self {
+        let alnum_chars = pages
             .iter()
             .map(|p| p.chars().filter(|c| c.is_alphanumeric()).count())
-            .sum()
+            .sum();
+        Self {
+            pages,
+            failed_pages,
+            alnum_chars,
+        }
     }
 
     fn is_plausible(&self) -> bool {
         self.failed_pages == 0
-            && self.alnum_chars() >= PLAUSIBLE_CHARS_PER_PAGE * self.pages.len().max(1)
+            && self.alnum_chars >= PLAUSIBLE_CHARS_PER_PAGE * self.pages.len().max(1)
     }
 }
 
@@ -186,10 +193,7 @@ fn run_pdf_oxide(bytes: &[u8], empty_password: bool) -> Result<EngineText, Strin
             }
         }
     }
-    Ok(EngineText {
-        pages,
-        failed_pages,
-    })
+    Ok(EngineText::new(pages, failed_pages))
 }
 
 /// A gap wider than this share of the font size between two glyphs of a
@@ -303,10 +307,7 @@ fn run_pdf_extract(bytes: &[u8], empty_password: bool) -> Result<EngineText, Str
         pdf_extract::extract_text_from_mem_by_pages(bytes)
     }
     .map_err(|e| e.to_string())?;
-    Ok(EngineText {
-        pages,
-        failed_pages: 0,
-    })
+    Ok(EngineText::new(pages, 0))
 }
 
 async fn run_engine(
@@ -383,7 +384,7 @@ pub async fn read_pdf(
             tracing::info!(
                 source,
                 engine = primary.name(),
-                chars = text.alnum_chars(),
+                chars = text.alnum_chars,
                 pages = text.pages.len(),
                 failed_pages = text.failed_pages,
                 "implausibly little text; asking the fallback engine too"
@@ -410,7 +411,7 @@ pub async fn read_pdf(
     let best = candidates
         .into_iter()
         .enumerate()
-        .max_by_key(|(i, (_, t))| (t.alnum_chars(), std::cmp::Reverse(*i)))
+        .max_by_key(|(i, (_, t))| (t.alnum_chars, std::cmp::Reverse(*i)))
         .map(|(_, c)| c);
     let Some((engine, text)) = best else {
         if let Some(doubt) = encryption_doubt {
@@ -430,13 +431,13 @@ pub async fn read_pdf(
             ),
         );
     };
-    if text.alnum_chars() < text.pages.len().max(1) {
+    if text.alnum_chars < text.pages.len().max(1) {
         return PdfOutcome::SetAside(
             SetAsideReason::NoTextLayer,
             format!(
                 "{source}: {} page(s) but only {} letters or digits of text: no text layer (a scan?); OCR it first",
                 text.pages.len(),
-                text.alnum_chars()
+                text.alnum_chars
             ),
         );
     }

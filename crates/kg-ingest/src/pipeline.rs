@@ -133,9 +133,10 @@ async fn read_file(path: PathBuf, config: Arc<IngestConfig>, chunker: Arc<Chunke
     }
     summary.bytes_read = bytes.len() as u64;
     let kind = detect(&path, &bytes);
+    // Shared with the PDF engines' threads and then hashed in place: never copied.
+    let bytes = Arc::new(bytes);
     let (media_type, text, title, pages) = match kind {
         FileKind::Pdf => {
-            let bytes = Arc::new(bytes);
             match read_pdf(
                 Arc::clone(&bytes),
                 &source,
@@ -160,8 +161,7 @@ async fn read_file(path: PathBuf, config: Arc<IngestConfig>, chunker: Arc<Chunke
                     );
                     let pages = u32::try_from(pdf.pages.len()).ok();
                     let text = PagedText::from_pages(&pdf.pages);
-                    let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.to_vec());
-                    (MediaType::Pdf, (text, bytes), None, pages)
+                    (MediaType::Pdf, text, None, pages)
                 }
             }
         }
@@ -187,12 +187,7 @@ async fn read_file(path: PathBuf, config: Arc<IngestConfig>, chunker: Arc<Chunke
             } else {
                 (MediaType::Text, None)
             };
-            (
-                media,
-                (PagedText::unpaged(decoded.text), bytes),
-                title,
-                None,
-            )
+            (media, PagedText::unpaged(decoded.text), title, None)
         }
         FileKind::FakePdf => {
             let detail = format!("{source}: named .pdf but has no %PDF- header: not a PDF file");
@@ -209,10 +204,9 @@ async fn read_file(path: PathBuf, config: Arc<IngestConfig>, chunker: Arc<Chunke
     };
 
     // Hashing and chunking are CPU work: keep them off the async workers.
-    let (text, bytes) = text;
     let chunk_source = source.clone();
     let built = tokio::task::spawn_blocking(move || {
-        let sha256 = kg_core::sha256_hex(&bytes);
+        let sha256 = kg_core::sha256_hex(&bytes[..]);
         let id = DocumentId::from_content_sha256(&sha256);
         let chunks = chunker.chunk(&id, &chunk_source, &text);
         let document = Document {
@@ -270,9 +264,7 @@ async fn stream_csv(
             let r = set_aside(&source, SetAsideReason::CsvNotMapped, detail);
             return send(r, &mut local).map(|()| local);
         };
-        let mut counted = IngestSummary::default();
-        let result = map_csv_file(&path, &source, mapping, &mut |r| send(r, &mut counted));
-        local.merge(counted, max_listed);
+        let result = map_csv_file(&path, &source, mapping, &mut |r| send(r, &mut local));
         match result {
             Ok(stats) => {
                 local.files_read = 1;
