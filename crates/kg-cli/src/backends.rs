@@ -249,7 +249,7 @@ pub async fn embedder(settings: &Settings) -> Result<EmbedBackend, StageError> {
                 .embed_base_url
                 .clone()
                 .or_else(|| settings.llm_base_url.clone())
-                .unwrap_or_else(|| "https://api.openai.com/v1".into());
+                .unwrap_or_else(|| OPENAI_BASE_URL.into());
             let model = settings
                 .embed_model
                 .clone()
@@ -419,11 +419,6 @@ impl StoreBackend {
         Ok(())
     }
 
-    /// Commits whatever the store buffers.
-    pub async fn finish(&self) -> Result<(), StageError> {
-        Ok(())
-    }
-
     /// The `k` nearest chunks with their entities and neighbours.
     pub async fn search(&self, vector: &[f32], k: usize) -> Result<Vec<Hit>, StageError> {
         let hits = kg_store::GraphStore::search(self.writer.sink(), vector, k)
@@ -450,6 +445,15 @@ impl StoreBackend {
             })
             .collect())
     }
+}
+
+/// The size of the first chunk vector among `records` (for the vector
+/// index).
+fn chunk_vector_dims(records: &[Record]) -> Option<usize> {
+    records.iter().find_map(|r| match r {
+        Record::Embedding(e) if e.target == EmbeddingTarget::Chunk => Some(e.vector.len()),
+        _ => None,
+    })
 }
 
 impl GraphStore for StoreBackend {
@@ -485,10 +489,7 @@ impl GraphStore for StoreBackend {
     }
 
     async fn write_batch(&self, n: u64, records: &[Record]) -> Result<Vec<SetAside>, ItemError> {
-        let seen_dims = records.iter().find_map(|r| match r {
-            Record::Embedding(e) if e.target == EmbeddingTarget::Chunk => Some(e.vector.len()),
-            _ => None,
-        });
+        let seen_dims = chunk_vector_dims(records);
         self.ensure_schema(seen_dims).await.map_err(|e| ItemError {
             reason: "schema_failed".into(),
             detail: e.to_string(),
@@ -548,10 +549,7 @@ pub async fn copy_embedded_to_neo4j(
     let records = kg_store::GraphStore::read_records(&embedded, &kg_store::Scope::All)
         .await
         .map_err(|e| failed("store", &e))?;
-    let dims = records.iter().find_map(|r| match r {
-        Record::Embedding(e) if e.target == EmbeddingTarget::Chunk => Some(e.vector.len()),
-        _ => None,
-    });
+    let dims = chunk_vector_dims(&records);
     target.ensure_schema(dims).await?;
     tracing::info!(
         records = records.len(),

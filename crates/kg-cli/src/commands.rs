@@ -15,7 +15,6 @@ use crate::config::Settings;
 use crate::jsonl_io;
 use crate::logging::Progress;
 use crate::pipeline::{self, count_record, Ctx, RunBars, RunConfig, StoreBatching};
-use crate::stages::StageError;
 use crate::state::RunState;
 use crate::stats::RunStats;
 
@@ -134,7 +133,6 @@ pub async fn ingest(
     let ingester = Arc::new(backends::ingester(&app.settings)?);
     let (name, out) = jsonl_io::open_output(output.as_deref())?;
     let (tx, rx) = mpsc::channel(256);
-    let stats = app.stats.clone();
     let state = app.open_state()?;
     let ctx = app.ctx(state);
     let bar = app.progress.stage("ingest");
@@ -154,7 +152,6 @@ pub async fn ingest(
         ingester.ingest(paths, tx, app.cancel.clone()).await
     };
     writer.await.context("output writer thread")??;
-    let _ = stats;
     result?;
     Ok(app.finish(app.cancel.is_cancelled()))
 }
@@ -406,7 +403,6 @@ pub async fn store(
     )
     .await;
     reader.await.context("input reader thread")??;
-    store.finish().await?;
     // Without a run state of documents, "complete" means: nothing of this
     // input was set aside and the input was read to its end.
     if app.stats.set_aside_total() == 0 && !app.cancel.is_cancelled() {
@@ -482,9 +478,6 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
         bars,
     )
     .await;
-    if let Err(e) = store.finish().await {
-        tracing::error!("finishing the store: {}", crate::logging::cause_chain(&e));
-    }
     let note = pipeline::replace_earlier_versions(store.as_ref(), &ctx, outcome.documents).await;
     app.notes.extend(note);
     if let Some(e) = outcome.error {
@@ -538,12 +531,4 @@ pub async fn search(app: &mut App, text: &str, k: usize, json: bool) -> anyhow::
     } else {
         Exit::Done
     })
-}
-
-/// Whether `e` is a stage being unavailable (for the message).
-pub fn is_unavailable(e: &anyhow::Error) -> bool {
-    matches!(
-        e.downcast_ref::<StageError>(),
-        Some(StageError::Unavailable { .. })
-    )
 }

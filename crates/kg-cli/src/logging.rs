@@ -100,11 +100,6 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Whether bars are drawn.
-    pub fn is_terminal(&self) -> bool {
-        self.bars.is_some()
-    }
-
     /// A bar for one stage (hidden when not on a terminal).
     pub fn stage(&self, name: &'static str) -> StageBar {
         let bar = match &self.bars {

@@ -29,7 +29,6 @@
 //! it in the summary and the dead-letter table. Nothing is dropped silently.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -1087,23 +1086,6 @@ async fn route(
             send(store_tx, Record::Chunk(c)).await
         }
         other => send(store_tx, other).await,
-    }
-}
-
-/// Runs `fut` and turns a panic or error of the task into a [`StageError`].
-pub async fn join_stage<T>(
-    stage: &'static str,
-    fut: impl Future<Output = Result<T, StageError>> + Send + 'static,
-) -> Result<T, StageError>
-where
-    T: Send + 'static,
-{
-    match tokio::spawn(fut).await {
-        Ok(r) => r,
-        Err(e) => Err(StageError::Failed {
-            stage,
-            message: format!("task ended abnormally: {e}"),
-        }),
     }
 }
 

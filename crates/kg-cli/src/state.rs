@@ -102,6 +102,7 @@ CREATE TABLE IF NOT EXISTS embedding_cache (
 CREATE TABLE IF NOT EXISTS dead_letters (
     stage TEXT NOT NULL, item TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
     updated_at INTEGER NOT NULL, PRIMARY KEY (stage, item));
+CREATE INDEX IF NOT EXISTS dead_letters_item ON dead_letters (item);
 ";
 
 fn now() -> i64 {
@@ -380,7 +381,9 @@ impl RunState {
     pub fn clear_dead_letters_of(&self, item_prefix: &str) -> Result<(), StateError> {
         self.with(|c| {
             c.execute(
-                "DELETE FROM dead_letters WHERE item = ?1 OR substr(item, 1, length(?1) + 1) = ?1 || ':'",
+                // `item:` and anything after it: the range [`item:`, `item;`)
+                // (';' follows ':'), which the index on `item` answers.
+                "DELETE FROM dead_letters WHERE item = ?1 OR (item >= ?1 || ':' AND item < ?1 || ';')",
                 params![item_prefix],
             )
         })

@@ -35,13 +35,26 @@ impl Counter {
     }
 }
 
-/// When a stage saw its first and last item.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct StageSpan {
-    /// First item.
-    pub first: Option<Instant>,
-    /// Last item.
-    pub last: Option<Instant>,
+/// The stages [`RunStats::touch`] times, in the order the summary lists them.
+const SPAN_STAGES: [&str; 4] = ["embed", "extract", "ingest", "store"];
+
+/// When a stage saw its first and last item: nanoseconds after the stats
+/// were created, plus one (0: no item yet). Atomics, because every record
+/// touches its stage.
+#[derive(Debug, Default)]
+struct StageSpan {
+    first: AtomicU64,
+    last: AtomicU64,
+}
+
+/// When the stats were created.
+#[derive(Debug)]
+struct Created(Instant);
+
+impl Default for Created {
+    fn default() -> Self {
+        Self(Instant::now())
+    }
 }
 
 /// Counters of one run, shared by every stage task.
@@ -90,7 +103,8 @@ pub struct RunStats {
     /// Estimated cost in micro-dollars.
     pub cost_micro_usd: Counter,
     set_aside: Mutex<SetAsideLog>,
-    spans: Mutex<BTreeMap<&'static str, StageSpan>>,
+    created: Created,
+    spans: [StageSpan; 4],
     distinct: Mutex<Distinct>,
 }
 
@@ -173,11 +187,17 @@ impl RunStats {
 
     /// Notes that `stage` handled an item now.
     pub fn touch(&self, stage: &'static str) {
-        let now = Instant::now();
-        let mut spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
-        let span = spans.entry(stage).or_default();
-        span.first.get_or_insert(now);
-        span.last = Some(now);
+        let Some(i) = SPAN_STAGES.iter().position(|s| *s == stage) else {
+            return;
+        };
+        let Some(span) = self.spans.get(i) else {
+            return;
+        };
+        let now = u64::try_from(self.created.0.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1;
+        let _ = span
+            .first
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        span.last.fetch_max(now, Ordering::Relaxed);
     }
 
     /// Adds the estimated cost of `prompt` + `completion` tokens.
@@ -268,12 +288,15 @@ impl RunStats {
         for ((stage, reason), n) in &log.by_reason {
             row(&format!("  {stage}: {reason}"), n.to_string());
         }
-        let spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
-        for (stage, span) in spans.iter() {
-            if let (Some(a), Some(b)) = (span.first, span.last) {
+        for (stage, span) in SPAN_STAGES.iter().zip(&self.spans) {
+            let (a, b) = (
+                span.first.load(Ordering::Relaxed),
+                span.last.load(Ordering::Relaxed),
+            );
+            if a > 0 && b > 0 {
                 row(
                     &format!("time {stage}"),
-                    format!("{:.2}s", (b - a).as_secs_f64()),
+                    format!("{:.2}s", Duration::from_nanos(b - a).as_secs_f64()),
                 );
             }
         }
