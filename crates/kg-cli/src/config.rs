@@ -508,7 +508,15 @@ impl Settings {
 
     /// Parses the merged layers.
     pub fn from_resolved(resolved: &[Resolved]) -> Result<Self, ConfigError> {
-        let get = |key: &str| -> Option<&Resolved> { resolved.iter().find(|r| r.spec.key == key) };
+        // A key missing from `resolved` takes its default from SETTINGS, the
+        // one place defaults are written.
+        let defaults = resolve(&Layers::default());
+        let get = |key: &str| -> Option<&Resolved> {
+            resolved
+                .iter()
+                .find(|r| r.spec.key == key)
+                .or_else(|| defaults.iter().find(|r| r.spec.key == key))
+        };
         let text = |key: &str| -> Option<String> { get(key).and_then(|r| r.value.clone()) };
         let parse = |key: &'static str, expected: &'static str| {
             move |r: &Resolved| -> Result<Option<u64>, ConfigError> {
@@ -585,8 +593,8 @@ impl Settings {
                     .map_err(|_| bad("metrics_addr", "HOST:PORT, e.g. 127.0.0.1:9000"))?,
             ),
         };
-        let chunk_tokens = num("ingest.chunk_tokens", 1)?.unwrap_or(512) as usize;
-        let chunk_overlap = num("ingest.chunk_overlap", 0)?.unwrap_or(0) as usize;
+        let chunk_tokens = num("ingest.chunk_tokens", 1)?.unwrap_or_default() as usize;
+        let chunk_overlap = num("ingest.chunk_overlap", 0)?.unwrap_or_default() as usize;
         if chunk_overlap >= chunk_tokens {
             return Err(bad(
                 "ingest.chunk_overlap",
@@ -599,27 +607,27 @@ impl Settings {
                 .transpose()
         };
         Ok(Settings {
-            data_dir: PathBuf::from(text("data_dir").unwrap_or_else(|| "kg-data".into())),
+            data_dir: PathBuf::from(text("data_dir").unwrap_or_default()),
             log_format,
-            log_level: text("log_level").unwrap_or_else(|| "info".into()),
+            log_level: text("log_level").unwrap_or_default(),
             metrics_addr,
             chunk_tokens,
             chunk_overlap,
             csv_mapping: text("ingest.csv_mapping").map(PathBuf::from),
             llm_base_url: text("llm.base_url"),
             llm_api_key: text("llm.api_key").map(Secret),
-            model: text("llm.model").unwrap_or_else(|| "gpt-4o-mini".into()),
-            concurrency: num("llm.concurrency", 1)?.unwrap_or(5) as usize,
+            model: text("llm.model").unwrap_or_default(),
+            concurrency: num("llm.concurrency", 1)?.unwrap_or_default() as usize,
             rpm: to_u32("llm.rpm")?,
             tpm: to_u32("llm.tpm")?,
             input_price_per_mtok: float("llm.input_price_per_mtok")?,
             output_price_per_mtok: float("llm.output_price_per_mtok")?,
             embedder,
             embed_model: text("embed.model"),
-            embed_batch: num("embed.batch", 1)?.unwrap_or(32) as usize,
+            embed_batch: num("embed.batch", 1)?.unwrap_or_default() as usize,
             embed_base_url: text("embed.base_url"),
             neo4j_uri: text("neo4j.uri"),
-            neo4j_user: text("neo4j.user").unwrap_or_else(|| "neo4j".into()),
+            neo4j_user: text("neo4j.user").unwrap_or_default(),
             neo4j_password: text("neo4j.password").map(Secret),
             neo4j_database: text("neo4j.database"),
         })
@@ -676,6 +684,19 @@ mod tests {
         l.read_env(|k| env.get(k).cloned());
         l.file = parse_toml(Path::new("kg.toml"), file).unwrap();
         l
+    }
+
+    /// Settings read from nothing at all take every default from SETTINGS,
+    /// exactly as the resolved defaults do.
+    #[test]
+    fn defaults_come_from_settings_only() {
+        let from_nothing = Settings::from_resolved(&[]).unwrap();
+        let resolved = Settings::from_resolved(&resolve(&Layers::default())).unwrap();
+        assert_eq!(format!("{from_nothing:?}"), format!("{resolved:?}"));
+        assert_eq!(from_nothing.chunk_tokens, 512);
+        assert_eq!(from_nothing.chunk_overlap, 64);
+        assert_eq!(from_nothing.concurrency, 5);
+        assert_eq!(from_nothing.data_dir, PathBuf::from("kg-data"));
     }
 
     #[test]
