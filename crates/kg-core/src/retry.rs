@@ -257,10 +257,15 @@ impl RetryPolicy {
     }
 }
 
-/// Parses an HTTP `Retry-After` value: delay-seconds (`"2"`, `"1.5"`, as
-/// some servers send), or an HTTP date is not supported and yields `None`.
-/// Also accepts OpenAI's `retry-after-ms` style when given milliseconds via
-/// [`parse_retry_after_ms`].
+/// The wait an HTTP error answer asks for: OpenAI's `retry-after-ms` header
+/// (`ms`) when present and valid, else `Retry-After` (`secs`).
+pub fn retry_after(ms: Option<&str>, secs: Option<&str>) -> Option<Duration> {
+    ms.and_then(parse_retry_after_ms)
+        .or_else(|| secs.and_then(parse_retry_after))
+}
+
+/// Parses an HTTP `Retry-After` value in delay-seconds (`"2"`, or `"1.5"`
+/// as some servers send). An HTTP date is not supported and yields `None`.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let secs: f64 = value.trim().parse().ok()?;
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
@@ -426,5 +431,15 @@ mod tests {
             parse_retry_after_ms("250"),
             Some(Duration::from_millis(250))
         );
+        // Milliseconds win; an unreadable one falls back to seconds.
+        assert_eq!(
+            retry_after(Some("250"), Some("2")),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            retry_after(Some("soon"), Some("2")),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(retry_after(None, None), None);
     }
 }

@@ -37,9 +37,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use kg_core::adaptive::AdaptiveConcurrency;
 use kg_core::ratelimit::{RateLimiter, RateLimits};
-use kg_core::retry::{
-    parse_retry_after, parse_retry_after_ms, RetryDecision, RetryPolicy, Retryable,
-};
+use kg_core::retry::{retry_after, RetryDecision, RetryPolicy, Retryable};
 use serde::{Deserialize, Serialize};
 use tiktoken_rs::CoreBPE;
 use tokio_util::sync::CancellationToken;
@@ -426,17 +424,8 @@ impl OpenAiEmbedder {
         let response = builder.send().await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {
-            let headers = response.headers();
-            let retry_after = headers
-                .get("retry-after-ms")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after_ms)
-                .or_else(|| {
-                    headers
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(parse_retry_after)
-                });
+            let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
+            let retry_after = retry_after(header("retry-after-ms"), header("retry-after"));
             let text = response.text().await.unwrap_or_default();
             let message = serde_json::from_str::<ErrorBody>(&text)
                 .map(|b| b.error.message)

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_openai::types::{
     CompletionUsage, CreateChatCompletionRequest, CreateChatCompletionResponse,
 };
-use kg_core::retry::{parse_retry_after, parse_retry_after_ms, RetryDecision, Retryable};
+use kg_core::retry::{retry_after, RetryDecision, Retryable};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use serde_json::Value;
 
@@ -187,9 +187,8 @@ impl ChatClient {
             .map_err(|e| self.transport(e))?;
         let status = response.status();
         if !status.is_success() {
-            let retry_after = header(&response, "retry-after-ms")
-                .and_then(|v| parse_retry_after_ms(&v))
-                .or_else(|| header(&response, "retry-after").and_then(|v| parse_retry_after(&v)));
+            let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
+            let retry_after = retry_after(header("retry-after-ms"), header("retry-after"));
             let body = response.text().await.unwrap_or_default();
             return Err(CallError::Status {
                 status: status.as_u16(),
@@ -218,10 +217,6 @@ impl ChatClient {
             CallError::Connection(msg)
         }
     }
-}
-
-fn header(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers().get(name)?.to_str().ok().map(str::to_string)
 }
 
 /// The `error.message` of an OpenAI-style error body, or the body's start.
