@@ -272,7 +272,7 @@ pub async fn embedder(settings: &Settings) -> Result<EmbedBackend, StageError> {
 
 fn embed_error(e: &kg_embed::EmbedError) -> ItemError {
     ItemError {
-        reason: e.reason_code().to_string(),
+        reason: e.set_aside_reason(),
         detail: cause_chain(e),
     }
 }
@@ -465,13 +465,13 @@ impl GraphStore for StoreBackend {
         // a run that wrote nothing (every file unchanged) has not made sure
         // of it yet.
         self.ensure_schema(None).await.map_err(|e| ItemError {
-            reason: "schema_failed".into(),
+            reason: kg_core::SetAsideReason::BatchFailed,
             detail: e.to_string(),
         })?;
         kg_store::GraphStore::earlier_versions(self.writer.sink(), current)
             .await
             .map_err(|e| ItemError {
-                reason: "supersede_failed".into(),
+                reason: kg_core::SetAsideReason::SupersedeFailed,
                 detail: cause_chain(&e),
             })
     }
@@ -483,7 +483,7 @@ impl GraphStore for StoreBackend {
         kg_store::GraphStore::remove_document(self.writer.sink(), id)
             .await
             .map_err(|e| ItemError {
-                reason: "supersede_failed".into(),
+                reason: kg_core::SetAsideReason::SupersedeFailed,
                 detail: cause_chain(&e),
             })
     }
@@ -491,7 +491,7 @@ impl GraphStore for StoreBackend {
     async fn write_batch(&self, n: u64, records: &[Record]) -> Result<Vec<SetAside>, ItemError> {
         let seen_dims = chunk_vector_dims(records);
         self.ensure_schema(seen_dims).await.map_err(|e| ItemError {
-            reason: "schema_failed".into(),
+            reason: kg_core::SetAsideReason::BatchFailed,
             detail: e.to_string(),
         })?;
         let report = self
@@ -499,7 +499,7 @@ impl GraphStore for StoreBackend {
             .write_records(records.to_vec())
             .await
             .map_err(|e| ItemError {
-                reason: "store_failed".into(),
+                reason: kg_core::SetAsideReason::BatchFailed,
                 detail: cause_chain(&e),
             })?;
         for b in &report.failed_batches {
@@ -515,7 +515,7 @@ impl GraphStore for StoreBackend {
         }
         if !report.failed_batches.is_empty() {
             return Err(ItemError {
-                reason: "batch_failed".into(),
+                reason: kg_core::SetAsideReason::BatchFailed,
                 detail: format!(
                     "{} of {} batches failed after retries ({} records dead-lettered to {}); first: {}",
                     report.failed_batches.len(),

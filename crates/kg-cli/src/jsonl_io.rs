@@ -86,11 +86,10 @@ fn read_into(input: impl BufRead, name: &str, stage: Stage, tx: &mpsc::Sender<Re
                     stage,
                     item,
                     reason: if io {
-                        "unreadable_input"
+                        kg_core::SetAsideReason::UnreadableInput
                     } else {
-                        "bad_jsonl_line"
-                    }
-                    .into(),
+                        kg_core::SetAsideReason::BadJsonlLine
+                    },
                     detail,
                 });
                 if tx.blocking_send(aside).is_err() || io {

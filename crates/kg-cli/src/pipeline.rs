@@ -72,7 +72,7 @@ impl Ctx {
         );
         // Chunks handed back by Ctrl-C are not failures: the next run
         // processes their documents anyway.
-        if item.reason == "cancelled" {
+        if item.reason.is_cancellation() {
             return;
         }
         if let Err(e) = self.state.dead_letter(item) {
@@ -352,7 +352,7 @@ pub async fn extract_chunks<X: Extractor>(
                             .increment(1);
                     }
                     Record::SetAside(s) => {
-                        if s.reason == "cancelled" {
+                        if s.reason.is_cancellation() {
                             tracing::info!(chunk = %s.item, "not extracted: interrupted");
                         } else {
                             tracing::error!(chunk = %s.item, reason = %s.reason, "extraction failed: {}", s.detail);
@@ -479,7 +479,7 @@ pub async fn embed_chunks<B: Embedder>(
                     let (reason, detail) = match other {
                         Err(e) => (e.reason, e.detail),
                         Ok(v) => (
-                            "embedding_count_mismatch".to_string(),
+                            kg_core::SetAsideReason::EmbeddingCountMismatch,
                             format!("asked for {} embeddings, got {}", misses.len(), v.len()),
                         ),
                     };

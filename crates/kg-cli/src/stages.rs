@@ -39,8 +39,8 @@ pub enum StageError {
 /// One item that failed; it will be set aside with this reason.
 #[derive(Debug, Clone)]
 pub struct ItemError {
-    /// Stable snake_case reason code.
-    pub reason: String,
+    /// Why.
+    pub reason: kg_core::SetAsideReason,
     /// Human-readable detail with the cause chain.
     pub detail: String,
 }

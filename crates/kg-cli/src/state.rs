@@ -368,7 +368,7 @@ impl RunState {
                 params![
                     stage_name(item.stage),
                     item.item,
-                    item.reason,
+                    item.reason.code(),
                     item.detail,
                     now()
                 ],
@@ -448,7 +448,7 @@ mod tests {
             s.dead_letter(&SetAside {
                 stage: Stage::Ingest,
                 item: "x.csv:3".into(),
-                reason: "bad_csv_row".into(),
+                reason: kg_core::SetAsideReason::BadCsvRow,
                 detail: "d".into(),
             })
             .unwrap();

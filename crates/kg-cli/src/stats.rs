@@ -149,7 +149,10 @@ impl RunStats {
     pub fn set_aside(&self, item: &SetAside) {
         let mut log = self.set_aside.lock().unwrap_or_else(|p| p.into_inner());
         *log.by_reason
-            .entry((stage_name(item.stage).to_string(), item.reason.clone()))
+            .entry((
+                stage_name(item.stage).to_string(),
+                item.reason.code().to_string(),
+            ))
             .or_default() += 1;
         log.total += 1;
         if log.listed.len() < MAX_LISTED_SET_ASIDE {
@@ -341,7 +344,7 @@ mod tests {
         SetAside {
             stage: Stage::Ingest,
             item: format!("bad.csv:{i}"),
-            reason: reason.into(),
+            reason: reason.parse().unwrap(),
             detail: "column `id` is empty".into(),
         }
     }

@@ -29,13 +29,16 @@
 //! ```
 
 pub mod adaptive;
+pub mod batch;
 pub mod id;
 pub mod ident;
 pub mod jsonl;
 pub mod pool;
 pub mod ratelimit;
+pub mod reason;
 pub mod record;
 pub mod retry;
+pub mod secret;
 
 pub use id::{
     content_hash, entity_key, normalise_text, sha256_hex, ChunkId, DocumentId, EntityId, NodeId,
@@ -43,8 +46,10 @@ pub use id::{
 pub use ident::{
     IdentError, Label, PropertyKey, RelType, MAX_IDENT_LEN, RESERVED_LABELS, RESERVED_REL_TYPES,
 };
+pub use reason::SetAsideReason;
 pub use record::{
     Chunk, Document, Embedding, EmbeddingTarget, Entity, ExtractedEntity, ExtractedRelation,
-    Extraction, GraphEdge, GraphNode, MediaType, NodeRef, PropertyValue, Record, Relation,
-    SetAside, Stage,
+    Extraction, GraphEdge, GraphNode, MediaType, NodeRef, PropertyValue, Record, RecordKey,
+    Relation, SetAside, Stage,
 };
+pub use secret::Secret;

@@ -1,7 +1,7 @@
 //! The records that flow between stages, one per JSON Lines line.
 //!
 //! Each record carries a `"kind"` tag so that `kg store` can take any mix of
-//! them from any number of files. Field names follow ../shared/CLI.md.
+//! them from any number of files. docs/cli.md lists the fields users see.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::{ChunkId, DocumentId, EntityId, NodeId};
 use crate::ident::{Label, PropertyKey, RelType};
+use crate::reason::SetAsideReason;
 
 /// What kind of file a document came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -298,8 +299,9 @@ pub struct SetAside {
     pub stage: Stage,
     /// What it is: a file path, `path:line`, a chunk id, a batch number.
     pub item: String,
-    /// A stable snake_case reason code (`encrypted_pdf`, `bad_csv_row`, ...).
-    pub reason: String,
+    /// Why, as a stable code (`encrypted_pdf`, `bad_csv_row`, ...; written
+    /// as that snake_case string).
+    pub reason: SetAsideReason,
     /// The human-readable detail, with the cause chain.
     pub detail: String,
 }
@@ -326,6 +328,74 @@ pub enum Record {
     Edge(GraphEdge),
     /// An input set aside, with its reason.
     SetAside(SetAside),
+}
+
+/// Names one record, small enough to acknowledge: what a sink reports as
+/// committed or failed, and what a caller tracks until then.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RecordKey {
+    /// A document.
+    Document(DocumentId),
+    /// A chunk.
+    Chunk(ChunkId),
+    /// The extraction of a chunk.
+    Extraction(ChunkId),
+    /// A resolved entity.
+    Entity(EntityId),
+    /// A resolved relation.
+    Relation {
+        /// Source entity.
+        source: EntityId,
+        /// Relationship type.
+        rel_type: RelType,
+        /// Target entity.
+        target: EntityId,
+    },
+    /// A chunk's or an entity's vector.
+    Embedding {
+        /// What the id names.
+        target: EmbeddingTarget,
+        /// The chunk or entity id.
+        id: String,
+    },
+    /// A CSV-mapped node.
+    Node(NodeId),
+    /// A CSV-mapped relation, by where it was read.
+    Edge {
+        /// The CSV file.
+        source: String,
+        /// Its 1-based line.
+        line: u64,
+    },
+    /// A set-aside record, by its item.
+    SetAside(String),
+}
+
+impl Record {
+    /// The key that names this record.
+    pub fn key(&self) -> RecordKey {
+        match self {
+            Record::Document(d) => RecordKey::Document(d.id.clone()),
+            Record::Chunk(c) => RecordKey::Chunk(c.id.clone()),
+            Record::Extraction(x) => RecordKey::Extraction(x.chunk_id.clone()),
+            Record::Entity(e) => RecordKey::Entity(e.id.clone()),
+            Record::Relation(r) => RecordKey::Relation {
+                source: r.source_id.clone(),
+                rel_type: r.rel_type.clone(),
+                target: r.target_id.clone(),
+            },
+            Record::Embedding(e) => RecordKey::Embedding {
+                target: e.target,
+                id: e.id.clone(),
+            },
+            Record::Node(n) => RecordKey::Node(n.id.clone()),
+            Record::Edge(e) => RecordKey::Edge {
+                source: e.source.clone(),
+                line: e.line,
+            },
+            Record::SetAside(s) => RecordKey::SetAside(s.item.clone()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -356,7 +356,7 @@ impl<E: Embedder + ?Sized + 'static> Shared<'_, E> {
                         self.emit(Record::SetAside(SetAside {
                             stage: Stage::Embed,
                             item: item.id,
-                            reason: "empty_text".into(),
+                            reason: kg_core::SetAsideReason::EmptyText,
                             detail: "nothing to embed: the text is empty".into(),
                         }))
                         .await?;
@@ -443,13 +443,13 @@ impl<E: Embedder + ?Sized + 'static> Shared<'_, E> {
             "embedding batch failed; setting its items aside"
         );
         self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
-        let reason = e.reason_code().to_string();
+        let reason = e.set_aside_reason();
         let detail = format!("batch {number} of {} items: {e}", batch.items.len());
         for item in batch.items {
             self.emit(Record::SetAside(SetAside {
                 stage: Stage::Embed,
                 item: item.id,
-                reason: reason.clone(),
+                reason,
                 detail: detail.clone(),
             }))
             .await?;

@@ -157,7 +157,22 @@ impl EmbedError {
         }
     }
 
-    /// A stable snake_case reason code for a [`kg_core::SetAside`] record.
+    /// The reason of the set-aside records of a batch that failed with this
+    /// error (only errors that do not stop the run set items aside).
+    pub fn set_aside_reason(&self) -> kg_core::SetAsideReason {
+        use kg_core::SetAsideReason as R;
+        match self {
+            EmbedError::Http { status: 429, .. } => R::EmbedRateLimited,
+            EmbedError::Http { status, .. } if *status >= 500 => R::EmbedServerError,
+            EmbedError::Http { .. } => R::EmbedRejected,
+            EmbedError::Transport { .. } => R::EmbedTransport,
+            EmbedError::MalformedResponse { .. } => R::EmbedMalformedResponse,
+            EmbedError::Cancelled { .. } => R::Cancelled,
+            _ => R::EmbedInferenceFailed,
+        }
+    }
+
+    /// A stable snake_case code for this error, for messages and metrics.
     pub fn reason_code(&self) -> &'static str {
         match self {
             EmbedError::ModelFileMissing { .. } => "embed_model_missing",

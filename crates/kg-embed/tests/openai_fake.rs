@@ -272,9 +272,9 @@ async fn failing_batches_are_set_aside_and_the_run_goes_on() {
         };
         assert_eq!(s.stage, kg_core::Stage::Embed);
         if s.item == input[3].id.as_str() {
-            assert_eq!(s.reason, "empty_text");
+            assert_eq!(s.reason.code(), "empty_text");
         } else {
-            assert_eq!(s.reason, "embed_server_error");
+            assert_eq!(s.reason.code(), "embed_server_error");
             assert!(s.detail.contains("HTTP 500"), "{}", s.detail);
         }
     }

@@ -47,12 +47,13 @@ pub enum AnswerError {
 
 impl AnswerError {
     /// A stable snake_case reason code for a set-aside record.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> kg_core::SetAsideReason {
+        use kg_core::SetAsideReason as R;
         match self {
-            AnswerError::Empty => "empty_answer",
-            AnswerError::Truncated => "truncated_answer",
-            AnswerError::NotJson { .. } => "unparsable_answer",
-            AnswerError::OffSchema { .. } => "off_schema_answer",
+            AnswerError::Empty => R::EmptyAnswer,
+            AnswerError::Truncated => R::TruncatedAnswer,
+            AnswerError::NotJson { .. } => R::UnparsableAnswer,
+            AnswerError::OffSchema { .. } => R::OffSchemaAnswer,
         }
     }
 }

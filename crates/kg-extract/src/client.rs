@@ -52,16 +52,17 @@ pub(crate) enum CallError {
 
 impl CallError {
     /// A stable snake_case reason for a set-aside record.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> kg_core::SetAsideReason {
+        use kg_core::SetAsideReason as R;
         match self {
-            CallError::Status { status: 429, .. } => "rate_limited",
-            CallError::Status { status, .. } if *status >= 500 => "server_error",
-            CallError::Status { .. } => "bad_request",
-            CallError::Timeout(_) => "timeout",
-            CallError::Connection(_) => "connection_error",
-            CallError::Malformed(_) => "malformed_response",
+            CallError::Status { status: 429, .. } => R::RateLimited,
+            CallError::Status { status, .. } if *status >= 500 => R::ServerError,
+            CallError::Status { .. } => R::BadRequest,
+            CallError::Timeout(_) => R::Timeout,
+            CallError::Connection(_) => R::ConnectionError,
+            CallError::Malformed(_) => R::MalformedResponse,
             CallError::Answer(a) => a.reason(),
-            CallError::Cancelled => "cancelled",
+            CallError::Cancelled => R::Cancelled,
         }
     }
 

@@ -19,7 +19,9 @@ use kg_core::adaptive::AdaptiveConcurrency;
 use kg_core::pool::{Closed, Outcome, PoolConfig, WorkerPool};
 use kg_core::ratelimit::RateLimiter;
 use kg_core::retry::{GaveUp, RetryFailure};
-use kg_core::{content_hash, normalise_text, Chunk, Extraction, Record, SetAside, Stage};
+use kg_core::{
+    content_hash, normalise_text, Chunk, Extraction, Record, SetAside, SetAsideReason, Stage,
+};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -352,11 +354,11 @@ impl Extractor {
     }
 }
 
-fn set_aside(chunk: &Chunk, reason: &str, detail: String) -> SetAside {
+fn set_aside(chunk: &Chunk, reason: SetAsideReason, detail: String) -> SetAside {
     SetAside {
         stage: Stage::Extract,
         item: chunk.id.to_string(),
-        reason: reason.to_string(),
+        reason,
         detail: format!(
             "{} (chunk {} of {}): {detail}",
             chunk.id, chunk.index, chunk.source
@@ -370,7 +372,7 @@ impl Inner {
         self.progress.add(|c| &c.cancelled, 1);
         set_aside(
             chunk,
-            "cancelled",
+            SetAsideReason::Cancelled,
             "the run was stopped before this chunk was extracted".into(),
         )
     }
@@ -468,7 +470,7 @@ impl Inner {
         self.progress.add(|c| &c.set_aside, 1);
         let reason = if gave_up == GaveUp::Cancelled || matches!(error, CallError::Cancelled) {
             self.progress.add(|c| &c.cancelled, 1);
-            "cancelled"
+            SetAsideReason::Cancelled
         } else {
             error.reason()
         };

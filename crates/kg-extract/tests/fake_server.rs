@@ -242,7 +242,7 @@ async fn persistent_failures_are_set_aside_with_a_reason() {
             let Record::SetAside(s) = r else {
                 panic!("expected set-aside, got {r:?}")
             };
-            assert_eq!(s.reason, reason);
+            assert_eq!(s.reason.code(), reason);
             assert_eq!(s.stage, kg_core::Stage::Extract);
             assert!(
                 s.detail.contains("history.md") && s.detail.contains("3 attempt"),
@@ -472,9 +472,9 @@ async fn servers_without_json_schema_or_usage_still_work() {
         2,
         "forced json_schema on a server without it: set aside"
     );
-    assert!(records
-        .iter()
-        .all(|r| matches!(r, Record::SetAside(s) if s.reason == "bad_request")));
+    assert!(records.iter().all(
+        |r| matches!(r, Record::SetAside(s) if s.reason == kg_core::SetAsideReason::BadRequest)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,7 +517,7 @@ async fn cancellation_hands_back_unstarted_chunks() {
         "some done, not all: {extracted}"
     );
     assert!(records.iter().all(|r| match r {
-        Record::SetAside(s) => s.reason == "cancelled",
+        Record::SetAside(s) => s.reason == kg_core::SetAsideReason::Cancelled,
         _ => true,
     }));
     assert_eq!(summary.extracted, extracted);

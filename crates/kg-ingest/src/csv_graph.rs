@@ -271,7 +271,7 @@ fn bad_row(source: &str, line: u64, detail: String) -> Record {
     Record::SetAside(SetAside {
         stage: Stage::Ingest,
         item: format!("{source}:{line}"),
-        reason: SetAsideReason::BadCsvRow.code().to_string(),
+        reason: SetAsideReason::BadCsvRow,
         detail: format!("{source}:{line}: {detail}"),
     })
 }

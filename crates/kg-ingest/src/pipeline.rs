@@ -56,7 +56,7 @@ fn set_aside(item: &str, reason: SetAsideReason, detail: String) -> Record {
     Record::SetAside(SetAside {
         stage: Stage::Ingest,
         item: item.to_string(),
-        reason: reason.code().to_string(),
+        reason,
         detail,
     })
 }

@@ -69,7 +69,7 @@ impl IngestSummary {
             Record::SetAside(s) => {
                 *self
                     .set_aside_by_reason
-                    .entry(s.reason.clone())
+                    .entry(s.reason.code().to_string())
                     .or_default() += 1;
                 if self.set_aside.len() < max_listed {
                     self.set_aside.push(s.clone());

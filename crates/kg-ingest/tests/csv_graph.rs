@@ -147,7 +147,7 @@ fn bad_rows_are_reported_by_line_and_the_rest_goes_on() -> std::io::Result<()> {
             format!("{source}:1000")
         ]
     );
-    assert!(bad.iter().all(|s| s.reason == "bad_csv_row"));
+    assert!(bad.iter().all(|s| s.reason.code() == "bad_csv_row"));
     assert!(bad[0].detail.contains("2 fields"), "{}", bad[0].detail);
     assert!(bad[1].detail.contains("\"many\""), "{}", bad[1].detail);
     assert!(bad[2].detail.contains("origin"), "{}", bad[2].detail);
@@ -214,7 +214,7 @@ fn csv_crate_examples_latin1_headerless_malformed_and_colon() {
         bad[0].item,
         format!("{}:4", dir.join("strange.csv").display())
     );
-    assert_eq!(bad[0].reason, "bad_csv_row");
+    assert_eq!(bad[0].reason.code(), "bad_csv_row");
     // smallpop-colon.csv: relations from the row's node to a Region.
     let located = records
         .iter()
@@ -229,7 +229,7 @@ fn unmapped_csv_is_set_aside_and_bad_mappings_are_errors() -> std::io::Result<()
     let (records, summary) = run(vec![fixture("csv/airports.csv")], IngestConfig::default());
     let bad = set_asides(&records);
     assert_eq!(bad.len(), 1);
-    assert_eq!(bad[0].reason, "csv_not_mapped");
+    assert_eq!(bad[0].reason.code(), "csv_not_mapped");
     assert_eq!(summary.nodes, 0);
 
     let origin = Path::new("mapping.toml");
@@ -260,7 +260,7 @@ fn unmapped_csv_is_set_aside_and_bad_mappings_are_errors() -> std::io::Result<()
     let (records, _) = run(vec![fixture("csv/airports.csv")], config_with(&mapping));
     let bad = set_asides(&records);
     assert_eq!(bad.len(), 1);
-    assert_eq!(bad[0].reason, "csv_mapping_mismatch");
+    assert_eq!(bad[0].reason.code(), "csv_mapping_mismatch");
     assert!(bad[0].detail.contains("icao"));
     Ok(())
 }

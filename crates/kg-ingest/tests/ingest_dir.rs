@@ -91,9 +91,12 @@ fn good_files_are_read_fully_and_bad_ones_set_aside_with_their_reason() -> std::
     let reasons: BTreeMap<String, String> = records
         .iter()
         .filter_map(|r| match r {
-            Record::SetAside(s) => Path::new(&s.item)
-                .file_name()
-                .map(|n| (n.to_string_lossy().into_owned(), s.reason.clone())),
+            Record::SetAside(s) => Path::new(&s.item).file_name().map(|n| {
+                (
+                    n.to_string_lossy().into_owned(),
+                    s.reason.code().to_string(),
+                )
+            }),
             _ => None,
         })
         .collect();

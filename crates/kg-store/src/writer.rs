@@ -856,7 +856,7 @@ impl<S: GraphSink> BatchWriter<S> {
                 report.set_aside.push(SetAside {
                     stage: Stage::Store,
                     item: format!("batch {} ({})", outcome.batch.number, outcome.batch.key),
-                    reason: "batch_failed".into(),
+                    reason: kg_core::SetAsideReason::BatchFailed,
                     detail: format!(
                         "{rows} rows, {} attempts: {}; records in {}",
                         outcome.attempts,
@@ -1214,7 +1214,7 @@ mod tests {
         input.push(Record::SetAside(SetAside {
             stage: Stage::Ingest,
             item: "corpus/broken.pdf".into(),
-            reason: "encrypted_pdf".into(),
+            reason: kg_core::SetAsideReason::EncryptedPdf,
             detail: "the PDF is encrypted".into(),
         }));
         let report = writer.write_records(input).await.unwrap();
@@ -1223,8 +1223,14 @@ mod tests {
         assert_eq!(report.failed_batches[0].group, "documents");
         assert_eq!(report.failed_batches[0].attempts, 1);
         assert_eq!(report.set_aside.len(), 2);
-        assert_eq!(report.set_aside[0].reason, "encrypted_pdf");
-        assert_eq!(report.set_aside[1].reason, "batch_failed");
+        assert_eq!(
+            report.set_aside[0].reason,
+            kg_core::SetAsideReason::EncryptedPdf
+        );
+        assert_eq!(
+            report.set_aside[1].reason,
+            kg_core::SetAsideReason::BatchFailed
+        );
         let err = report.check().unwrap_err();
         assert!(
             err.to_string().contains("ConstraintValidationFailed"),

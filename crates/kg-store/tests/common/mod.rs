@@ -615,7 +615,10 @@ pub async fn check_failed_batch_dead_lettered<S: GraphStore>(
         Err(kg_store::StoreError::BatchesFailed { count: 1, .. })
     ));
     assert!(report.has_set_aside());
-    assert_eq!(report.set_aside[0].reason, "batch_failed");
+    assert_eq!(
+        report.set_aside[0].reason,
+        kg_core::SetAsideReason::BatchFailed
+    );
     // Dead-lettered: exactly the two node records.
     let dl = read_dead_letters(&dead).unwrap();
     assert_eq!(dl.len(), 2);
