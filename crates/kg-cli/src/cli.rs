@@ -1,4 +1,4 @@
-//! The command line, as in ../shared/CLI.md (extend it, never change it).
+//! The command line, as in docs/cli.md (extend it, never change it).
 //!
 //! Every flag that is also a setting is an `Option` here with no default:
 //! the default lives in [`crate::config::SETTINGS`], so that a flag the user

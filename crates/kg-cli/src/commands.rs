@@ -10,15 +10,15 @@ use kg_core::{Chunk, Record, Stage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::backends;
+use crate::build;
 use crate::config::Settings;
 use crate::jsonl_io;
 use crate::logging::Progress;
-use crate::pipeline::{self, count_record, Ctx, RunBars, RunConfig, StoreBatching};
+use crate::pipeline::{self, stream_of, Ctx, DocTracker, RunBars};
 use crate::state::RunState;
 use crate::stats::RunStats;
 
-/// How a command ended, as the process exit code of ../shared/CLI.md.
+/// How a command ended, as the process exit code of docs/cli.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// 0: everything done.
@@ -70,8 +70,6 @@ impl App {
             stats: self.stats.clone(),
             state,
             cancel: self.cancel.clone(),
-            input_price_per_mtok: self.settings.input_price_per_mtok,
-            output_price_per_mtok: self.settings.output_price_per_mtok,
         }
     }
 
@@ -130,29 +128,33 @@ pub async fn ingest(
     paths: Vec<PathBuf>,
     output: Option<PathBuf>,
 ) -> anyhow::Result<Exit> {
-    let ingester = Arc::new(backends::ingester(&app.settings)?);
+    let config = build::ingest_config(&app.settings)?;
     let (name, out) = jsonl_io::open_output(output.as_deref())?;
     let (tx, rx) = mpsc::channel(256);
     let state = app.open_state()?;
     let ctx = app.ctx(state);
     let bar = app.progress.stage("ingest");
     let writer = jsonl_io::spawn_writer(name, out, rx, move |r| {
-        if let Record::SetAside(s) = r {
-            ctx.record_set_aside(s);
+        match r {
+            Record::SetAside(s) => ctx.record_set_aside(s),
+            Record::Document(_) => {
+                bar.add_total(1);
+                bar.done(1);
+            }
+            _ => {}
         }
-        if let Record::Document(_) = r {
-            bar.add_total(1);
-            bar.done(1);
-        }
-        count_record(&ctx.stats, r);
+        ctx.stats.count(r);
         ctx.stats.touch("ingest");
     });
-    let result = {
-        use crate::stages::Ingester;
-        ingester.ingest(paths, tx, app.cancel.clone()).await
-    };
+    let result = kg_ingest::ingest(paths, config, tx, app.cancel.clone()).await;
     writer.await.context("output writer thread")??;
-    result?;
+    let summary = result.map_err(|e| pipeline::StageError::failed("ingest", &e))?;
+    if summary.interrupted {
+        app.notes.push(format!(
+            "interrupted: {} file(s) not read; run the same command again",
+            summary.unfinished.len()
+        ));
+    }
     Ok(app.finish(app.cancel.is_cancelled()))
 }
 
@@ -199,14 +201,31 @@ type Output = (
     tokio::task::JoinHandle<Result<(), jsonl_io::IoError>>,
 );
 
-fn writer_counting(ctx: Ctx, output: Option<PathBuf>) -> anyhow::Result<Output> {
+/// The output of a one-stage command: records counted as written, the
+/// set-aside ones recorded, the stage's own output on `bar`.
+fn writer_counting(
+    ctx: Ctx,
+    output: Option<PathBuf>,
+    stage: Stage,
+    bar: crate::logging::StageBar,
+) -> anyhow::Result<Output> {
     let (name, out) = jsonl_io::open_output(output.as_deref())?;
     let (tx, rx) = mpsc::channel(256);
     let writer = jsonl_io::spawn_writer(name, out, rx, move |r| {
-        if let Record::SetAside(s) = r {
-            ctx.record_set_aside(s);
+        let ours = match r {
+            Record::SetAside(s) => {
+                ctx.record_set_aside(s);
+                s.stage == stage
+            }
+            Record::Extraction(_) => stage == Stage::Extract,
+            Record::Embedding(_) => stage == Stage::Embed,
+            _ => false,
+        };
+        if ours {
+            bar.done(1);
+            ctx.stats.touch(crate::stats::stage_name(stage));
         }
-        count_record(&ctx.stats, r);
+        ctx.stats.count(r);
     });
     Ok((tx, writer))
 }
@@ -218,129 +237,116 @@ pub async fn extract(
     output: Option<PathBuf>,
     dry_run: bool,
 ) -> anyhow::Result<Exit> {
-    let state = app.open_state()?;
-    let ctx = app.ctx(state.clone());
     if dry_run {
-        return dry_run_extract(app, input, &state).await;
+        return dry_run_extract(app, input).await;
     }
     if !app.settings.llm_configured() {
         anyhow::bail!("{NO_LLM_NOTE}");
     }
-    let extractor = Arc::new(backends::extractor(&app.settings)?);
-    let (out_tx, writer) = writer_counting(ctx.clone(), output)?;
-    let (chunk_tx, chunk_rx) = mpsc::channel(app.settings.concurrency * 2);
+    let state = app.open_state()?;
+    let ctx = app.ctx(state);
+    let extractor = build::extractor(&app.settings)?;
+    let bar = app.progress.stage("extract");
+    let (out_tx, writer) = writer_counting(ctx.clone(), output, Stage::Extract, bar.clone())?;
+    let (chunk_tx, chunk_rx) = mpsc::channel(extractor.concurrency() * 2);
+    let counting = {
+        let bar = bar.clone();
+        let (tx, mut rx) = mpsc::channel::<Chunk>(extractor.concurrency() * 2);
+        tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                bar.add_total(1);
+                if chunk_tx.send(c).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tx
+    };
     let reader = spawn_passthrough(
         input,
         Stage::Extract,
         out_tx.clone(),
-        chunk_tx,
+        counting,
         app.cancel.clone(),
     );
-    let bar = app.progress.stage("extract");
-    let result = pipeline::extract_chunks(
-        extractor,
-        ctx,
-        chunk_rx,
-        out_tx,
-        app.settings.concurrency,
-        bar,
-        None,
-    )
-    .await;
+    let result = extractor
+        .run(stream_of(chunk_rx), out_tx, app.cancel.clone())
+        .await;
     reader.await.context("reader task")??;
     writer.await.context("output writer thread")??;
-    if let Err(e) = result {
-        app.finish(true);
-        return Err(e.into());
+    bar.finish();
+    match result {
+        Ok(summary) => {
+            app.stats.add_llm_usage(&summary);
+            Ok(app.finish(app.cancel.is_cancelled()))
+        }
+        Err(e) => {
+            app.stats
+                .add_llm_usage(&extractor.progress().snapshot());
+            app.finish(true);
+            Err(pipeline::StageError::failed("extract", &e).into())
+        }
     }
-    Ok(app.finish(app.cancel.is_cancelled()))
 }
 
 /// `kg extract --dry-run`: tokens and cost of extracting the input's chunks
 /// with the configured model, counting what the cache already holds as free.
-async fn dry_run_extract(
-    app: &mut App,
-    input: Option<PathBuf>,
-    state: &RunState,
-) -> anyhow::Result<Exit> {
+async fn dry_run_extract(app: &mut App, input: Option<PathBuf>) -> anyhow::Result<Exit> {
     let (tx, rx) = mpsc::channel(256);
     let reader = jsonl_io::spawn_reader(input.into_iter().collect(), Stage::Extract, tx);
-    let estimate = estimate_chunks(app, rx, state).await?;
+    let estimate = estimate_chunks(app, rx).await?;
     reader.await.context("input reader thread")??;
-    println!("{}", estimate.render(&app.settings));
+    println!("{}", render_estimate(&estimate, &app.settings));
     Ok(Exit::Done)
 }
 
-/// Estimates the chunks among `rx`'s records, a window at a time.
+/// Estimates the chunks among `rx`'s records, a window at a time, with
+/// kg-extract's estimate (which counts what its cache holds as free).
 async fn estimate_chunks(
     app: &App,
     mut rx: mpsc::Receiver<Record>,
-    state: &RunState,
-) -> anyhow::Result<CostEstimate> {
-    let extractor = backends::extractor(&app.settings)?;
-    let mut estimate = CostEstimate::default();
+) -> anyhow::Result<kg_extract::CostEstimate> {
+    let extractor = build::extractor(&app.settings)?;
+    let mut total = kg_extract::CostEstimate::default();
     let mut window = Vec::with_capacity(256);
     loop {
         let next = rx.recv().await;
         let end = next.is_none();
         if let Some(Record::Chunk(c)) = next {
-            estimate.chunks += 1;
-            if state
-                .cached_extraction(&app.settings.model, backends::PROMPT_VERSION, &c.id)?
-                .is_some()
-            {
-                estimate.cached += 1;
-            } else {
-                window.push(c);
-            }
+            window.push(c);
         }
         if window.len() >= 256 || (end && !window.is_empty()) {
             let e = extractor.estimate(&window)?;
-            estimate.prompt_tokens += e.prompt_tokens;
-            estimate.completion_tokens += e.completion_tokens;
+            total.chunks += e.chunks;
+            total.cached += e.cached;
+            total.prompt_tokens += e.prompt_tokens;
+            total.completion_tokens += e.completion_tokens;
+            total.cost_usd = match (total.cost_usd, e.cost_usd) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
             window.clear();
         }
         if end {
-            return Ok(estimate);
+            return Ok(total);
         }
     }
 }
 
-/// Tokens and cost an extraction would take.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct CostEstimate {
-    /// Chunks seen.
-    pub chunks: u64,
-    /// Chunks already in the cache (free).
-    pub cached: u64,
-    /// Prompt tokens of the chunks to call (kg-extract's tiktoken count).
-    pub prompt_tokens: u64,
-    /// Completion tokens expected (kg-extract's heuristic).
-    pub completion_tokens: u64,
-}
-
-impl CostEstimate {
-    /// Estimated cost in USD.
-    pub fn cost(&self, settings: &Settings) -> f64 {
-        self.prompt_tokens as f64 * settings.input_price_per_mtok / 1e6
-            + self.completion_tokens as f64 * settings.output_price_per_mtok / 1e6
-    }
-
-    /// The report printed by `--dry-run`.
-    pub fn render(&self, settings: &Settings) -> String {
-        format!(
-            "kg --dry-run: extraction estimate (model {}, ${}/M prompt, ${}/M completion tokens)\n  chunks             {}\n  already cached     {}\n  LLM calls          {}\n  prompt tokens      ~{}\n  completion tokens  ~{}\n  estimated cost     ~${:.4}",
-            settings.model,
-            settings.input_price_per_mtok,
-            settings.output_price_per_mtok,
-            self.chunks,
-            self.cached,
-            self.chunks - self.cached,
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.cost(settings)
-        )
-    }
+/// The report printed by `--dry-run`.
+pub fn render_estimate(e: &kg_extract::CostEstimate, settings: &Settings) -> String {
+    format!(
+        "kg --dry-run: extraction estimate (model {}, ${}/M prompt, ${}/M completion tokens)\n  chunks             {}\n  already cached     {}\n  LLM calls          {}\n  prompt tokens      ~{}\n  completion tokens  ~{}\n  estimated cost     ~${:.4}",
+        settings.model,
+        settings.input_price_per_mtok,
+        settings.output_price_per_mtok,
+        e.chunks,
+        e.cached,
+        e.chunks - e.cached,
+        e.prompt_tokens,
+        e.completion_tokens,
+        e.cost_usd.unwrap_or(0.0)
+    )
 }
 
 /// `kg embed [-i FILE] [-o FILE]`.
@@ -349,11 +355,12 @@ pub async fn embed(
     input: Option<PathBuf>,
     output: Option<PathBuf>,
 ) -> anyhow::Result<Exit> {
-    let embedder = Arc::new(backends::embedder(&app.settings).await?);
+    let stage = build::embed_stage(&app.settings, &app.cancel).await?;
     let state = app.open_state()?;
     let ctx = app.ctx(state);
-    let (out_tx, writer) = writer_counting(ctx.clone(), output)?;
-    let (chunk_tx, chunk_rx) = mpsc::channel(app.settings.embed_batch * 2);
+    let bar = app.progress.stage("embed");
+    let (out_tx, writer) = writer_counting(ctx.clone(), output, Stage::Embed, bar.clone())?;
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(256);
     let reader = spawn_passthrough(
         input,
         Stage::Embed,
@@ -361,19 +368,27 @@ pub async fn embed(
         chunk_tx,
         app.cancel.clone(),
     );
-    let bar = app.progress.stage("embed");
-    pipeline::embed_chunks(
-        embedder,
-        ctx,
-        chunk_rx,
-        out_tx,
-        app.settings.embed_batch,
-        bar,
-        None,
-    )
-    .await;
+    let options = kg_embed::EmbedOptions {
+        cache: stage.cache.clone(),
+        cancel: app.cancel.clone(),
+        ..kg_embed::EmbedOptions::default()
+    };
+    let chunks = {
+        let bar = bar.clone();
+        futures::StreamExt::inspect(stream_of(chunk_rx), move |_| bar.add_total(1))
+    };
+    let result = kg_embed::embed_chunks(stage.embedder, chunks, options, out_tx).await;
     reader.await.context("reader task")??;
     writer.await.context("output writer thread")??;
+    bar.finish();
+    match result {
+        Ok(summary) => app.stats.embedding_cache_hits.add(summary.cached),
+        Err(kg_embed::EmbedError::Cancelled { .. }) => {}
+        Err(e) => {
+            app.finish(true);
+            return Err(pipeline::StageError::failed("embed", &e).into());
+        }
+    }
     Ok(app.finish(app.cancel.is_cancelled()))
 }
 
@@ -386,27 +401,70 @@ pub async fn store(
     if from_embedded {
         return store_from_embedded(app).await;
     }
-    let store = Arc::new(backends::store(&app.settings, None).await?);
-    store.spawn_connection_gauge();
+    let writer = Arc::new(build::writer(&app.settings, &app.cancel).await?);
+    build::spawn_connection_gauge(&writer);
+    replay_dead_letters(app, &writer).await;
     let state = app.open_state()?;
     let ctx = app.ctx(state);
-    let (tx, rx) = mpsc::channel(1024);
-    let reader = jsonl_io::spawn_reader(inputs, Stage::Store, tx);
-    let bar = app.progress.stage("store");
-    let documents = pipeline::store_records(
-        store.clone(),
-        ctx.clone(),
-        rx,
-        StoreBatching::default(),
-        bar,
+    let tracker = Arc::new(DocTracker::new(
         None,
-    )
-    .await;
+        app.stats.clone(),
+        false,
+        false,
+        String::new(),
+    ));
+    let (raw_tx, mut raw_rx) = mpsc::channel(1024);
+    let reader = jsonl_io::spawn_reader(inputs, Stage::Store, raw_tx);
+    let (store_tx, store_rx) = mpsc::channel::<Record>(1024);
+    let (ack_tx, mut ack_rx) = mpsc::channel::<Vec<kg_store::Ack>>(16);
+    let bar = app.progress.stage("store");
+    let write = {
+        let writer = writer.clone();
+        tokio::spawn(async move { writer.write_stream(stream_of(store_rx), Some(ack_tx)).await })
+    };
+    let acks = {
+        let (tracker, bar, stats) = (tracker.clone(), bar.clone(), app.stats.clone());
+        tokio::spawn(async move {
+            while let Some(acks) = ack_rx.recv().await {
+                stats.touch("store");
+                bar.done(acks.len() as u64);
+                tracker.acked(&acks);
+            }
+        })
+    };
+    let mut documents = Vec::new();
+    while let Some(record) = raw_rx.recv().await {
+        match record {
+            Record::SetAside(s) => ctx.record_set_aside(&s),
+            record => {
+                if let Record::Document(d) = &record {
+                    documents.push(kg_store::CurrentDocument {
+                        source: d.source.clone(),
+                        id: d.id.clone(),
+                    });
+                }
+                tracker.sent(&record);
+                bar.add_total(1);
+                if store_tx.send(record).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(store_tx);
     reader.await.context("input reader thread")??;
+    let report = write
+        .await
+        .map_err(|e| anyhow::anyhow!("store task: {e}"))?
+        .map_err(|e| pipeline::StageError::failed("store", &e))?;
+    acks.await.context("acknowledgement task")?;
+    bar.finish();
+    app.stats.record_write(&report);
+    report_failed_batches(app, &report);
     // Without a run state of documents, "complete" means: nothing of this
     // input was set aside and the input was read to its end.
     if app.stats.set_aside_total() == 0 && !app.cancel.is_cancelled() {
-        let note = pipeline::replace_earlier_versions(store.as_ref(), &ctx, documents).await;
+        let note = pipeline::replace_earlier_versions(writer.sink(), &ctx, documents).await;
         app.notes.extend(note);
     } else if !documents.is_empty() {
         app.notes.push(
@@ -418,38 +476,86 @@ pub async fn store(
     Ok(app.finish(app.cancel.is_cancelled()))
 }
 
+/// Writes again what an earlier run's store could not (its dead-letter
+/// file), before the new input: batches that commit now leave the file,
+/// those that fail again go to a fresh one.
+async fn replay_dead_letters(app: &mut App, writer: &kg_store::BatchWriter<kg_store::AnyStore>) {
+    match kg_store::rerun_dead_letters(writer).await {
+        Ok(report) if report.records > 0 => {
+            app.stats.record_write(&report);
+            if report.failed_batches.is_empty() {
+                app.notes.push(format!(
+                    "wrote the {} records an earlier run could not store",
+                    report.records
+                ));
+            } else {
+                report_failed_batches(app, &report);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => app.notes.push(format!(
+            "the dead letters of an earlier run could not be written again: {}",
+            crate::logging::cause_chain(&e)
+        )),
+    }
+}
+
+/// Sets aside (and explains) the batches a write could not commit.
+fn report_failed_batches(app: &mut App, report: &kg_store::WriteReport) {
+    if let Err(e) = report.check() {
+        app.notes.push(crate::logging::cause_chain(&e));
+    }
+    for s in &report.set_aside {
+        if s.stage == Stage::Store {
+            app.stats.set_aside(s);
+        }
+    }
+}
+
 async fn store_from_embedded(app: &mut App) -> anyhow::Result<Exit> {
     if app.settings.neo4j_uri.is_none() {
         anyhow::bail!(
             "--from-embedded copies the embedded store to Neo4j: set --neo4j-uri or NEO4J_URI"
         );
     }
-    let copied = backends::copy_embedded_to_neo4j(&app.settings, &app.stats).await?;
+    let embedded = kg_store::EmbeddedStore::open(&kg_store::EmbeddedConfig {
+        data_dir: app.settings.data_dir.clone(),
+    })
+    .map_err(|e| pipeline::StageError::failed("store", &e))?;
+    let writer = build::writer(&app.settings, &app.cancel).await?;
+    let report = kg_store::export_embedded(&embedded, &writer)
+        .await
+        .map_err(|e| pipeline::StageError::failed("store", &e))?;
+    app.stats.records_stored.add(report.records);
+    app.stats.record_write(&report);
+    report_failed_batches(app, &report);
     app.notes.push(format!(
-        "copied {copied} records from the embedded store in {} to {}",
+        "copied {} records from the embedded store in {} to {}",
+        report.records,
         app.settings.data_dir.display(),
-        app.settings.neo4j_uri.as_deref().unwrap_or_default()
+        kg_core::secret::redact_url(app.settings.neo4j_uri.as_deref().unwrap_or_default())
     ));
     Ok(app.finish(false))
 }
 
 /// `kg run PATH...`.
 pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::Result<Exit> {
-    let state = app.open_state()?;
-    let ctx = app.ctx(state.clone());
-    let ingester = Arc::new(backends::ingester(&app.settings)?);
+    let ingest = build::ingest_config(&app.settings)?;
     if dry_run {
-        return dry_run_run(app, ingester, paths, &state).await;
+        return dry_run_run(app, ingest, paths).await;
     }
+    let state = app.open_state()?;
+    let ctx = app.ctx(state);
     let extractor = if app.settings.llm_configured() {
-        Some(Arc::new(backends::extractor(&app.settings)?))
+        Some(build::extractor(&app.settings)?)
     } else {
         app.notes.push(NO_LLM_NOTE.to_string());
         None
     };
-    let embedder = Arc::new(backends::embedder(&app.settings).await?);
-    let store = Arc::new(backends::store(&app.settings, embedder.dimensions()).await?);
-    store.spawn_connection_gauge();
+    let embedder = build::embed_stage(&app.settings, &app.cancel).await?;
+    let writer = Arc::new(build::writer(&app.settings, &app.cancel).await?);
+    build::spawn_connection_gauge(&writer);
+    replay_dead_letters(app, &writer).await;
     let bars = RunBars {
         ingest: app.progress.stage("ingest"),
         extract: if extractor.is_some() {
@@ -460,25 +566,19 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
         embed: app.progress.stage("embed"),
         store: app.progress.stage("store"),
     };
-    let config = RunConfig {
-        paths,
-        concurrency: app.settings.concurrency,
-        embed_batch: app.settings.embed_batch,
-        store: StoreBatching::default(),
-    };
     let outcome = pipeline::run(
         pipeline::Stages {
-            ingester,
+            ingest,
             extractor,
-            embedder: Some(embedder),
-            store: store.clone(),
+            embedder,
+            writer: writer.clone(),
         },
-        config,
+        paths,
         ctx.clone(),
         bars,
     )
     .await;
-    let note = pipeline::replace_earlier_versions(store.as_ref(), &ctx, outcome.documents).await;
+    let note = pipeline::replace_earlier_versions(writer.sink(), &ctx, outcome.documents).await;
     app.notes.extend(note);
     if let Some(e) = outcome.error {
         app.finish(true);
@@ -494,37 +594,40 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
     Ok(app.finish(outcome.interrupted))
 }
 
-async fn dry_run_run<I: crate::stages::Ingester>(
+async fn dry_run_run(
     app: &mut App,
-    ingester: Arc<I>,
+    ingest: kg_ingest::IngestConfig,
     paths: Vec<PathBuf>,
-    state: &RunState,
 ) -> anyhow::Result<Exit> {
     let (tx, rx) = mpsc::channel(256);
     let cancel = app.cancel.clone();
-    let task = tokio::spawn(async move { ingester.ingest(paths, tx, cancel).await });
-    let estimate = estimate_chunks(app, rx, state).await?;
-    task.await.context("ingest task")??;
-    println!("{}", estimate.render(&app.settings));
+    let task = tokio::spawn(kg_ingest::ingest(paths, ingest, tx, cancel));
+    let estimate = estimate_chunks(app, rx).await?;
+    task.await
+        .context("ingest task")?
+        .map_err(|e| pipeline::StageError::failed("ingest", &e))?;
+    println!("{}", render_estimate(&estimate, &app.settings));
     Ok(Exit::Done)
 }
 
 /// `kg search TEXT -k N [--json]`.
 pub async fn search(app: &mut App, text: &str, k: usize, json: bool) -> anyhow::Result<Exit> {
-    let embedder = backends::embedder(&app.settings).await?;
-    let store = backends::store(&app.settings, None).await?;
-    let vector = {
-        use crate::stages::Embedder;
-        embedder
-            .embed_query(text)
-            .await
-            .map_err(|e| anyhow::anyhow!("embedding the query: {} ({})", e.detail, e.reason))?
-    };
-    let hits = store.search(&vector, k).await?;
+    let embedder = build::embedder(&app.settings, &app.cancel).await?;
+    let store = build::store(&app.settings).await?;
+    let vector = kg_embed::embed_query(embedder.as_ref(), text)
+        .await
+        .map_err(|e| anyhow::anyhow!("embedding the query: {}", crate::logging::cause_chain(&e)))?;
+    let hits: Vec<crate::search::Hit> = kg_store::GraphStore::search(&store, &vector, k)
+        .await
+        .map_err(|e| pipeline::StageError::failed("search", &e))?
+        .hits
+        .into_iter()
+        .map(Into::into)
+        .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&hits)?);
     } else {
-        print!("{}", backends::render_hits(text, &hits));
+        print!("{}", crate::search::render_hits(text, &hits));
     }
     Ok(if hits.is_empty() {
         Exit::Failed

@@ -77,6 +77,13 @@ pub const SETTINGS: &[SettingSpec] = &[
         "tracing filter (e.g. debug,kg_store=trace)",
     ),
     spec(
+        "progress_secs",
+        Some("KG_PROGRESS_SECS"),
+        Some("10"),
+        false,
+        "seconds between progress lines when there are no progress bars",
+    ),
+    spec(
         "metrics_addr",
         Some("KG_METRICS_ADDR"),
         None,
@@ -174,6 +181,13 @@ pub const SETTINGS: &[SettingSpec] = &[
         Some("32"),
         false,
         "chunks per embedding batch",
+    ),
+    spec(
+        "embed.concurrency",
+        Some("KG_EMBED_CONCURRENCY"),
+        Some("4"),
+        false,
+        "embedding requests in flight (API embedder)",
     ),
     spec(
         "embed.base_url",
@@ -432,22 +446,7 @@ pub enum EmbedderKind {
     Local,
 }
 
-/// A secret string: never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
+pub use kg_core::Secret;
 
 /// The effective, typed settings of one kg invocation.
 #[derive(Debug, Clone)]
@@ -458,6 +457,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// tracing filter directive.
     pub log_level: String,
+    /// Seconds between progress log lines (no terminal).
+    pub progress_secs: u64,
     /// Prometheus listener.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Chunk size in tokens.
@@ -488,6 +489,8 @@ pub struct Settings {
     pub embed_model: Option<String>,
     /// Chunks per embedding batch.
     pub embed_batch: usize,
+    /// Embedding requests in flight (API embedder).
+    pub embed_concurrency: usize,
     /// Embeddings API base URL.
     pub embed_base_url: Option<String>,
     /// Neo4j URI; `None` = embedded store.
@@ -611,11 +614,12 @@ impl Settings {
             log_format,
             log_level: text("log_level").unwrap_or_default(),
             metrics_addr,
+            progress_secs: num("progress_secs", 1)?.unwrap_or(10),
             chunk_tokens,
             chunk_overlap,
             csv_mapping: text("ingest.csv_mapping").map(PathBuf::from),
             llm_base_url: text("llm.base_url"),
-            llm_api_key: text("llm.api_key").map(Secret),
+            llm_api_key: text("llm.api_key").map(Secret::new),
             model: text("llm.model").unwrap_or_default(),
             concurrency: num("llm.concurrency", 1)?.unwrap_or_default() as usize,
             rpm: to_u32("llm.rpm")?,
@@ -625,10 +629,11 @@ impl Settings {
             embedder,
             embed_model: text("embed.model"),
             embed_batch: num("embed.batch", 1)?.unwrap_or_default() as usize,
+            embed_concurrency: num("embed.concurrency", 1)?.unwrap_or_default() as usize,
             embed_base_url: text("embed.base_url"),
             neo4j_uri: text("neo4j.uri"),
             neo4j_user: text("neo4j.user").unwrap_or_default(),
-            neo4j_password: text("neo4j.password").map(Secret),
+            neo4j_password: text("neo4j.password").map(Secret::new),
             neo4j_database: text("neo4j.database"),
         })
     }

@@ -5,7 +5,7 @@
 //! `kg ingest|extract|embed|store` run one stage over JSON Lines;
 //! `kg run` streams every stage in one process through bounded channels
 //! ([`pipeline`]); `kg search` queries the result; `kg config` shows the
-//! effective settings. The command-line contract is ../shared/CLI.md.
+//! effective settings. The command-line contract is docs/cli.md.
 //!
 //! What this crate must never do: put a secret in a log line, an error or
 //! `kg config`'s output; hold the corpus in memory (every channel is
@@ -24,7 +24,7 @@
 
 #![warn(missing_docs)]
 
-pub mod backends;
+pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -32,7 +32,7 @@ pub mod jsonl_io;
 pub mod logging;
 pub mod metrics_export;
 pub mod pipeline;
-pub mod stages;
+pub mod search;
 pub mod state;
 pub mod stats;
 
@@ -100,6 +100,7 @@ pub fn main_with(
     let code = runtime.block_on(async move {
         let cancel = CancellationToken::new();
         spawn_ctrl_c(cancel.clone());
+        progress.spawn_reporter(std::time::Duration::from_secs(settings.progress_secs));
         if let Some(addr) = settings.metrics_addr {
             if let Err(e) = metrics_export::serve(addr) {
                 eprintln!("kg: {e}");

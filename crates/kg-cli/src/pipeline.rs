@@ -1,68 +1,144 @@
-//! The stages wired together through bounded channels.
+//! `kg run`: the stage crates composed through bounded channels.
 //!
 //! ```text
-//!                       ┌─▶ chunks ─▶ extract (N in flight) ─┐
-//! ingest ─▶ records ─▶ route                                  ├─▶ records ─▶ store (batches)
-//!                       ├─▶ chunks ─▶ embed (batches) ───────┤
-//!                       └─▶ documents, chunks, CSV rows ─────┘
+//!                              ┌─▶ kg_extract::Extractor::run ──┐
+//! kg_ingest::ingest ─▶ route ──┼─▶ kg_embed::embed_chunks ──────┼─▶ kg_store::BatchWriter ─▶ acks
+//!                              └─▶ documents, chunks, CSV rows ─┘        (windows, batches)
 //! ```
 //!
-//! Every channel is bounded, so a slow stage slows the ones upstream instead
-//! of memory growing: the pipeline holds a window of the corpus (a few
-//! hundred records), whatever its size. The stage functions here are the
-//! same in `kg run` and in the one-stage commands (`kg extract` is a reader,
-//! [`extract_chunks`] and a writer).
+//! Each stage is its crate's own streaming function, with its cache,
+//! concurrency, batching, retries and rate limits inside: what `kg run`
+//! runs is exactly what a library user of that crate gets. This module only
+//! wires them: it routes ingested records, takes the set-aside records out
+//! of the stages' outputs (they are counted and logged here, never written
+//! to the graph), and follows each record until the store acknowledges it.
 //!
-//! **Acknowledgements.** A document is `done` in the run state only when
-//! the store has committed its document record and, for each of its chunks,
-//! the chunk, its extraction and its embedding ([`DocTracker`]). Until then a
-//! re-run processes it again, which costs no LLM call (the caches in
-//! [`crate::state`] are written as soon as an answer arrives) and adds no
-//! node (the store MERGEs on content-addressed ids).
+//! Every channel is bounded, so the slowest stage sets the pace and memory
+//! holds a window of the corpus, whatever its size.
 //!
-//! **Shutdown.** The [`CancellationToken`] (Ctrl-C) stops the router from
-//! taking new records; everything already in a channel or in flight is
-//! finished and committed, then every task ends because its input closed.
+//! **Acknowledgements.** The store acknowledges every record as committed
+//! or failed ([`kg_store::Ack`]). A document is `done` in the run state only
+//! when its document record and, for each of its chunks, the chunk, its
+//! extraction and its embedding are committed ([`DocTracker`]). Until then
+//! a re-run processes it again, which costs no LLM call (the stages' caches
+//! keep every answer as soon as it arrives) and adds no node (the store
+//! MERGEs on content-addressed ids). The summary counts what was committed,
+//! not what was produced.
 //!
-//! **Failures.** An item that fails (an LLM answer that never validates, a
-//! batch that keeps failing) becomes a [`SetAside`] record; the sink counts
-//! it in the summary and the dead-letter table. Nothing is dropped silently.
+//! **Shutdown.** Ctrl-C (the [`CancellationToken`] of [`Ctx`]) stops ingest
+//! and the router; the extractor and the embedder finish the calls in
+//! flight (paid for, and cached) and hand the rest back; the writer stops
+//! starting transactions. Documents not acknowledged stay unfinished for
+//! the next run. A stage that fails as a whole (a refused key, a panic)
+//! stops the intake the same way and its error ends the run with exit 1.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kg_core::{Chunk, ChunkId, DocumentId, EmbeddingTarget, Record, SetAside, Stage};
-use kg_store::CurrentDocument;
+use futures::Stream;
+use kg_core::{
+    Chunk, ChunkId, DocumentId, EmbeddingTarget, Record, RecordKey, SetAside, SetAsideReason,
+};
+use kg_store::{Ack, AckOutcome, BatchWriter, CurrentDocument, GraphStore};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::logging::StageBar;
 use crate::metrics_export as m;
-use crate::stages::{Embedder, Extractor, GraphStore, Ingester, StageError, Usage};
 use crate::state::RunState;
-use crate::stats::RunStats;
+use crate::stats::{RunStats, Tally};
+
+/// A stage failed as a whole (not one item): the command exits 1.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StageError {
+    /// The stage is not available in this configuration.
+    #[error("{stage} is not available: {reason}")]
+    Unavailable {
+        /// The stage.
+        stage: &'static str,
+        /// Why, and what to do about it.
+        reason: String,
+    },
+    /// The stage could not start or stopped with an error.
+    #[error("{stage} failed: {message}")]
+    Failed {
+        /// The stage.
+        stage: &'static str,
+        /// What went wrong, with its cause chain.
+        message: String,
+    },
+    /// A stage task panicked (a bug): the run stops.
+    #[error("{stage} panicked: {message}")]
+    Panicked {
+        /// The stage.
+        stage: &'static str,
+        /// The panic message.
+        message: String,
+    },
+}
+
+impl StageError {
+    /// `Failed` for `stage` from an error and its causes.
+    pub fn failed(stage: &'static str, e: &(dyn std::error::Error + 'static)) -> Self {
+        StageError::Failed {
+            stage,
+            message: crate::logging::cause_chain(e),
+        }
+    }
+}
+
+/// The result of a stage task: its own error, or its panic.
+fn joined<T, E: std::error::Error + 'static>(
+    stage: &'static str,
+    result: Result<Result<T, E>, tokio::task::JoinError>,
+) -> Result<T, StageError> {
+    match result {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(StageError::failed(stage, &e)),
+        Err(e) => Err(join_error(stage, e)),
+    }
+}
+
+fn join_error(stage: &'static str, e: tokio::task::JoinError) -> StageError {
+    if e.is_panic() {
+        let payload = e.into_panic();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        StageError::Panicked { stage, message }
+    } else {
+        StageError::Failed {
+            stage,
+            message: format!("its task was cancelled: {e}"),
+        }
+    }
+}
 
 /// What every stage task shares.
 #[derive(Clone)]
 pub struct Ctx {
     /// Counters for the summary.
     pub stats: Arc<RunStats>,
-    /// The run state (caches, documents, dead letters).
+    /// The run state (documents done, dead letters).
     pub state: Arc<RunState>,
     /// Fired by Ctrl-C.
     pub cancel: CancellationToken,
-    /// USD per million prompt tokens.
-    pub input_price_per_mtok: f64,
-    /// USD per million completion tokens.
-    pub output_price_per_mtok: f64,
 }
 
 impl Ctx {
-    /// Records a set-aside input in the summary and the dead letters.
+    /// Records a set-aside input: in the summary, in the log (once, here:
+    /// the stage crates log set-asides at debug level only), and in the
+    /// dead letters unless it is an interruption.
     pub fn record_set_aside(&self, item: &SetAside) {
         self.stats.set_aside(item);
+        if item.reason.is_cancellation() {
+            tracing::debug!(stage = crate::stats::stage_name(item.stage), item = %item.item, "not done: interrupted");
+            return;
+        }
         tracing::warn!(
             stage = crate::stats::stage_name(item.stage),
             item = %item.item,
@@ -70,67 +146,19 @@ impl Ctx {
             "set aside: {}",
             item.detail
         );
-        // Chunks handed back by Ctrl-C are not failures: the next run
-        // processes their documents anyway.
-        if item.reason.is_cancellation() {
-            return;
-        }
         if let Err(e) = self.state.dead_letter(item) {
             tracing::error!(item = %item.item, "cannot record dead letter: {}", crate::logging::cause_chain(&e));
         }
     }
 }
 
-/// Counts a record reaching a sink (the store, or a one-stage command's
-/// output) in the summary.
-pub fn count_record(stats: &RunStats, record: &Record) {
-    match record {
-        Record::Document(d) => {
-            stats.documents.add(1);
-            stats.pages.add(u64::from(d.pages.unwrap_or(0)));
-        }
-        Record::Chunk(_) => stats.chunks.add(1),
-        Record::Extraction(x) => {
-            stats.extractions.add(1);
-            stats.entities.add(x.entities.len() as u64);
-            stats.relations.add(x.relations.len() as u64);
-            stats.distinct(
-                x.entities.iter().map(|e| e.id.as_str()),
-                x.relations.iter().map(|r| {
-                    (
-                        r.source_id.as_str(),
-                        r.rel_type.as_str(),
-                        r.target_id.as_str(),
-                    )
-                }),
-            );
-        }
-        Record::Entity(e) => {
-            stats.entities.add(1);
-            stats.distinct([e.id.as_str()], []);
-        }
-        Record::Relation(r) => {
-            stats.relations.add(1);
-            stats.distinct(
-                [],
-                [(
-                    r.source_id.as_str(),
-                    r.rel_type.as_str(),
-                    r.target_id.as_str(),
-                )],
-            );
-        }
-        Record::Embedding(_) => stats.embeddings.add(1),
-        Record::Node(_) => stats.nodes.add(1),
-        Record::Edge(_) => stats.edges.add(1),
-        Record::SetAside(_) => {}
-    }
-}
-
-/// Tracks which documents are completely committed (see module docs).
+/// Follows records from the moment they are handed to the store until it
+/// acknowledges them: counts what was committed, and marks a document done
+/// in the run state when every part of it is (see the module docs).
 pub struct DocTracker {
     inner: Mutex<TrackerInner>,
-    state: Arc<RunState>,
+    state: Option<Arc<RunState>>,
+    stats: Arc<RunStats>,
     parts_per_chunk: u32,
     stages: String,
 }
@@ -138,7 +166,11 @@ pub struct DocTracker {
 #[derive(Default)]
 struct TrackerInner {
     docs: HashMap<DocumentId, DocProgress>,
+    /// Chunk → (its document, parts not acknowledged yet).
     chunks: HashMap<ChunkId, (DocumentId, u32)>,
+    /// Records handed to the store and not acknowledged yet, with what they
+    /// add to the summary once committed.
+    pending: HashMap<RecordKey, (u32, Tally)>,
 }
 
 #[derive(Default)]
@@ -151,13 +183,21 @@ struct DocProgress {
 }
 
 impl DocTracker {
-    /// A tracker where each chunk needs the chunk record plus an extraction
-    /// (if `extract`) and an embedding (if `embed`); `stages` (see
-    /// [`crate::state::stages_key`]) is recorded with each done document.
-    pub fn new(state: Arc<RunState>, extract: bool, embed: bool, stages: String) -> Self {
+    /// A tracker whose documents are done in `state` when each chunk's
+    /// record, extraction (if `extract`) and embedding (if `embed`) are
+    /// committed; `stages` (see [`crate::state::stages_key`]) is recorded
+    /// with each done document. Without a state it only counts.
+    pub fn new(
+        state: Option<Arc<RunState>>,
+        stats: Arc<RunStats>,
+        extract: bool,
+        embed: bool,
+        stages: String,
+    ) -> Self {
         Self {
             inner: Mutex::default(),
             state,
+            stats,
             parts_per_chunk: 1 + u32::from(extract) + u32::from(embed),
             stages,
         }
@@ -180,10 +220,10 @@ impl DocTracker {
     /// A chunk entered the pipeline.
     pub fn chunk(&self, chunk: &Chunk) {
         let mut g = self.lock();
-        let parts = self.parts_per_chunk;
         if g.chunks.contains_key(&chunk.id) {
             return;
         }
+        let parts = self.parts_per_chunk;
         let doc = g.docs.entry(chunk.document_id.clone()).or_default();
         doc.chunks += 1;
         doc.outstanding += u64::from(parts);
@@ -212,7 +252,65 @@ impl DocTracker {
         }
     }
 
-    fn part_done(&self, g: &mut TrackerInner, chunk: &ChunkId, failed: bool) -> Option<DocumentId> {
+    /// A stage set a part of a chunk aside: its document will not be done.
+    pub fn failed(&self, chunk: &ChunkId) {
+        let mut g = self.lock();
+        if let Some(doc) = Self::part_done(&mut g, chunk, true) {
+            self.settle(&mut g, &doc);
+        }
+    }
+
+    /// `record` is being handed to the store.
+    pub fn sent(&self, record: &Record) {
+        let tally = Tally::of(record);
+        let mut g = self.lock();
+        let entry = g.pending.entry(record.key()).or_insert((0, tally));
+        entry.0 += 1;
+    }
+
+    /// The store acknowledged these records.
+    pub fn acked(&self, acks: &[Ack]) {
+        let mut g = self.lock();
+        let mut touched = HashSet::new();
+        for ack in acks {
+            let committed = matches!(ack.outcome, AckOutcome::Committed);
+            if let Some((n, tally)) = g.pending.get_mut(&ack.key) {
+                if committed {
+                    self.stats.add_tally(tally);
+                    self.stats.records_stored.add(1);
+                }
+                *n -= 1;
+                if *n == 0 {
+                    g.pending.remove(&ack.key);
+                }
+            }
+            let doc = match &ack.key {
+                RecordKey::Document(id) => {
+                    if let Some(p) = g.docs.get_mut(id) {
+                        p.committed = true;
+                        p.failed |= !committed;
+                    }
+                    Some(id.clone())
+                }
+                RecordKey::Chunk(id) | RecordKey::Extraction(id) => {
+                    Self::part_done(&mut g, id, !committed)
+                }
+                RecordKey::Embedding {
+                    target: EmbeddingTarget::Chunk,
+                    id,
+                } => Self::part_done(&mut g, &ChunkId::from_raw(id.clone()), !committed),
+                _ => None,
+            };
+            if let Some(d) = doc {
+                touched.insert(d);
+            }
+        }
+        for d in touched {
+            self.settle(&mut g, &d);
+        }
+    }
+
+    fn part_done(g: &mut TrackerInner, chunk: &ChunkId, failed: bool) -> Option<DocumentId> {
         let (doc, remaining) = g.chunks.get_mut(chunk)?;
         *remaining = remaining.saturating_sub(1);
         let doc = doc.clone();
@@ -226,51 +324,16 @@ impl DocTracker {
         Some(doc)
     }
 
-    /// A part of a chunk failed (set aside): its document will not be done.
-    pub fn failed(&self, chunk: &ChunkId) {
-        let mut g = self.lock();
-        if let Some(doc) = self.part_done(&mut g, chunk, true) {
-            self.settle(&mut g, &doc);
-        }
-    }
-
-    /// The store committed (or, with `failed`, gave up on) these records.
-    pub fn committed(&self, records: &[Record], failed: bool) {
-        let mut g = self.lock();
-        let mut touched = HashSet::new();
-        for r in records {
-            let doc = match r {
-                Record::Document(d) => {
-                    if let Some(p) = g.docs.get_mut(&d.id) {
-                        p.committed = true;
-                        p.failed |= failed;
-                    }
-                    Some(d.id.clone())
-                }
-                Record::Chunk(c) => self.part_done(&mut g, &c.id, failed),
-                Record::Extraction(x) => self.part_done(&mut g, &x.chunk_id, failed),
-                Record::Embedding(e) if e.target == EmbeddingTarget::Chunk => {
-                    self.part_done(&mut g, &ChunkId::from_raw(e.id.clone()), failed)
-                }
-                _ => None,
-            };
-            if let Some(d) = doc {
-                touched.insert(d);
-            }
-        }
-        for d in touched {
-            self.settle(&mut g, &d);
-        }
-    }
-
     fn settle(&self, g: &mut TrackerInner, id: &DocumentId) {
         let Some(d) = g.docs.get(id) else { return };
         if !(d.ingested && d.committed && d.outstanding == 0) {
             return;
         }
         if !d.failed {
-            if let Err(e) = self.state.document_done(id, d.chunks, &self.stages) {
-                tracing::error!(document = %id, "cannot mark document done: {}", crate::logging::cause_chain(&e));
+            if let Some(state) = &self.state {
+                if let Err(e) = state.document_done(id, d.chunks, &self.stages) {
+                    tracing::error!(document = %id, "cannot mark document done: {}", crate::logging::cause_chain(&e));
+                }
             }
         }
         g.docs.remove(id);
@@ -282,495 +345,61 @@ impl DocTracker {
     }
 }
 
-/// Extracts chunks from `rx`, sending extractions (or set-asides) to `out`.
-///
-/// Chunks whose extraction is in the run-state cache go straight to `out`
-/// and cost no call; the rest stream through the extractor, and each answer
-/// is cached as soon as it arrives (before it is stored), so that a run
-/// killed at any point repeats no call on restart.
-pub async fn extract_chunks<X: Extractor>(
-    extractor: Arc<X>,
-    ctx: Ctx,
-    mut rx: mpsc::Receiver<Chunk>,
-    out: mpsc::Sender<Record>,
-    concurrency: usize,
-    bar: StageBar,
-    tracker: Option<Arc<DocTracker>>,
-) -> Result<(), StageError> {
-    let model = extractor.model().to_string();
-    let version = extractor.prompt_version().to_string();
-    let (miss_tx, miss_rx) = mpsc::channel::<Chunk>(concurrency.max(1) * 2);
-    let (answer_tx, mut answer_rx) = mpsc::channel::<Record>(concurrency.max(1) * 2);
-    let before = extractor.usage();
-
-    // Cache hits go out at once; misses go to the extractor.
-    let filter = {
-        let (ctx, out, bar, model, version) = (
-            ctx.clone(),
-            out.clone(),
-            bar.clone(),
-            model.clone(),
-            version.clone(),
-        );
-        async move {
-            while let Some(chunk) = rx.recv().await {
-                ctx.stats.touch("extract");
-                match ctx.state.cached_extraction(&model, &version, &chunk.id) {
-                    Ok(Some(x)) => {
-                        ctx.stats.extraction_cache_hits.add(1);
-                        metrics::counter!(m::CACHE_HITS, "stage" => "extract").increment(1);
-                        bar.done(1);
-                        if out.send(Record::Extraction(x)).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(chunk = %chunk.id, "extraction cache unreadable, calling the LLM: {}", crate::logging::cause_chain(&e))
-                    }
-                }
-                metrics::gauge!(m::IN_FLIGHT, "stage" => "extract").increment(1.0);
-                if miss_tx.send(chunk).await.is_err() {
-                    break;
-                }
-            }
-        }
-    };
-    // Answers are cached, counted and passed on.
-    let post = {
-        let (ctx, out, bar, extractor) = (ctx.clone(), out.clone(), bar.clone(), extractor.clone());
-        async move {
-            while let Some(record) = answer_rx.recv().await {
-                metrics::gauge!(m::IN_FLIGHT, "stage" => "extract").decrement(1.0);
-                match &record {
-                    Record::Extraction(x) => {
-                        if let Err(e) = ctx.state.cache_extraction(&model, &version, x) {
-                            tracing::error!(chunk = %x.chunk_id, "cannot cache extraction: {}", crate::logging::cause_chain(&e));
-                        }
-                        metrics::counter!(m::ITEMS, "stage" => "extract", "outcome" => "done")
-                            .increment(1);
-                    }
-                    Record::SetAside(s) => {
-                        if s.reason.is_cancellation() {
-                            tracing::info!(chunk = %s.item, "not extracted: interrupted");
-                        } else {
-                            tracing::error!(chunk = %s.item, reason = %s.reason, "extraction failed: {}", s.detail);
-                        }
-                        metrics::counter!(m::ITEMS, "stage" => "extract", "outcome" => "set_aside")
-                            .increment(1);
-                        if let Some(t) = &tracker {
-                            t.failed(&ChunkId::from_raw(s.item.clone()));
-                        }
-                    }
-                    _ => {}
-                }
-                bar.done(1);
-                let u = extractor.usage();
-                bar.message(format!(
-                    "calls {} retries {} 429s {} tokens {}",
-                    u.calls - before.calls,
-                    u.retries - before.retries,
-                    u.rate_limited - before.rate_limited,
-                    u.prompt_tokens + u.completion_tokens
-                        - before.prompt_tokens
-                        - before.completion_tokens
-                ));
-                if out.send(record).await.is_err() {
-                    break;
-                }
-            }
-        }
-    };
-    // The extractor's worker pool may hold a few dozen chunks it has not
-    // started; on Ctrl-C they come back as `cancelled` set-asides (their
-    // documents stay unfinished for the next run) instead of being called.
-    let run = extractor.run(miss_rx, answer_tx, ctx.cancel.clone());
-    // The extractor's counters are published while it runs (not only at the
-    // end), so /metrics shows calls, retries, 429s and tokens live.
-    let publish = |now: &Usage| {
-        metrics::counter!(m::LLM_CALLS).absolute(now.calls - before.calls);
-        metrics::counter!(m::LLM_RETRIES).absolute(now.retries - before.retries);
-        metrics::counter!(m::LLM_RATE_LIMITED).absolute(now.rate_limited - before.rate_limited);
-        metrics::counter!(m::TOKENS, "kind" => "prompt")
-            .absolute(now.prompt_tokens - before.prompt_tokens);
-        metrics::counter!(m::TOKENS, "kind" => "completion")
-            .absolute(now.completion_tokens - before.completion_tokens);
-    };
-    let work = async { tokio::join!(run, filter, post) };
-    tokio::pin!(work);
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let (result, (), ()) = loop {
-        tokio::select! {
-            out = &mut work => break out,
-            _ = tick.tick() => publish(&extractor.usage()),
-        }
-    };
-    let after = extractor.usage();
-    publish(&after);
-    let prompt = after.prompt_tokens - before.prompt_tokens;
-    let completion = after.completion_tokens - before.completion_tokens;
-    ctx.stats.llm_calls.add(after.calls - before.calls);
-    ctx.stats.prompt_tokens.add(prompt);
-    ctx.stats.completion_tokens.add(completion);
-    ctx.stats.add_cost(
-        prompt,
-        completion,
-        ctx.input_price_per_mtok,
-        ctx.output_price_per_mtok,
-    );
-    bar.finish();
-    result
+/// A channel's receiving end as a stream (what the stage crates take).
+pub fn stream_of<T>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// Embeds chunks from `rx` in batches of up to `batch`, sending embeddings
-/// (or set-asides) to `out`. Cached chunks cost nothing.
-pub async fn embed_chunks<B: Embedder>(
-    embedder: Arc<B>,
-    ctx: Ctx,
-    mut rx: mpsc::Receiver<Chunk>,
-    out: mpsc::Sender<Record>,
-    batch: usize,
-    bar: StageBar,
-    tracker: Option<Arc<DocTracker>>,
-) {
-    let model = embedder.model().to_string();
-    let batch = batch.max(1);
-    let mut chunks = Vec::with_capacity(batch);
-    // A batch waits this long at most for more chunks: batches fill up under
-    // load, and a trickle is not held back.
-    let linger = Duration::from_millis(50);
-    while let Some(first) = rx.recv().await {
-        chunks.push(first);
-        let deadline = tokio::time::Instant::now() + linger;
-        while chunks.len() < batch {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(c)) => chunks.push(c),
-                _ => break,
-            }
-        }
-        ctx.stats.touch("embed");
-        let mut misses = Vec::new();
-        let mut records = Vec::with_capacity(chunks.len());
-        for c in chunks.drain(..) {
-            match ctx.state.cached_embedding(&model, c.id.as_str()) {
-                Ok(Some(e)) => {
-                    ctx.stats.embedding_cache_hits.add(1);
-                    metrics::counter!(m::CACHE_HITS, "stage" => "embed").increment(1);
-                    records.push(Record::Embedding(e));
-                }
-                _ => misses.push(c),
-            }
-        }
-        if !misses.is_empty() {
-            metrics::histogram!(m::EMBED_BATCH_SIZE).record(misses.len() as f64);
-            metrics::gauge!(m::IN_FLIGHT, "stage" => "embed").set(misses.len() as f64);
-            match embedder.embed(&misses).await {
-                Ok(embeddings) if embeddings.len() == misses.len() => {
-                    if let Err(e) = ctx.state.cache_embeddings(&model, &embeddings) {
-                        tracing::error!(
-                            "cannot cache embeddings: {}",
-                            crate::logging::cause_chain(&e)
-                        );
-                    }
-                    records.extend(embeddings.into_iter().map(Record::Embedding));
-                }
-                other => {
-                    let (reason, detail) = match other {
-                        Err(e) => (e.reason, e.detail),
-                        Ok(v) => (
-                            kg_core::SetAsideReason::EmbeddingCountMismatch,
-                            format!("asked for {} embeddings, got {}", misses.len(), v.len()),
-                        ),
-                    };
-                    tracing::error!(chunks = misses.len(), reason = %reason, "embedding batch failed: {detail}");
-                    for c in &misses {
-                        if let Some(t) = &tracker {
-                            t.failed(&c.id);
-                        }
-                        records.push(Record::SetAside(SetAside {
-                            stage: Stage::Embed,
-                            item: format!("chunk {} of {}", c.id, c.source),
-                            reason: reason.clone(),
-                            detail: detail.clone(),
-                        }));
-                    }
-                }
-            }
-            metrics::gauge!(m::IN_FLIGHT, "stage" => "embed").set(0.0);
-        }
-        bar.done(records.len() as u64);
-        bar.message(format!("cached {}", ctx.stats.embedding_cache_hits.get()));
-        for r in records {
-            if out.send(r).await.is_err() {
-                return;
-            }
-        }
-    }
-    bar.finish();
-}
-
-/// How the store stage batches.
-#[derive(Debug, Clone, Copy)]
-pub struct StoreBatching {
-    /// Most records per batch.
-    pub max_records: usize,
-    /// Longest a batch waits to fill up.
-    pub linger: Duration,
-}
-
-impl Default for StoreBatching {
-    fn default() -> Self {
-        Self {
-            max_records: 500,
-            linger: Duration::from_millis(200),
-        }
-    }
-}
-
-/// Writes the records of `rx` to the store in batches; set-aside records
-/// are counted, not written.
-pub async fn store_records<S: GraphStore>(
-    store: Arc<S>,
-    ctx: Ctx,
+/// Passes a stage's output on to the store, taking its set-aside records
+/// out (counted, logged, and the chunk's document marked unfinished).
+async fn forward(
+    stage: &'static str,
     mut rx: mpsc::Receiver<Record>,
-    batching: StoreBatching,
+    store: mpsc::Sender<Record>,
+    tracker: Arc<DocTracker>,
+    ctx: Ctx,
     bar: StageBar,
-    tracker: Option<Arc<DocTracker>>,
-) -> Vec<CurrentDocument> {
-    let mut committed_documents = Vec::new();
-    let mut batch: Vec<Record> = Vec::with_capacity(batching.max_records);
-    let mut batch_number = 0u64;
-    let mut links = ChunkLinks::default();
-    loop {
-        let Some(first) = rx.recv().await else { break };
-        let deadline = tokio::time::Instant::now() + batching.linger;
-        let push = |r: Record, batch: &mut Vec<Record>| {
-            if let Record::SetAside(s) = &r {
-                ctx.record_set_aside(s);
-            } else {
-                batch.push(r);
+) {
+    while let Some(record) = rx.recv().await {
+        ctx.stats.touch(stage);
+        bar.done(1);
+        match record {
+            Record::SetAside(s) => {
+                metrics::counter!(m::ITEMS, "stage" => stage, "outcome" => "set_aside")
+                    .increment(1);
+                tracker.failed(&ChunkId::from_raw(s.item.clone()));
+                ctx.record_set_aside(&s);
             }
-        };
-        push(first, &mut batch);
-        while batch.len() < batching.max_records {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => push(r, &mut batch),
-                _ => break,
-            }
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        batch_number += 1;
-        ctx.stats.touch("store");
-        bar.add_total(batch.len() as u64);
-        metrics::histogram!(m::WINDOW_RECORDS).record(batch.len() as f64);
-        metrics::gauge!(m::IN_FLIGHT, "stage" => "store").set(batch.len() as f64);
-        let started = Instant::now();
-        let carried = links.carry_over(&batch);
-        let result = if carried.is_empty() {
-            store.write_batch(batch_number, &batch).await
-        } else {
-            let mut window = carried;
-            window.extend(batch.iter().cloned());
-            store.write_batch(batch_number, &window).await
-        };
-        links.remember(&batch);
-        metrics::histogram!(m::WINDOW_SECONDS).record(started.elapsed().as_secs_f64());
-        metrics::gauge!(m::IN_FLIGHT, "stage" => "store").set(0.0);
-        match result {
-            Ok(set_aside) => {
-                for s in &set_aside {
-                    ctx.record_set_aside(s);
-                }
-                ctx.stats.batches.add(1);
-                ctx.stats.records_stored.add(batch.len() as u64);
-                for r in &batch {
-                    count_record(&ctx.stats, r);
-                    if let Record::Document(d) = r {
-                        committed_documents.push(CurrentDocument {
-                            source: d.source.clone(),
-                            id: d.id.clone(),
-                        });
-                    }
-                }
-                if let Some(t) = &tracker {
-                    t.committed(&batch, !set_aside.is_empty());
-                }
-            }
-            Err(e) => {
-                ctx.stats.failed_batches.add(1);
-                metrics::counter!(m::FAILED_BATCHES).increment(1);
-                tracing::error!(batch = batch_number, records = batch.len(), reason = %e.reason, "store batch failed: {}", e.detail);
-                ctx.record_set_aside(&SetAside {
-                    stage: Stage::Store,
-                    item: format!("batch {batch_number} ({} records)", batch.len()),
-                    reason: e.reason,
-                    detail: e.detail,
-                });
-                if let Some(t) = &tracker {
-                    t.committed(&batch, true);
-                }
-            }
-        }
-        bar.done(batch.len() as u64);
-        bar.message(format!(
-            "batches {} failed {}",
-            ctx.stats.batches.get(),
-            ctx.stats.failed_batches.get()
-        ));
-        batch.clear();
-    }
-    bar.finish();
-    committed_documents
-}
-
-/// Removes from the graph the earlier versions of `documents`, which must
-/// be completely committed: a changed file's old document, chunks,
-/// mentions and the entities and relations only they supported. Each
-/// earlier version is forgotten in the run state before it is removed, so
-/// that a file changed back is processed again rather than skipped.
-///
-/// Runs after the store has committed everything, so a source is never
-/// without a graph: until its new version is whole, the old one stays, and
-/// a re-run (which finds the new version done) removes it then. Returns a
-/// line for the summary's notes when there is something to say.
-pub async fn replace_earlier_versions<S: GraphStore>(
-    store: &S,
-    ctx: &Ctx,
-    documents: Vec<CurrentDocument>,
-) -> Option<String> {
-    let mut current = documents;
-    current.sort_by(|a, b| (&a.source, &a.id).cmp(&(&b.source, &b.id)));
-    current.dedup();
-    if current.is_empty() {
-        return None;
-    }
-    let stale = match store.earlier_versions(&current).await {
-        Ok(ids) => ids,
-        Err(e) => {
-            tracing::error!(reason = %e.reason, "cannot look up earlier versions of changed documents: {}", e.detail);
-            return Some(format!(
-                "earlier versions of changed documents were not removed ({}); the next run retries",
-                e.detail
-            ));
-        }
-    };
-    let (mut documents, mut chunks, mut entities, mut relations) = (0u64, 0u64, 0u64, 0u64);
-    for id in &stale {
-        // Forget first: a version the state still called done after its
-        // graph was gone would be skipped, graphless, if the file went back
-        // to it. Forgotten but not removed (the removal failed, or the run
-        // was killed here) costs only a re-read from the caches, and the
-        // next run removes it.
-        if let Err(e) = ctx.state.forget_document(id) {
-            tracing::error!(document = %id, "cannot forget an earlier version in the run state, keeping it: {}", crate::logging::cause_chain(&e));
-            continue;
-        }
-        match store.remove_document(id).await {
-            Ok(r) => {
-                let _ = ctx
-                    .state
-                    .clear_dead_letters_of(&format!("earlier version {id}"));
-                documents += 1;
-                chunks += r.chunks;
-                entities += r.entities;
-                relations += r.relations;
-            }
-            Err(e) => ctx.record_set_aside(&SetAside {
-                stage: Stage::Store,
-                item: format!("earlier version {id}"),
-                reason: e.reason,
-                detail: e.detail,
-            }),
-        }
-    }
-    ctx.stats.documents_replaced.add(documents);
-    ctx.stats.chunks_replaced.add(chunks);
-    (documents > 0).then(|| {
-        format!(
-            "replaced {documents} earlier version(s) of changed documents: removed {chunks} chunks, \
-             {entities} entities no longer mentioned, {relations} relations no longer supported"
-        )
-    })
-}
-
-/// The last chunk written of the most recent documents, so that a window
-/// that starts with a document's chunk `i` can carry chunk `i - 1` along:
-/// kg-store links `NEXT_CHUNK` only between chunks of one window, and a
-/// document's chunks may straddle two windows. Re-writing a chunk is a MERGE
-/// (it adds nothing); the carried chunk is not counted again.
-#[derive(Default)]
-struct ChunkLinks {
-    recent: std::collections::VecDeque<Chunk>,
-}
-
-impl ChunkLinks {
-    /// Documents whose last chunk is remembered (ingest sends documents one
-    /// after the other, so a handful is plenty).
-    const DOCUMENTS: usize = 16;
-
-    fn carry_over(&self, window: &[Record]) -> Vec<Record> {
-        let mut first: HashMap<&DocumentId, u32> = HashMap::new();
-        for r in window {
-            if let Record::Chunk(c) = r {
-                let e = first.entry(&c.document_id).or_insert(c.index);
-                *e = (*e).min(c.index);
-            }
-        }
-        self.recent
-            .iter()
-            .filter(|c| first.get(&c.document_id).is_some_and(|&i| c.index + 1 == i))
-            .map(|c| Record::Chunk(c.clone()))
-            .collect()
-    }
-
-    fn remember(&mut self, window: &[Record]) {
-        for r in window {
-            if let Record::Chunk(c) = r {
-                match self
-                    .recent
-                    .iter_mut()
-                    .find(|k| k.document_id == c.document_id)
-                {
-                    Some(k) if k.index < c.index => *k = c.clone(),
-                    Some(_) => {}
-                    None => {
-                        if self.recent.len() == Self::DOCUMENTS {
-                            self.recent.pop_front();
-                        }
-                        self.recent.push_back(c.clone());
-                    }
+            record => {
+                metrics::counter!(m::ITEMS, "stage" => stage, "outcome" => "done").increment(1);
+                tracker.sent(&record);
+                if store.send(record).await.is_err() {
+                    return;
                 }
             }
         }
     }
 }
 
-/// The stages of one `kg run`.
-pub struct Stages<I, X, B, S> {
-    /// Files → records.
-    pub ingester: Arc<I>,
+/// The stages of one `kg run`, built by [`crate::build`].
+pub struct Stages<S> {
+    /// How files are read and chunked.
+    pub ingest: kg_ingest::IngestConfig,
     /// Chunks → extractions; `None` when no LLM is configured.
-    pub extractor: Option<Arc<X>>,
-    /// Chunks → embeddings; `None` to skip embedding.
-    pub embedder: Option<Arc<B>>,
-    /// Records → graph.
-    pub store: Arc<S>,
+    pub extractor: Option<kg_extract::Extractor>,
+    /// Chunks → vectors.
+    pub embedder: EmbedStage,
+    /// Records → the graph.
+    pub writer: Arc<BatchWriter<S>>,
 }
 
-/// Sizes of one `kg run`.
-#[derive(Debug, Clone)]
-pub struct RunConfig {
-    /// Files and directories.
-    pub paths: Vec<PathBuf>,
-    /// LLM requests in flight.
-    pub concurrency: usize,
-    /// Chunks per embedding batch.
-    pub embed_batch: usize,
-    /// Store batching.
-    pub store: StoreBatching,
+/// The embedding stage: an embedder and its cache.
+#[derive(Clone)]
+pub struct EmbedStage {
+    /// The model, local or behind an API.
+    pub embedder: Arc<dyn kg_embed::Embedder>,
+    /// The persistent cache (keyed by model and text).
+    pub cache: Option<Arc<kg_embed::EmbedCache>>,
 }
 
 /// Bars of the stages of one run.
@@ -791,14 +420,410 @@ pub struct RunBars {
 pub struct RunOutcome {
     /// Ctrl-C stopped it before the input was exhausted.
     pub interrupted: bool,
-    /// Documents not completely committed (interrupted or failed parts).
+    /// Documents not completely committed (interrupted or failed parts),
+    /// counting files ingest had not finished reading.
     pub unfinished_documents: usize,
-    /// A stage that failed as a whole.
+    /// The first stage that failed as a whole.
     pub error: Option<StageError>,
     /// The documents of this run that are done (processed completely now,
     /// or skipped as done before): the current versions of their sources,
     /// whose earlier versions can go.
     pub documents: Vec<CurrentDocument>,
+}
+
+/// The first error of the run; later ones are usually its consequences.
+#[derive(Clone, Default)]
+struct FirstError(Arc<Mutex<Option<StageError>>>);
+
+impl FirstError {
+    fn set(&self, e: StageError) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            tracing::error!("{e}");
+            *slot = Some(e);
+        }
+    }
+    fn take(&self) -> Option<StageError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// `kg run`: every stage at once, streaming (see the module docs).
+pub async fn run<S>(
+    stages: Stages<S>,
+    paths: Vec<PathBuf>,
+    ctx: Ctx,
+    bars: RunBars,
+) -> RunOutcome
+where
+    S: GraphStore + 'static,
+{
+    let Stages {
+        ingest: ingest_config,
+        extractor,
+        embedder,
+        writer,
+    } = stages;
+    let stages_key = crate::state::stages_key(
+        extractor
+            .as_ref()
+            .map(|x| (x.model().to_string(), x.prompt_version())),
+        Some(embedder.embedder.model_id()),
+    );
+    let tracker = Arc::new(DocTracker::new(
+        Some(ctx.state.clone()),
+        ctx.stats.clone(),
+        extractor.is_some(),
+        true,
+        stages_key,
+    ));
+    let first_error = FirstError::default();
+    // Stops the intake (ingest and the router) when a stage fails; Ctrl-C
+    // does too, through its parent.
+    let stop = ctx.cancel.child_token();
+    let concurrency = extractor.as_ref().map_or(1, |x| x.concurrency());
+    let embed_batch = embedder.embedder.batch_limits().max_inputs.max(1);
+
+    let (raw_tx, mut raw_rx) = mpsc::channel::<Record>(64);
+    let (store_tx, store_rx) = mpsc::channel::<Record>(1024);
+    let (extract_tx, extract_rx) = mpsc::channel::<Chunk>(concurrency * 2);
+    let (embed_tx, embed_rx) = mpsc::channel::<Chunk>((embed_batch * 2).max(64));
+    let (ack_tx, mut ack_rx) = mpsc::channel::<Vec<Ack>>(16);
+    spawn_queue_sampler(
+        vec![
+            ("extract", extract_tx.downgrade()),
+            ("embed", embed_tx.downgrade()),
+        ],
+        store_tx.downgrade(),
+        stop.clone(),
+    );
+
+    // Ingest.
+    let ingest = {
+        let (stop, errors) = (stop.clone(), first_error.clone());
+        tokio::spawn(async move {
+            let result = kg_ingest::ingest(paths, ingest_config, raw_tx, stop.clone()).await;
+            match &result {
+                Ok(summary) => log_ingest_summary(summary),
+                Err(kg_ingest::IngestError::OutputClosed { .. }) if stop.is_cancelled() => {}
+                Err(e) => {
+                    errors.set(StageError::failed("ingest", e));
+                    stop.cancel();
+                }
+            }
+            result.ok()
+        })
+    };
+
+    // Extract.
+    let extract = extractor.map(|extractor| {
+        let (out_tx, out_rx) = mpsc::channel::<Record>(concurrency * 2);
+        let fwd = tokio::spawn(forward(
+            "extract",
+            out_rx,
+            store_tx.clone(),
+            tracker.clone(),
+            ctx.clone(),
+            bars.extract.clone(),
+        ));
+        let (ctx2, stop2, errors) = (ctx.clone(), stop.clone(), first_error.clone());
+        let task = tokio::spawn(async move {
+            let progress = extractor.progress();
+            let before = progress.snapshot();
+            let publish = |now: &kg_extract::ExtractSummary| {
+                let d = now.clone().minus(&before);
+                metrics::counter!(m::LLM_CALLS).absolute(d.llm_calls);
+                metrics::counter!(m::LLM_RETRIES).absolute(d.retries);
+                metrics::counter!(m::LLM_RATE_LIMITED).absolute(d.rate_limited);
+                metrics::counter!(m::CACHE_HITS, "stage" => "extract").absolute(d.cache_hits);
+                metrics::counter!(m::TOKENS, "kind" => "prompt").absolute(d.prompt_tokens);
+                metrics::counter!(m::TOKENS, "kind" => "completion")
+                    .absolute(d.completion_tokens);
+                d
+            };
+            let run = extractor.run(stream_of(extract_rx), out_tx, ctx2.cancel.clone());
+            tokio::pin!(run);
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let result = loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    _ = tick.tick() => { publish(&progress.snapshot()); }
+                }
+            };
+            let used = publish(&progress.snapshot());
+            ctx2.stats.add_llm_usage(&used);
+            if let Err(e) = &result {
+                errors.set(StageError::failed("extract", e));
+                stop2.cancel();
+            }
+        });
+        (task, fwd)
+    });
+
+    // Embed.
+    let embed = {
+        let (out_tx, out_rx) = mpsc::channel::<Record>((embed_batch * 2).max(64));
+        let fwd = tokio::spawn(forward(
+            "embed",
+            out_rx,
+            store_tx.clone(),
+            tracker.clone(),
+            ctx.clone(),
+            bars.embed.clone(),
+        ));
+        let (ctx2, stop2, errors) = (ctx.clone(), stop.clone(), first_error.clone());
+        let task = tokio::spawn(async move {
+            let options = kg_embed::EmbedOptions {
+                cache: embedder.cache.clone(),
+                cancel: ctx2.cancel.clone(),
+                ..kg_embed::EmbedOptions::default()
+            };
+            let result =
+                kg_embed::embed_chunks(embedder.embedder, stream_of(embed_rx), options, out_tx)
+                    .await;
+            match result {
+                Ok(summary) => ctx2.stats.embedding_cache_hits.add(summary.cached),
+                Err(kg_embed::EmbedError::Cancelled { .. }) => {}
+                Err(e) => {
+                    errors.set(StageError::failed("embed", &e));
+                    stop2.cancel();
+                }
+            }
+        });
+        (task, fwd)
+    };
+
+    // Store, and its acknowledgements.
+    let store = {
+        let (writer, errors, stop2) = (writer.clone(), first_error.clone(), stop.clone());
+        tokio::spawn(async move {
+            match writer.write_stream(stream_of(store_rx), Some(ack_tx)).await {
+                Ok(report) => Some(report),
+                Err(e) => {
+                    errors.set(StageError::failed("store", &e));
+                    stop2.cancel();
+                    None
+                }
+            }
+        })
+    };
+    let acks = {
+        let (tracker, ctx2, bar) = (tracker.clone(), ctx.clone(), bars.store.clone());
+        tokio::spawn(async move {
+            while let Some(acks) = ack_rx.recv().await {
+                ctx2.stats.touch("store");
+                bar.done(acks.len() as u64);
+                tracker.acked(&acks);
+            }
+        })
+    };
+
+    // The router: the only place that decides what goes where.
+    let mut router = Router {
+        ctx: &ctx,
+        tracker: &tracker,
+        bars: &bars,
+        store_tx: &store_tx,
+        extract_tx: extract.as_ref().map(|_| &extract_tx),
+        embed_tx: &embed_tx,
+        skipped: HashSet::new(),
+        current: None,
+        documents: Vec::new(),
+    };
+    let mut exhausted = false;
+    loop {
+        let record = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            r = raw_rx.recv() => match r { Some(r) => r, None => { exhausted = true; break } },
+        };
+        ctx.stats.touch("ingest");
+        // A full channel blocks the router; a stop must not wait for it.
+        // The record being routed is dropped: its document is not done, so
+        // the next run processes it.
+        let ok = tokio::select! {
+            biased;
+            _ = stop.cancelled() => false,
+            ok = router.route(record) => ok,
+        };
+        if !ok {
+            break;
+        }
+    }
+    let documents = std::mem::take(&mut router.documents);
+    drop(router);
+    drop(raw_rx);
+    drop((extract_tx, embed_tx, store_tx));
+
+    let ingest_summary = match ingest.await {
+        Ok(summary) => summary,
+        Err(e) => {
+            first_error.set(join_error("ingest", e));
+            None
+        }
+    };
+    bars.ingest.finish();
+    let ingest_unfinished = ingest_summary.as_ref().map_or(0, |s| s.unfinished.len());
+    if exhausted && !stop.is_cancelled() && ingest_summary.is_some() {
+        tracker.all_ingested();
+    }
+    for (stage, task) in extract
+        .into_iter()
+        .flat_map(|(t, f)| [("extract", t), ("extract", f)])
+        .chain([("embed", embed.0), ("embed", embed.1)])
+    {
+        if let Err(e) = task.await {
+            first_error.set(join_error(stage, e));
+        }
+    }
+    bars.extract.finish();
+    bars.embed.finish();
+    let report = match store.await {
+        Ok(r) => r,
+        Err(e) => {
+            first_error.set(join_error("store", e));
+            None
+        }
+    };
+    if let Err(e) = acks.await {
+        first_error.set(join_error("store", e));
+    }
+    bars.store.finish();
+    if let Some(report) = &report {
+        ctx.stats.record_write(report);
+    }
+    let interrupted = ctx.cancel.is_cancelled();
+    RunOutcome {
+        interrupted,
+        unfinished_documents: tracker.unfinished() + ingest_unfinished,
+        error: first_error.take(),
+        documents: documents
+            .into_iter()
+            .filter(|d| {
+                ctx.state
+                    .is_done_with(&d.id, tracker.stages())
+                    .unwrap_or(false)
+            })
+            .collect(),
+    }
+}
+
+fn log_ingest_summary(summary: &kg_ingest::IngestSummary) {
+    tracing::info!(
+        files_read = summary.files_read,
+        documents = summary.documents,
+        chunks = summary.chunks,
+        csv_rows = summary.csv_rows,
+        set_aside = summary.set_aside_total(),
+        "ingest finished"
+    );
+    for s in &summary.skipped {
+        tracing::debug!(path = %s.path, reason = %s.reason, "skipped");
+    }
+}
+
+/// Routes ingested records to the stages.
+struct Router<'a> {
+    ctx: &'a Ctx,
+    tracker: &'a Arc<DocTracker>,
+    bars: &'a RunBars,
+    store_tx: &'a mpsc::Sender<Record>,
+    extract_tx: Option<&'a mpsc::Sender<Chunk>>,
+    embed_tx: &'a mpsc::Sender<Chunk>,
+    /// Documents done before, whose chunks are not sent on.
+    skipped: HashSet<DocumentId>,
+    /// The document whose chunks are arriving.
+    current: Option<DocumentId>,
+    /// Every document of the run, for replacing earlier versions.
+    documents: Vec<CurrentDocument>,
+}
+
+impl Router<'_> {
+    async fn to_store(&self, record: Record) -> bool {
+        self.tracker.sent(&record);
+        self.bars.store.add_total(1);
+        self.store_tx.send(record).await.is_ok()
+    }
+
+    async fn route(&mut self, record: Record) -> bool {
+        let (ctx, tracker) = (self.ctx, self.tracker);
+        // kg-ingest sends each document followed by all of its chunks, one
+        // document after the other: any other record means the current
+        // document has entered the pipeline completely.
+        if let Some(cur) = self.current.as_ref() {
+            let same = matches!(&record, Record::Chunk(c) if &c.document_id == cur);
+            if !same {
+                tracker.ingested(cur);
+                self.current = None;
+            }
+        }
+        match record {
+            Record::Document(d) => {
+                self.bars.ingest.add_total(1);
+                self.bars.ingest.done(1);
+                self.documents.push(CurrentDocument {
+                    source: d.source.clone(),
+                    id: d.id.clone(),
+                });
+                let done = ctx
+                    .state
+                    .is_done_with(&d.id, tracker.stages())
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(file = %d.source, "run state unreadable, processing the document: {}", crate::logging::cause_chain(&e));
+                        false
+                    });
+                if done || self.skipped.contains(&d.id) {
+                    tracing::info!(file = %d.source, document = %d.id, "unchanged since a finished run, skipped");
+                    ctx.stats.documents_unchanged.add(1);
+                    // Moved or renamed (same content, another path): the
+                    // graph and the state take the new source, so that the
+                    // file's next edit finds this version to replace.
+                    let moved = !self.skipped.contains(&d.id)
+                        && matches!(ctx.state.document_source(&d.id), Ok(Some(old)) if old != d.source);
+                    self.skipped.insert(d.id.clone());
+                    if moved {
+                        tracing::info!(file = %d.source, document = %d.id, "moved or renamed: the document takes the new path");
+                        if let Err(e) = ctx.state.set_document_source(&d.id, &d.source) {
+                            tracing::error!(file = %d.source, "cannot record the new path in the run state: {}", crate::logging::cause_chain(&e));
+                        }
+                        return self.to_store(Record::Document(d)).await;
+                    }
+                    return true;
+                }
+                if let Err(e) = ctx.state.document_started(&d.id, &d.source) {
+                    tracing::error!(file = %d.source, "cannot record document in run state: {}", crate::logging::cause_chain(&e));
+                }
+                let _ = ctx.state.clear_dead_letters_of(&d.source);
+                tracker.document(&d.id);
+                self.current = Some(d.id.clone());
+                self.to_store(Record::Document(d)).await
+            }
+            Record::Chunk(c) => {
+                if self.skipped.contains(&c.document_id) {
+                    return true;
+                }
+                tracker.chunk(&c);
+                if let Some(tx) = self.extract_tx {
+                    self.bars.extract.add_total(1);
+                    ctx.stats.touch("extract");
+                    if tx.send(c.clone()).await.is_err() {
+                        return false;
+                    }
+                }
+                self.bars.embed.add_total(1);
+                ctx.stats.touch("embed");
+                if self.embed_tx.send(c.clone()).await.is_err() {
+                    return false;
+                }
+                self.to_store(Record::Chunk(c)).await
+            }
+            Record::SetAside(s) => {
+                ctx.record_set_aside(&s);
+                true
+            }
+            other => self.to_store(other).await,
+        }
+    }
 }
 
 fn spawn_queue_sampler(
@@ -833,260 +858,74 @@ fn spawn_queue_sampler(
     });
 }
 
-/// `kg run`: every stage at once, streaming.
-pub async fn run<I, X, B, S>(
-    stages: Stages<I, X, B, S>,
-    config: RunConfig,
-    ctx: Ctx,
-    bars: RunBars,
-) -> RunOutcome
-where
-    I: Ingester,
-    X: Extractor,
-    B: Embedder,
-    S: GraphStore,
-{
-    let stages_key = crate::state::stages_key(
-        stages
-            .extractor
-            .as_ref()
-            .map(|x| (x.model(), x.prompt_version())),
-        stages.embedder.as_ref().map(|b| b.model()),
-    );
-    let tracker = Arc::new(DocTracker::new(
-        ctx.state.clone(),
-        stages.extractor.is_some(),
-        stages.embedder.is_some(),
-        stages_key,
-    ));
-    let (raw_tx, mut raw_rx) = mpsc::channel::<Record>(64);
-    let (store_tx, store_rx) = mpsc::channel::<Record>(config.store.max_records * 2);
-    let (extract_tx, extract_rx) = mpsc::channel::<Chunk>(config.concurrency.max(1) * 2);
-    let (embed_tx, embed_rx) = mpsc::channel::<Chunk>(config.embed_batch.max(1) * 2);
-    spawn_queue_sampler(
-        vec![
-            ("extract", extract_tx.downgrade()),
-            ("embed", embed_tx.downgrade()),
-        ],
-        store_tx.downgrade(),
-        ctx.cancel.child_token(),
-    );
-
-    // The ingester stops at the cancel token; its own token so that a failed
-    // downstream can stop it too.
-    let ingest_cancel = ctx.cancel.child_token();
-    let ingester = stages.ingester.clone();
-    let paths = config.paths.clone();
-    let ingest_token = ingest_cancel.clone();
-    let ingest = tokio::spawn(async move { ingester.ingest(paths, raw_tx, ingest_token).await });
-
-    let extract = stages.extractor.clone().map(|x| {
-        tokio::spawn(extract_chunks(
-            x,
-            ctx.clone(),
-            extract_rx,
-            store_tx.clone(),
-            config.concurrency,
-            bars.extract.clone(),
-            Some(tracker.clone()),
-        ))
-    });
-    let embed = stages.embedder.clone().map(|b| {
-        tokio::spawn(embed_chunks(
-            b,
-            ctx.clone(),
-            embed_rx,
-            store_tx.clone(),
-            config.embed_batch,
-            bars.embed.clone(),
-            Some(tracker.clone()),
-        ))
-    });
-    let store = tokio::spawn(store_records(
-        stages.store.clone(),
-        ctx.clone(),
-        store_rx,
-        config.store,
-        bars.store.clone(),
-        Some(tracker.clone()),
-    ));
-
-    // The router: the only place that decides what goes where.
-    let mut interrupted = false;
-    let mut exhausted = false;
-    let mut skipped: HashSet<DocumentId> = HashSet::new();
-    let mut current: Option<DocumentId> = None;
-    let mut documents: Vec<CurrentDocument> = Vec::new();
-    let send_extract = stages.extractor.is_some();
-    let send_embed = stages.embedder.is_some();
-    loop {
-        let record = tokio::select! {
-            biased;
-            _ = ctx.cancel.cancelled() => { interrupted = true; break; }
-            r = raw_rx.recv() => match r { Some(r) => r, None => { exhausted = true; break } },
-        };
-        ctx.stats.touch("ingest");
-        let routed = route(
-            record,
-            &ctx,
-            &tracker,
-            &mut skipped,
-            &mut current,
-            &mut documents,
-            &bars,
-            &store_tx,
-            send_extract.then_some(&extract_tx),
-            send_embed.then_some(&embed_tx),
-        );
-        // A full channel blocks the router; Ctrl-C must not wait for it.
-        // The record being routed is dropped: its document is not marked
-        // done, so the next run processes it.
-        let ok = tokio::select! {
-            biased;
-            _ = ctx.cancel.cancelled() => { interrupted = true; break; }
-            ok = routed => ok,
-        };
-        if !ok {
-            break;
-        }
-    }
-    // Stop the ingester (Ctrl-C, or a stage downstream stopped) unless it
-    // finished; a failed extractor shows as its channel closing.
-    ingest_cancel.cancel();
-    drop(raw_rx);
-    drop((extract_tx, embed_tx, store_tx));
-    let ingest_result = match ingest.await {
-        Ok(r) => r,
-        Err(e) => Err(StageError::Failed {
-            stage: "ingest",
-            message: format!("task ended abnormally: {e}"),
-        }),
-    };
-    bars.ingest.finish();
-    if exhausted && ingest_result.is_ok() {
-        tracker.all_ingested();
-    }
-    let mut error = ingest_result.err();
-    if let Some(task) = extract {
-        let result = task.await.unwrap_or_else(|e| {
-            Err(StageError::Failed {
-                stage: "extract",
-                message: format!("task ended abnormally: {e}"),
-            })
-        });
-        if let Err(e) = result {
-            error.get_or_insert(e);
-        }
-    }
-    if let Some(task) = embed {
-        let _ = task.await;
-    }
-    let _ = store.await;
-    RunOutcome {
-        // The input may all have been routed before Ctrl-C came; the run
-        // was still cut short (chunks came back unstarted).
-        interrupted: interrupted || ctx.cancel.is_cancelled(),
-        unfinished_documents: tracker.unfinished(),
-        error,
-        documents: documents
-            .into_iter()
-            .filter(|d| {
-                ctx.state
-                    .is_done_with(&d.id, tracker.stages())
-                    .unwrap_or(false)
-            })
-            .collect(),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn route(
-    record: Record,
+/// Removes from the graph the earlier versions of `documents`, which must
+/// be completely committed: a changed file's old document, chunks,
+/// mentions and the entities and relations only they supported. Each
+/// earlier version is forgotten in the run state before it is removed, so
+/// that a file changed back is processed again rather than skipped.
+///
+/// Runs after the store has committed everything, so a source is never
+/// without a graph: until its new version is whole, the old one stays, and
+/// a re-run (which finds the new version done) removes it then. Returns a
+/// line for the summary's notes when there is something to say.
+pub async fn replace_earlier_versions<S: GraphStore>(
+    store: &S,
     ctx: &Ctx,
-    tracker: &Arc<DocTracker>,
-    skipped: &mut HashSet<DocumentId>,
-    current: &mut Option<DocumentId>,
-    documents: &mut Vec<CurrentDocument>,
-    bars: &RunBars,
-    store_tx: &mpsc::Sender<Record>,
-    extract_tx: Option<&mpsc::Sender<Chunk>>,
-    embed_tx: Option<&mpsc::Sender<Chunk>>,
-) -> bool {
-    async fn send<T>(tx: &mpsc::Sender<T>, v: T) -> bool {
-        tx.send(v).await.is_ok()
+    documents: Vec<CurrentDocument>,
+) -> Option<String> {
+    let mut current = documents;
+    current.sort_by(|a, b| (&a.source, &a.id).cmp(&(&b.source, &b.id)));
+    current.dedup();
+    if current.is_empty() {
+        return None;
     }
-    // kg-ingest sends each document followed by all of its chunks, one
-    // document after the other: any other record means the current document
-    // has entered the pipeline completely.
-    if let Some(cur) = current.as_ref() {
-        let same = matches!(&record, Record::Chunk(c) if &c.document_id == cur);
-        if !same {
-            tracker.ingested(cur);
-            *current = None;
+    let stale = match store.earlier_versions(&current).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            let detail = crate::logging::cause_chain(&e);
+            tracing::error!("cannot look up earlier versions of changed documents: {detail}");
+            return Some(format!(
+                "earlier versions of changed documents were not removed ({detail}); the next run retries"
+            ));
+        }
+    };
+    let (mut documents, mut chunks, mut entities, mut relations) = (0u64, 0u64, 0u64, 0u64);
+    for id in &stale {
+        // Forget first: a version the state still called done after its
+        // graph was gone would be skipped, graphless, if the file went back
+        // to it. Forgotten but not removed (the removal failed, or the run
+        // was killed here) costs only a re-read from the caches, and the
+        // next run removes it.
+        if let Err(e) = ctx.state.forget_document(id) {
+            tracing::error!(document = %id, "cannot forget an earlier version in the run state, keeping it: {}", crate::logging::cause_chain(&e));
+            continue;
+        }
+        match store.remove_document(id).await {
+            Ok(r) => {
+                let _ = ctx
+                    .state
+                    .clear_dead_letters_of(&format!("earlier version {id}"));
+                documents += 1;
+                chunks += r.chunks;
+                entities += r.entities;
+                relations += r.relations;
+            }
+            Err(e) => ctx.record_set_aside(&SetAside {
+                stage: kg_core::Stage::Store,
+                item: format!("earlier version {id}"),
+                reason: SetAsideReason::SupersedeFailed,
+                detail: crate::logging::cause_chain(&e),
+            }),
         }
     }
-    match record {
-        Record::Document(d) => {
-            bars.ingest.add_total(1);
-            bars.ingest.done(1);
-            documents.push(CurrentDocument {
-                source: d.source.clone(),
-                id: d.id.clone(),
-            });
-            let done = ctx
-                .state
-                .is_done_with(&d.id, tracker.stages())
-                .unwrap_or_else(|e| {
-                    tracing::warn!(file = %d.source, "run state unreadable, processing the document: {}", crate::logging::cause_chain(&e));
-                    false
-                });
-            if done || skipped.contains(&d.id) {
-                tracing::info!(file = %d.source, document = %d.id, "unchanged since a finished run, skipped");
-                ctx.stats.documents_unchanged.add(1);
-                // Moved or renamed (same content, another path): the graph
-                // and the state take the new source, so that the file's
-                // next edit finds this version to replace.
-                let moved = !skipped.contains(&d.id)
-                    && matches!(ctx.state.document_source(&d.id), Ok(Some(old)) if old != d.source);
-                skipped.insert(d.id.clone());
-                if moved {
-                    tracing::info!(file = %d.source, document = %d.id, "moved or renamed: the document takes the new path");
-                    if let Err(e) = ctx.state.set_document_source(&d.id, &d.source) {
-                        tracing::error!(file = %d.source, "cannot record the new path in the run state: {}", crate::logging::cause_chain(&e));
-                    }
-                    return send(store_tx, Record::Document(d)).await;
-                }
-                return true;
-            }
-            if let Err(e) = ctx.state.document_started(&d.id, &d.source) {
-                tracing::error!(file = %d.source, "cannot record document in run state: {}", crate::logging::cause_chain(&e));
-            }
-            let _ = ctx.state.clear_dead_letters_of(&d.source);
-            tracker.document(&d.id);
-            *current = Some(d.id.clone());
-            send(store_tx, Record::Document(d)).await
-        }
-        Record::Chunk(c) => {
-            if skipped.contains(&c.document_id) {
-                return true;
-            }
-            tracker.chunk(&c);
-            if let Some(tx) = extract_tx {
-                bars.extract.add_total(1);
-                if !send(tx, c.clone()).await {
-                    return false;
-                }
-            }
-            if let Some(tx) = embed_tx {
-                bars.embed.add_total(1);
-                if !send(tx, c.clone()).await {
-                    return false;
-                }
-            }
-            send(store_tx, Record::Chunk(c)).await
-        }
-        other => send(store_tx, other).await,
-    }
+    ctx.stats.documents_replaced.add(documents);
+    ctx.stats.chunks_replaced.add(chunks);
+    (documents > 0).then(|| {
+        format!(
+            "replaced {documents} earlier version(s) of changed documents: removed {chunks} chunks, \
+             {entities} entities no longer mentioned, {relations} relations no longer supported"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -1140,11 +979,28 @@ mod tests {
         ]
     }
 
+    fn acks(records: &[Record], outcome: AckOutcome) -> Vec<Ack> {
+        records
+            .iter()
+            .map(|r| Ack {
+                key: r.key(),
+                outcome: outcome.clone(),
+            })
+            .collect()
+    }
+
     #[test]
     fn a_document_is_done_only_when_every_part_of_every_chunk_is_committed() {
         let dir = tempfile::tempdir().unwrap();
         let state = Arc::new(RunState::open(dir.path()).unwrap());
-        let tracker = DocTracker::new(state.clone(), true, true, "extract=m@v;embed=e".into());
+        let stats = Arc::new(RunStats::default());
+        let tracker = DocTracker::new(
+            Some(state.clone()),
+            stats.clone(),
+            true,
+            true,
+            "extract=m@v;embed=e".into(),
+        );
         let (a, b) = (doc("a.md"), doc("b.md"));
         for d in [&a, &b] {
             state.document_started(&d.id, &d.source).unwrap();
@@ -1154,53 +1010,93 @@ mod tests {
         for c in [&a0, &a1, &b0] {
             tracker.chunk(c);
         }
-        tracker.committed(
-            &[Record::Document(a.clone()), Record::Document(b.clone())],
-            false,
-        );
-        tracker.committed(&parts(&a0), false);
+        let docs = [Record::Document(a.clone()), Record::Document(b.clone())];
+        let all: Vec<Record> = docs
+            .iter()
+            .cloned()
+            .chain(parts(&a0))
+            .chain(parts(&a1))
+            .chain(parts(&b0))
+            .collect();
+        for r in &all {
+            tracker.sent(r);
+        }
+        tracker.acked(&acks(&docs, AckOutcome::Committed));
+        tracker.acked(&acks(&parts(&a0), AckOutcome::Committed));
         let mut a1_parts = parts(&a1);
         let last = a1_parts.pop().unwrap();
-        tracker.committed(&a1_parts, false);
+        tracker.acked(&acks(&a1_parts, AckOutcome::Committed));
         tracker.ingested(&a.id);
         assert_eq!(
             state.document_status(&a.id).unwrap(),
             Some(DocStatus::InProgress)
         );
-        tracker.committed(&[last], false);
+        tracker.acked(&acks(&[last], AckOutcome::Committed));
         assert_eq!(state.document_status(&a.id).unwrap(), Some(DocStatus::Done));
-        // b: its extraction failed; committed but never done.
-        tracker.failed(&b0.id);
-        let b_rest: Vec<Record> = parts(&b0)
-            .into_iter()
-            .filter(|r| !matches!(r, Record::Extraction(_)))
-            .collect();
-        tracker.committed(&b_rest, false);
+        // b: its embedding failed in the store; committed otherwise, never done.
+        let mut b_parts = parts(&b0);
+        let b_embedding = b_parts.pop().unwrap();
+        tracker.acked(&acks(&b_parts, AckOutcome::Committed));
+        tracker.acked(&acks(
+            &[b_embedding],
+            AckOutcome::Failed {
+                reason: SetAsideReason::BatchFailed,
+                batch: 7,
+            },
+        ));
         tracker.all_ingested();
         assert_eq!(
             state.document_status(&b.id).unwrap(),
             Some(DocStatus::InProgress)
         );
         assert_eq!(tracker.unfinished(), 0);
+        // The summary counts what was committed: 2 documents, 3 chunks,
+        // 3 extractions, 2 embeddings (b's failed).
+        assert_eq!(stats.documents.get(), 2);
+        assert_eq!(stats.chunks.get(), 3);
+        assert_eq!(stats.extractions.get(), 3);
+        assert_eq!(stats.embeddings.get(), 2);
+        assert_eq!(stats.records_stored.get(), all.len() as u64 - 1);
     }
 
     #[test]
-    fn a_window_starting_mid_document_carries_the_previous_chunk() {
-        let d = doc("long.md");
-        let other = doc("other.md");
-        let mut links = ChunkLinks::default();
-        links.remember(&[Record::Chunk(chunk(&d, 0)), Record::Chunk(chunk(&d, 1))]);
-        let carried =
-            links.carry_over(&[Record::Chunk(chunk(&d, 2)), Record::Chunk(chunk(&other, 0))]);
-        assert_eq!(carried, vec![Record::Chunk(chunk(&d, 1))]);
-        // Not contiguous: nothing to carry.
-        assert!(links.carry_over(&[Record::Chunk(chunk(&d, 5))]).is_empty());
-        for i in 0..(ChunkLinks::DOCUMENTS as u32 + 1) {
-            links.remember(&[Record::Chunk(chunk(&doc(&format!("f{i}.md")), 0))]);
-        }
-        assert!(
-            links.carry_over(&[Record::Chunk(chunk(&d, 2))]).is_empty(),
-            "bounded memory"
+    fn a_chunk_set_aside_by_a_stage_keeps_its_document_unfinished() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(RunState::open(dir.path()).unwrap());
+        let tracker = DocTracker::new(
+            Some(state.clone()),
+            Arc::new(RunStats::default()),
+            true,
+            false,
+            "s".into(),
         );
+        let a = doc("a.md");
+        state.document_started(&a.id, &a.source).unwrap();
+        tracker.document(&a.id);
+        let c = chunk(&a, 0);
+        tracker.chunk(&c);
+        tracker.failed(&c.id);
+        let records = [Record::Document(a.clone()), Record::Chunk(c.clone())];
+        for r in &records {
+            tracker.sent(r);
+        }
+        tracker.acked(&acks(&records, AckOutcome::Committed));
+        tracker.all_ingested();
+        assert_eq!(
+            state.document_status(&a.id).unwrap(),
+            Some(DocStatus::InProgress)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_becomes_an_error_with_its_message() {
+        let task = tokio::spawn(async {
+            if true {
+                panic!("injected store panic");
+            }
+        });
+        let e = join_error("store", task.await.unwrap_err());
+        assert!(matches!(e, StageError::Panicked { stage: "store", .. }));
+        assert!(e.to_string().contains("injected store panic"), "{e}");
     }
 }

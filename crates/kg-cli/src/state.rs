@@ -6,14 +6,20 @@
 //!   record of it (document, chunks, extractions, embeddings) has been
 //!   committed by the store; a re-run skips `done` documents whose content
 //!   hash (the document id is a content address) is unchanged.
-//! - `extraction_cache` / `embedding_cache`: keyed by model, prompt version
-//!   and chunk id (itself a hash of the chunk's text and document), written
-//!   as soon as an answer arrives, before it is stored. A run killed with
-//!   SIGKILL and started again finds every chunk already extracted here and
-//!   makes no LLM call for it; the store MERGEs on content-addressed ids, so
-//!   writing it again adds nothing.
 //! - `dead_letters`: inputs set aside, with reason and detail; a later run
 //!   that handles the item clears its row.
+//!
+//! The LLM answers and vectors are not kept here but in the stage crates'
+//! own caches under `<data_dir>/cache/` (kg-extract's response cache and
+//! kg-embed's vector cache), keyed by content (model, prompt version,
+//! schema and the chunk's normalised text; model and text), and written as
+//! soon as an answer arrives: a run killed with SIGKILL and started again
+//! makes no call for what it had, and an edited document costs only the
+//! chunks whose text changed. Run states of kg versions before that kept
+//! per-chunk-id caches in `extraction_cache` and `embedding_cache`; those
+//! tables are dropped on first open (the content-defined chunker gives new
+//! chunk texts, so no entry of them would be hit again). Done documents
+//! stay done.
 //!
 //! Why SQLite and not the store: the state must exist whatever the store is
 //! (Neo4j or embedded), and must survive SIGKILL (WAL commits are durable at
@@ -23,7 +29,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use kg_core::{ChunkId, DocumentId, Embedding, Extraction, SetAside};
+use kg_core::{DocumentId, SetAside};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::stats::stage_name;
@@ -54,7 +60,7 @@ pub enum StateError {
 /// What a run does to a document's chunks, as recorded with `done`:
 /// `extract=<model>@<prompt version>` (or `extract=none`) and
 /// `embed=<model>` (or `embed=none`).
-pub fn stages_key(extract: Option<(&str, &str)>, embed: Option<&str>) -> String {
+pub fn stages_key(extract: Option<(String, String)>, embed: Option<&str>) -> String {
     let extract = match extract {
         Some((model, version)) => format!("extract={model}@{version}"),
         None => "extract=none".into(),
@@ -94,11 +100,7 @@ PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS documents (
     id TEXT PRIMARY KEY, source TEXT NOT NULL, status TEXT NOT NULL,
-    chunks INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS extraction_cache (
-    key TEXT PRIMARY KEY, extraction TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS embedding_cache (
-    key TEXT PRIMARY KEY, embedding TEXT NOT NULL);
+    chunks INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL, stages TEXT);
 CREATE TABLE IF NOT EXISTS dead_letters (
     stage TEXT NOT NULL, item TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
     updated_at INTEGER NOT NULL, PRIMARY KEY (stage, item));
@@ -110,6 +112,49 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Brings a run state written by an earlier kg up to date; silent on a
+/// fresh one.
+fn upgrade(conn: &Connection, path: &Path) -> rusqlite::Result<()> {
+    let has_column = |table: &str, column: &str| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+            params![table, column],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+    };
+    // `stages` (which extractor and embedder a done document went through)
+    // came after the first release of the schema.
+    if !has_column("documents", "stages")? {
+        match conn.execute_batch("ALTER TABLE documents ADD COLUMN stages TEXT") {
+            Ok(()) => tracing::info!(
+                state = %path.display(),
+                "run state upgraded: documents done before are processed once more"
+            ),
+            // Another process opening the same old state added it first.
+            Err(e) if e.to_string().contains("duplicate column") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // The per-chunk-id caches of earlier versions (see the module docs).
+    for table in ["extraction_cache", "embedding_cache"] {
+        if has_column(table, "key")? {
+            let rows: i64 =
+                conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+            conn.execute_batch(&format!("DROP TABLE IF EXISTS {table}"))?;
+            if rows > 0 {
+                tracing::info!(
+                    state = %path.display(),
+                    "run state upgraded: dropped {rows} entries of the per-chunk {table} of an \
+                     earlier kg (answers are now cached by content in the cache folder); \
+                     documents done before stay done"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 impl RunState {
@@ -128,28 +173,7 @@ impl RunState {
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        // Added after the first release of the schema: which stages a done
-        // document went through (see `document_done`).
-        let has_stages: bool = conn
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('documents') WHERE name = 'stages'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(err)?
-            > 0;
-        if !has_stages {
-            match conn.execute_batch("ALTER TABLE documents ADD COLUMN stages TEXT") {
-                Ok(()) => tracing::info!(
-                    state = %path.display(),
-                    "run state upgraded: documents done before are processed once more \
-                     (from the caches: no LLM call for an unchanged model and prompt)"
-                ),
-                // Another process opening the same old state added it first.
-                Err(e) if e.to_string().contains("duplicate column") => {}
-                Err(e) => return Err(err(e)),
-            }
-        }
+        upgrade(&conn, &path).map_err(err)?;
         Ok(Self {
             conn: Mutex::new(conn),
             path,
@@ -276,89 +300,6 @@ impl RunState {
         })
     }
 
-    /// A cached extraction of `chunk` by `model` under `prompt_version`.
-    pub fn cached_extraction(
-        &self,
-        model: &str,
-        prompt_version: &str,
-        chunk: &ChunkId,
-    ) -> Result<Option<Extraction>, StateError> {
-        let key = format!("{model}\u{1f}{prompt_version}\u{1f}{chunk}");
-        let text: Option<String> = self.with(|c| {
-            c.query_row(
-                "SELECT extraction FROM extraction_cache WHERE key = ?1",
-                params![key],
-                |r| r.get(0),
-            )
-            .optional()
-        })?;
-        // A row that no longer parses (kg-core types changed) is a miss.
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
-    }
-
-    /// Caches an extraction.
-    pub fn cache_extraction(
-        &self,
-        model: &str,
-        prompt_version: &str,
-        extraction: &Extraction,
-    ) -> Result<(), StateError> {
-        let key = format!("{model}\u{1f}{prompt_version}\u{1f}{}", extraction.chunk_id);
-        let text = serde_json::to_string(extraction).unwrap_or_default();
-        self.with(|c| {
-            c.execute(
-                "INSERT OR REPLACE INTO extraction_cache (key, extraction) VALUES (?1, ?2)",
-                params![key, text],
-            )
-        })
-        .map(|_| ())
-    }
-
-    /// Number of cached extractions.
-    pub fn extraction_cache_len(&self) -> Result<u64, StateError> {
-        self.with(|c| {
-            c.query_row("SELECT COUNT(*) FROM extraction_cache", [], |r| {
-                r.get::<_, i64>(0)
-            })
-        })
-        .map(|n| n as u64)
-    }
-
-    /// A cached embedding of `id` by `model`.
-    pub fn cached_embedding(&self, model: &str, id: &str) -> Result<Option<Embedding>, StateError> {
-        let key = format!("{model}\u{1f}{id}");
-        let text: Option<String> = self.with(|c| {
-            c.query_row(
-                "SELECT embedding FROM embedding_cache WHERE key = ?1",
-                params![key],
-                |r| r.get(0),
-            )
-            .optional()
-        })?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
-    }
-
-    /// Caches embeddings (one transaction).
-    pub fn cache_embeddings(
-        &self,
-        model: &str,
-        embeddings: &[Embedding],
-    ) -> Result<(), StateError> {
-        self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO embedding_cache (key, embedding) VALUES (?1, ?2)",
-                )?;
-                for e in embeddings {
-                    let key = format!("{model}\u{1f}{}", e.id);
-                    stmt.execute(params![key, serde_json::to_string(e).unwrap_or_default()])?;
-                }
-            }
-            tx.commit()
-        })
-    }
-
     /// Records an input set aside.
     pub fn dead_letter(&self, item: &SetAside) -> Result<(), StateError> {
         self.with(|c| {
@@ -406,26 +347,10 @@ mod tests {
     use super::*;
     use kg_core::{ExtractedEntity, Label, Stage};
 
-    fn extraction(chunk: &ChunkId) -> Extraction {
-        let label = Label::new("Person").unwrap();
-        Extraction {
-            chunk_id: chunk.clone(),
-            entities: vec![ExtractedEntity {
-                id: kg_core::EntityId::new(&label, "Ian Murdock"),
-                name: "Ian Murdock".into(),
-                entity_type: label,
-                description: "founder".into(),
-            }],
-            relations: vec![],
-            model: "m".into(),
-        }
-    }
-
     #[test]
-    fn state_survives_reopen_and_tracks_documents_caches_and_dead_letters() {
+    fn state_survives_reopen_and_tracks_documents_and_dead_letters() {
         let dir = tempfile::tempdir().unwrap();
         let doc = DocumentId::from_content_sha256(&kg_core::sha256_hex(b"doc"));
-        let chunk = ChunkId::new(&doc, 0, "Ian Murdock founded Debian.");
         {
             let s = RunState::open(dir.path()).unwrap();
             assert_eq!(s.document_status(&doc).unwrap(), None);
@@ -434,17 +359,6 @@ mod tests {
                 s.document_status(&doc).unwrap(),
                 Some(DocStatus::InProgress)
             );
-            s.cache_extraction("m", "v1", &extraction(&chunk)).unwrap();
-            s.cache_embeddings(
-                "mini",
-                &[Embedding {
-                    id: chunk.to_string(),
-                    target: kg_core::EmbeddingTarget::Chunk,
-                    vector: vec![0.5, 0.25],
-                    model: "mini".into(),
-                }],
-            )
-            .unwrap();
             s.dead_letter(&SetAside {
                 stage: Stage::Ingest,
                 item: "x.csv:3".into(),
@@ -458,14 +372,14 @@ mod tests {
             s.document_status(&doc).unwrap(),
             Some(DocStatus::InProgress)
         );
-        let with_llm = stages_key(Some(("m", "v1")), Some("e"));
+        let with_llm = stages_key(Some(("m".into(), "v1".into())), Some("e"));
         s.document_done(&doc, 1, &with_llm).unwrap();
         assert_eq!(s.document_status(&doc).unwrap(), Some(DocStatus::Done));
         // Done for the same stages only: not for a run with another model,
         // nor for one that would extract where this one did not.
         assert!(s.is_done_with(&doc, &with_llm).unwrap());
         assert!(!s
-            .is_done_with(&doc, &stages_key(Some(("m", "v2")), Some("e")))
+            .is_done_with(&doc, &stages_key(Some(("m".into(), "v2".into())), Some("e")))
             .unwrap());
         assert!(!s.is_done_with(&doc, &stages_key(None, Some("e"))).unwrap());
         s.document_done(&doc, 1, &stages_key(None, Some("e")))
@@ -475,16 +389,74 @@ mod tests {
         assert_eq!(s.document_status(&doc).unwrap(), None);
         assert!(!s.is_done_with(&doc, &with_llm).unwrap());
         assert_eq!(s.document_counts().unwrap(), (0, 0));
-        assert_eq!(
-            s.cached_extraction("m", "v1", &chunk).unwrap(),
-            Some(extraction(&chunk))
-        );
-        assert_eq!(s.cached_extraction("m", "v2", &chunk).unwrap(), None);
-        assert_eq!(s.cached_extraction("other", "v1", &chunk).unwrap(), None);
-        let e = s.cached_embedding("mini", chunk.as_str()).unwrap().unwrap();
-        assert_eq!(e.vector, vec![0.5, 0.25]);
         assert_eq!(s.dead_letter_count().unwrap(), 1);
         s.clear_dead_letters_of("x.csv").unwrap();
         assert_eq!(s.dead_letter_count().unwrap(), 0);
+    }
+}
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+
+    fn open_logging(dir: &Path) -> (RunState, String) {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = {
+            let buf = buf.clone();
+            move || LogBuf(buf.clone())
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(false)
+            .finish();
+        let state = tracing::subscriber::with_default(subscriber, || RunState::open(dir).unwrap());
+        let text = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+        (state, text)
+    }
+
+    struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for LogBuf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_fresh_state_says_nothing_about_upgrades() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, log) = open_logging(dir.path());
+        assert!(!log.contains("upgraded"), "{log}");
+        let (_, log) = open_logging(dir.path());
+        assert!(log.is_empty(), "{log}");
+    }
+
+    #[test]
+    fn an_old_state_keeps_its_done_documents_and_drops_per_chunk_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run-state.sqlite3");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE documents (id TEXT PRIMARY KEY, source TEXT NOT NULL, status TEXT NOT NULL,
+                    chunks INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL, stages TEXT);
+                 CREATE TABLE extraction_cache (key TEXT PRIMARY KEY, extraction TEXT NOT NULL);
+                 CREATE TABLE embedding_cache (key TEXT PRIMARY KEY, embedding TEXT NOT NULL);
+                 INSERT INTO documents VALUES ('d1', '/a.pdf', 'done', 3, 0, 'extract=m@kg-extract-v1;embed=e');
+                 INSERT INTO extraction_cache VALUES ('k', '{}');",
+            )
+            .unwrap();
+        }
+        let (state, log) = open_logging(dir.path());
+        assert!(log.contains("dropped 1 entries of the per-chunk extraction_cache"), "{log}");
+        let d1 = DocumentId::from_raw("d1".to_string());
+        assert!(state
+            .is_done_with(&d1, "extract=m@kg-extract-v1;embed=e")
+            .unwrap());
+        let (_, log) = open_logging(dir.path());
+        assert!(log.is_empty(), "the upgrade happens once: {log}");
     }
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kg_core::{SetAside, Stage};
+use kg_core::{EmbeddingTarget, Record, SetAside, Stage};
 
 /// Set-aside items kept verbatim for the summary; the rest are counted.
 pub const MAX_LISTED_SET_ASIDE: usize = 50;
@@ -144,6 +144,75 @@ pub fn stage_name(stage: Stage) -> &'static str {
     }
 }
 
+/// What one record adds to the summary once it is committed: computed when
+/// the record is handed to the store, applied when the store acknowledges
+/// it ([`RunStats::add_tally`]).
+#[derive(Debug, Clone)]
+pub enum Tally {
+    /// A document and its pages.
+    Document {
+        /// Pages (paged formats).
+        pages: u32,
+    },
+    /// A chunk.
+    Chunk,
+    /// An extraction: its entity mentions and relations, by id hash.
+    Extraction {
+        /// Hashes of the entity ids.
+        entities: Vec<u64>,
+        /// Hashes of (source, type, target).
+        relations: Vec<u64>,
+    },
+    /// A resolved entity, by id hash.
+    Entity(u64),
+    /// A resolved relation, by hash of (source, type, target).
+    Relation(u64),
+    /// A chunk vector.
+    ChunkEmbedding,
+    /// A CSV-mapped node.
+    Node,
+    /// A CSV-mapped relation.
+    Edge,
+    /// Nothing to count (entity vectors, set-asides).
+    Nothing,
+}
+
+impl Tally {
+    /// The tally of `record`.
+    pub fn of(record: &Record) -> Self {
+        match record {
+            Record::Document(d) => Tally::Document {
+                pages: d.pages.unwrap_or(0),
+            },
+            Record::Chunk(_) => Tally::Chunk,
+            Record::Extraction(x) => Tally::Extraction {
+                entities: x.entities.iter().map(|e| hash64(&[e.id.as_str()])).collect(),
+                relations: x
+                    .relations
+                    .iter()
+                    .map(|r| {
+                        hash64(&[
+                            r.source_id.as_str(),
+                            r.rel_type.as_str(),
+                            r.target_id.as_str(),
+                        ])
+                    })
+                    .collect(),
+            },
+            Record::Entity(e) => Tally::Entity(hash64(&[e.id.as_str()])),
+            Record::Relation(r) => Tally::Relation(hash64(&[
+                r.source_id.as_str(),
+                r.rel_type.as_str(),
+                r.target_id.as_str(),
+            ])),
+            Record::Embedding(e) if e.target == EmbeddingTarget::Chunk => Tally::ChunkEmbedding,
+            Record::Node(_) => Tally::Node,
+            Record::Edge(_) => Tally::Edge,
+            Record::Embedding(_) | Record::SetAside(_) => Tally::Nothing,
+        }
+    }
+}
+
 impl RunStats {
     /// Records an input set aside.
     pub fn set_aside(&self, item: &SetAside) {
@@ -160,18 +229,64 @@ impl RunStats {
         }
     }
 
-    /// Notes entities (by id) and relations (by source, type, target)
-    /// stored, for the distinct counts of the summary.
-    pub fn distinct<'a>(
-        &self,
-        entities: impl IntoIterator<Item = &'a str>,
-        relations: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
-    ) {
-        let mut d = self.distinct.lock().unwrap_or_else(|p| p.into_inner());
-        d.entities
-            .extend(entities.into_iter().map(|id| hash64(&[id])));
-        d.relations
-            .extend(relations.into_iter().map(|(s, t, o)| hash64(&[s, t, o])));
+    /// Counts a record (its [`Tally`]) as done: committed by the store, or
+    /// written to a one-stage command's output.
+    pub fn add_tally(&self, tally: &Tally) {
+        let distinct = |entities: &[u64], relations: &[u64]| {
+            let mut d = self.distinct.lock().unwrap_or_else(|p| p.into_inner());
+            d.entities.extend(entities);
+            d.relations.extend(relations);
+        };
+        match tally {
+            Tally::Document { pages } => {
+                self.documents.add(1);
+                self.pages.add(u64::from(*pages));
+            }
+            Tally::Chunk => self.chunks.add(1),
+            Tally::Extraction {
+                entities,
+                relations,
+            } => {
+                self.extractions.add(1);
+                self.entities.add(entities.len() as u64);
+                self.relations.add(relations.len() as u64);
+                distinct(entities, relations);
+            }
+            Tally::Entity(h) => {
+                self.entities.add(1);
+                distinct(&[*h], &[]);
+            }
+            Tally::Relation(h) => {
+                self.relations.add(1);
+                distinct(&[], &[*h]);
+            }
+            Tally::ChunkEmbedding => self.embeddings.add(1),
+            Tally::Node => self.nodes.add(1),
+            Tally::Edge => self.edges.add(1),
+            Tally::Nothing => {}
+        }
+    }
+
+    /// Counts a record as done (see [`Self::add_tally`]).
+    pub fn count(&self, record: &Record) {
+        self.add_tally(&Tally::of(record));
+    }
+
+    /// Adds an extraction run's calls, tokens, cache hits and cost.
+    pub fn add_llm_usage(&self, used: &kg_extract::ExtractSummary) {
+        self.llm_calls.add(used.llm_calls);
+        self.extraction_cache_hits.add(used.cache_hits);
+        self.prompt_tokens.add(used.prompt_tokens);
+        self.completion_tokens.add(used.completion_tokens);
+        if let Some(usd) = used.cost_usd {
+            self.cost_micro_usd.add((usd * 1e6).round() as u64);
+        }
+    }
+
+    /// Adds a store write's batch counts.
+    pub fn record_write(&self, report: &kg_store::WriteReport) {
+        self.batches.add(report.batches);
+        self.failed_batches.add(report.failed_batches.len() as u64);
     }
 
     /// Distinct entities and relations stored so far.
@@ -201,18 +316,6 @@ impl RunStats {
             .first
             .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         span.last.fetch_max(now, Ordering::Relaxed);
-    }
-
-    /// Adds the estimated cost of `prompt` + `completion` tokens.
-    pub fn add_cost(
-        &self,
-        prompt: u64,
-        completion: u64,
-        input_per_mtok: f64,
-        output_per_mtok: f64,
-    ) {
-        let usd = prompt as f64 * input_per_mtok / 1e6 + completion as f64 * output_per_mtok / 1e6;
-        self.cost_micro_usd.add((usd * 1e6).round() as u64);
     }
 
     /// Renders the summary table.
@@ -359,7 +462,7 @@ mod tests {
         s.documents.add(2);
         s.prompt_tokens.add(1000);
         s.completion_tokens.add(200);
-        s.add_cost(1_000_000, 1_000_000, 0.15, 0.60);
+        s.cost_micro_usd.add(750_000);
         let text = s.render_summary(Duration::from_secs(1), &["extraction skipped".into()]);
         assert_eq!(s.set_aside_total(), MAX_LISTED_SET_ASIDE as u64 + 11);
         assert!(
@@ -396,9 +499,13 @@ mod tests {
                 vec![("org:fsf", "SPONSORED", "org:debian")],
             ),
         ] {
-            s.entities.add(entities.len() as u64);
-            s.relations.add(relations.len() as u64);
-            s.distinct(entities.iter().copied(), relations.iter().copied());
+            s.add_tally(&Tally::Extraction {
+                entities: entities.iter().map(|e| hash64(&[e])).collect(),
+                relations: relations
+                    .iter()
+                    .map(|(a, t, b)| hash64(&[a, t, b]))
+                    .collect(),
+            });
         }
         assert_eq!(s.distinct_counts(), (3, 2));
         let text = s.render_summary(Duration::from_secs(1), &[]);

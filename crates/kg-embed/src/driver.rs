@@ -436,7 +436,7 @@ impl<E: Embedder + ?Sized + 'static> Shared<'_, E> {
 
     async fn set_aside(&self, batch: Batch, e: EmbedError) -> Result<(), EmbedError> {
         let number = batch.number;
-        tracing::warn!(
+        tracing::debug!(
             batch = number,
             items = batch.items.len(),
             error = %e,

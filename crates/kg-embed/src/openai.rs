@@ -44,33 +44,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{BatchLimits, EmbedError, Embedder};
 
-/// An API key. Its `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Wraps a key.
-    pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
-    }
-
-    /// The key itself, for the `Authorization` header only.
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
-}
-
-impl std::fmt::Display for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
+/// An API key: kg-core's [`kg_core::Secret`] (`Debug` and `Display` print `***`).
+pub type ApiKey = kg_core::Secret;
 
 /// Settings of an [`OpenAiEmbedder`].
 #[derive(Debug, Clone)]

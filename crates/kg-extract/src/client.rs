@@ -137,7 +137,7 @@ impl ChatClient {
     pub fn new(endpoint: &LlmEndpoint) -> Result<Self, ExtractError> {
         let mut headers = HeaderMap::new();
         if let Some(key) = &endpoint.api_key {
-            let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
                 ExtractError::Client("the API key is not a valid header value".into())
             })?;
             v.set_sensitive(true);

@@ -20,7 +20,7 @@ pub struct LlmEndpoint {
     /// `http://localhost:11434/v1` for Ollama, ...).
     pub base_url: String,
     /// The API key, sent as `Authorization: Bearer`; never logged.
-    pub api_key: Option<String>,
+    pub api_key: Option<kg_core::Secret>,
     /// The model name.
     pub model: String,
     /// `OpenAI-Organization` header, if any.
@@ -35,7 +35,7 @@ impl fmt::Debug for LlmEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LlmEndpoint")
             .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_key", &self.api_key)
             .field("model", &self.model)
             .field("organization", &self.organization)
             .field(

@@ -62,7 +62,10 @@ macro_rules! counters {
         }
 
         impl ExtractSummary {
-            fn minus(mut self, before: &ExtractSummary) -> Self {
+            /// The counts of `self` minus those of `before` (a run's share
+            /// of the extractor's lifetime counters); cost, elapsed time and
+            /// concurrency are kept from `self`.
+            pub fn minus(mut self, before: &ExtractSummary) -> Self {
                 $(self.$name -= before.$name;)*
                 self
             }
@@ -211,6 +214,31 @@ impl Extractor {
     /// Live counters, for a progress bar.
     pub fn progress(&self) -> ExtractProgress {
         self.0.progress.clone()
+    }
+
+    /// The model asked.
+    pub fn model(&self) -> &str {
+        &self.0.config.endpoint.model
+    }
+
+    /// The version of what is asked: the prompt's version, plus a hash of
+    /// the schema when it is not the open one. A document done under
+    /// another version is extracted again (answers are cached under the
+    /// schema too, so only what the new schema changes costs calls).
+    pub fn prompt_version(&self) -> String {
+        if self.0.config.schema == crate::ExtractSchema::open() {
+            return PROMPT_VERSION.to_string();
+        }
+        let schema = content_hash(&[self.0.schema_fingerprint.as_bytes()]);
+        format!(
+            "{PROMPT_VERSION}+{}",
+            schema.get(..8).unwrap_or(schema.as_str())
+        )
+    }
+
+    /// The most LLM calls in flight.
+    pub fn concurrency(&self) -> usize {
+        self.0.config.concurrency
     }
 
     /// The cache key of `chunk`: model, prompt version, schema and the

@@ -27,7 +27,7 @@
 //! use tokio_util::sync::CancellationToken;
 //! # async fn demo(chunks: Vec<kg_core::Chunk>) -> Result<(), kg_extract::ExtractError> {
 //! let mut endpoint = LlmEndpoint::new("http://localhost:11434/v1", "llama3.1");
-//! endpoint.api_key = std::env::var("OPENAI_API_KEY").ok();
+//! endpoint.api_key = std::env::var("OPENAI_API_KEY").ok().map(kg_core::Secret::new);
 //! let mut config = ExtractConfig::new(endpoint);
 //! config.concurrency = 16;
 //! config.cache_dir = Some("kg-data/cache".into());

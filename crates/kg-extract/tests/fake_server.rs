@@ -46,7 +46,7 @@ fn chunks(n: usize) -> Vec<Chunk> {
 
 fn config(server: &FakeLlmHandle) -> ExtractConfig {
     let mut endpoint = LlmEndpoint::new(server.base_url(), "gpt-4o-mini");
-    endpoint.api_key = Some("sk-test".into());
+    endpoint.api_key = Some(kg_core::Secret::new("sk-test"));
     endpoint.request_timeout = Duration::from_millis(500);
     let mut config = ExtractConfig::new(endpoint);
     config.concurrency = 8;
@@ -293,7 +293,7 @@ async fn a_wrong_key_stops_the_run_at_the_first_call() {
     .await
     .unwrap();
     let mut cfg = config(&server);
-    cfg.endpoint.api_key = Some("sk-wrong-and-secret".into());
+    cfg.endpoint.api_key = Some(kg_core::Secret::new("sk-wrong-and-secret"));
     cfg.concurrency = 1;
     let extractor = Extractor::new(cfg).unwrap();
     let (result, _records) = run(&extractor, chunks(200)).await;
@@ -314,7 +314,7 @@ async fn a_wrong_key_stops_the_run_at_the_first_call() {
 
     // With more workers, at most one call per worker is already in flight.
     let mut cfg = config(&server);
-    cfg.endpoint.api_key = Some("sk-wrong".into());
+    cfg.endpoint.api_key = Some(kg_core::Secret::new("sk-wrong"));
     cfg.concurrency = 8;
     let before = server.counters().chat_requests;
     let (result, _) = run(&Extractor::new(cfg).unwrap(), chunks(200)).await;
