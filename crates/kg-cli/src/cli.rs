@@ -26,6 +26,10 @@ pub struct Cli {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics while running.
     #[arg(long, global = true, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
+    /// When another kg is writing to the same data dir, exit 1 at once
+    /// instead of waiting for it.
+    #[arg(long, global = true)]
+    pub no_wait: bool,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::build;
 use crate::config::Settings;
 use crate::jsonl_io;
+use crate::lock::{DataDirLock, Resource};
 use crate::logging::Progress;
 use crate::pipeline::{self, stream_of, Ctx, DocTracker, RunBars};
 use crate::state::RunState;
@@ -62,6 +63,8 @@ pub struct App {
     pub started: Instant,
     /// Lines for the summary's notes.
     pub notes: Vec<String>,
+    /// Whether to wait for another kg holding a data-dir lock (else exit 1).
+    pub wait_for_locks: bool,
 }
 
 impl App {
@@ -71,6 +74,17 @@ impl App {
             state,
             cancel: self.cancel.clone(),
         }
+    }
+
+    /// Takes the data-dir locks a command needs (see [`crate::lock`]).
+    async fn lock(&self, resources: &[Resource]) -> anyhow::Result<DataDirLock> {
+        Ok(DataDirLock::acquire(
+            &self.settings.data_dir,
+            resources,
+            self.wait_for_locks,
+            &self.cancel,
+        )
+        .await?)
     }
 
     fn open_state(&self) -> anyhow::Result<Arc<RunState>> {
@@ -243,6 +257,7 @@ pub async fn extract(
     if !app.settings.llm_configured() {
         anyhow::bail!("{NO_LLM_NOTE}");
     }
+    let _lock = app.lock(&[Resource::ExtractCache]).await?;
     let state = app.open_state()?;
     let ctx = app.ctx(state);
     let extractor = build::extractor(&app.settings)?;
@@ -306,6 +321,9 @@ async fn estimate_chunks(
     app: &App,
     mut rx: mpsc::Receiver<Record>,
 ) -> anyhow::Result<kg_extract::CostEstimate> {
+    // Opening the response cache may cut a torn last line: not while a run
+    // appends to it.
+    let _lock = app.lock(&[Resource::ExtractCache]).await?;
     let extractor = build::extractor(&app.settings)?;
     let mut total = kg_extract::CostEstimate::default();
     let mut window = Vec::with_capacity(256);
@@ -355,6 +373,7 @@ pub async fn embed(
     input: Option<PathBuf>,
     output: Option<PathBuf>,
 ) -> anyhow::Result<Exit> {
+    let _lock = app.lock(&[Resource::EmbedCache]).await?;
     let stage = build::embed_stage(&app.settings, &app.cancel).await?;
     let state = app.open_state()?;
     let ctx = app.ctx(state);
@@ -398,6 +417,7 @@ pub async fn store(
     inputs: Vec<PathBuf>,
     from_embedded: bool,
 ) -> anyhow::Result<Exit> {
+    let _lock = app.lock(&[Resource::Store]).await?;
     if from_embedded {
         return store_from_embedded(app).await;
     }
@@ -544,6 +564,9 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
     if dry_run {
         return dry_run_run(app, ingest, paths).await;
     }
+    let _lock = app
+        .lock(&[Resource::Store, Resource::ExtractCache, Resource::EmbedCache])
+        .await?;
     let state = app.open_state()?;
     let ctx = app.ctx(state);
     let extractor = if app.settings.llm_configured() {

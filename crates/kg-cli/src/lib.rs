@@ -29,6 +29,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod jsonl_io;
+pub mod lock;
 pub mod logging;
 pub mod metrics_export;
 pub mod pipeline;
@@ -115,6 +116,7 @@ pub fn main_with(
             cancel,
             started: Instant::now(),
             notes: Vec::new(),
+            wait_for_locks: !cli.no_wait,
         };
         let result = match cli.command {
             Command::Ingest { paths, output, .. } => {
