@@ -28,10 +28,12 @@ pub fn cache_dir(settings: &Settings) -> PathBuf {
 /// How files are read and chunked (reads and checks the CSV mapping now,
 /// so that a bad mapping fails before anything runs).
 pub fn ingest_config(settings: &Settings) -> Result<kg_ingest::IngestConfig, StageError> {
+    let config_error = |e: &kg_ingest::IngestError| StageError::Config {
+        stage: "ingest",
+        message: crate::logging::cause_chain(e),
+    };
     let csv_mapping = match &settings.csv_mapping {
-        Some(p) => Some(
-            kg_ingest::CsvMapping::from_file(p).map_err(|e| StageError::failed("ingest", &e))?,
-        ),
+        Some(p) => Some(kg_ingest::CsvMapping::from_file(p).map_err(|e| config_error(&e))?),
         None => None,
     };
     let config = kg_ingest::IngestConfig {
@@ -40,9 +42,7 @@ pub fn ingest_config(settings: &Settings) -> Result<kg_ingest::IngestConfig, Sta
         csv_mapping,
         ..kg_ingest::IngestConfig::default()
     };
-    config
-        .validate()
-        .map_err(|e| StageError::failed("ingest", &e))?;
+    config.validate().map_err(|e| config_error(&e))?;
     Ok(config)
 }
 
@@ -70,7 +70,15 @@ pub fn extractor(settings: &Settings) -> Result<kg_extract::Extractor, StageErro
             completion_per_million: settings.output_price_per_mtok,
         },
     );
-    kg_extract::Extractor::new(config).map_err(|e| StageError::failed("extract", &e))
+    kg_extract::Extractor::new(config).map_err(|e| match e {
+        kg_extract::ExtractError::Config(_) | kg_extract::ExtractError::Schema(_) => {
+            StageError::Config {
+                stage: "extract",
+                message: crate::logging::cause_chain(&e),
+            }
+        }
+        e => StageError::failed("extract", &e),
+    })
 }
 
 /// Where `kg` looks for the local model when none is given:

@@ -126,9 +126,9 @@ pub enum Command {
     Search {
         /// The query text.
         text: String,
-        /// How many chunks.
-        #[arg(short = 'k', default_value_t = 5)]
-        k: usize,
+        /// How many chunks (at least 1).
+        #[arg(short = 'k', default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+        k: u16,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

@@ -604,6 +604,15 @@ impl Settings {
                 "smaller than ingest.chunk_tokens",
             ));
         }
+        // Ranges checked here, before anything runs: `kg config` and every
+        // command refuse a value the stages would refuse later.
+        let ranged = |key: &'static str, max: u64, expected: &'static str| -> Result<usize, ConfigError> {
+            let n = num(key, 1)?.unwrap_or_default();
+            if n > max {
+                return Err(bad(key, expected));
+            }
+            Ok(n as usize)
+        };
         let to_u32 = |key: &'static str| -> Result<Option<u32>, ConfigError> {
             num(key, 1)?
                 .map(|n| u32::try_from(n).map_err(|_| bad(key, "at most 4294967295")))
@@ -621,7 +630,7 @@ impl Settings {
             llm_base_url: text("llm.base_url"),
             llm_api_key: text("llm.api_key").map(Secret::new),
             model: text("llm.model").unwrap_or_default(),
-            concurrency: num("llm.concurrency", 1)?.unwrap_or_default() as usize,
+            concurrency: ranged("llm.concurrency", 50, "1 to 50")?,
             rpm: to_u32("llm.rpm")?,
             tpm: to_u32("llm.tpm")?,
             input_price_per_mtok: float("llm.input_price_per_mtok")?,
@@ -629,7 +638,7 @@ impl Settings {
             embedder,
             embed_model: text("embed.model"),
             embed_batch: num("embed.batch", 1)?.unwrap_or_default() as usize,
-            embed_concurrency: num("embed.concurrency", 1)?.unwrap_or_default() as usize,
+            embed_concurrency: ranged("embed.concurrency", 50, "1 to 50")?,
             embed_base_url: text("embed.base_url"),
             neo4j_uri: text("neo4j.uri"),
             neo4j_user: text("neo4j.user").unwrap_or_default(),
@@ -639,16 +648,15 @@ impl Settings {
     }
 }
 
-/// Masks a secret for display: `sk-…` becomes `sk-***(51 chars)`, so the
-/// user can tell which key is in use without it being shown.
+/// Masks a secret for display: `***` and its length, so the user can tell
+/// a key is set (and spot an empty or truncated one) without any of it
+/// being shown.
 pub fn mask(secret: &str) -> String {
-    let shown: String = secret.chars().take(3).collect();
-    if secret.chars().count() <= 8 {
-        "***".to_string()
-    } else {
-        format!("{shown}***({} chars)", secret.chars().count())
-    }
+    format!("***({} chars)", secret.chars().count())
 }
+
+/// Settings whose value is a URL: shown with any user info masked.
+const URL_KEYS: &[&str] = &["llm.base_url", "embed.base_url", "neo4j.uri"];
 
 /// Renders the effective settings for `kg config`, secrets masked.
 pub fn render(resolved: &[Resolved], file: Option<&Path>) -> String {
@@ -662,6 +670,7 @@ pub fn render(resolved: &[Resolved], file: Option<&Path>) -> String {
         let value = match (&r.value, r.spec.secret) {
             (None, _) => "(unset)".to_string(),
             (Some(v), true) => mask(v),
+            (Some(v), false) if URL_KEYS.contains(&r.spec.key) => kg_core::secret::redact_url(v),
             (Some(v), false) => v.clone(),
         };
         let env = r.spec.env.map(|e| format!(" ${e}")).unwrap_or_default();
@@ -738,7 +747,8 @@ mod tests {
         let r = resolve(&l);
         let text = render(&r, None);
         assert!(!text.contains("verysecret"), "{text}");
-        assert!(text.contains("sk-***(22 chars)"), "{text}");
+        assert!(!text.contains("sk-"), "not even the start of a key: {text}");
+        assert!(text.contains("***(22 chars)"), "{text}");
         assert!(!text.contains("= pw "), "{text}");
         let s = Settings::from_resolved(&r).unwrap();
         let dbg = format!("{s:?}");
@@ -771,6 +781,35 @@ mod tests {
             err.contains("embed.embedder") && err.contains("env"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn credentials_in_urls_are_masked_in_kg_config() {
+        let l = layers(
+            &[],
+            &[
+                ("OPENAI_BASE_URL", "https://bob:hunter2@llm.example.com/v1"),
+                ("NEO4J_URI", "neo4j+s://neo4j:pw2@db.example.com:7687"),
+            ],
+            "",
+        );
+        let text = render(&resolve(&l), None);
+        assert!(!text.contains("hunter2") && !text.contains("pw2"), "{text}");
+        assert!(text.contains("https://***@llm.example.com/v1"), "{text}");
+        assert!(text.contains("neo4j+s://***@db.example.com:7687"), "{text}");
+    }
+
+    #[test]
+    fn out_of_range_concurrency_is_refused_before_anything_runs() {
+        for (key, value) in [("llm.concurrency", "51"), ("embed.concurrency", "0")] {
+            let l = layers(&[(key, value)], &[], "");
+            let err = Settings::from_resolved(&resolve(&l))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let l = layers(&[("llm.concurrency", "50")], &[], "");
+        assert_eq!(Settings::from_resolved(&resolve(&l)).unwrap().concurrency, 50);
     }
 
     #[test]

@@ -137,7 +137,7 @@ pub fn main_with(
                 commands::run(&mut app, paths, extract.dry_run).await
             }
             Command::Search { text, k, json, .. } => {
-                commands::search(&mut app, &text, k, json).await
+                commands::search(&mut app, &text, usize::from(k), json).await
             }
             Command::Config => Ok(Exit::Done),
         };
@@ -145,9 +145,16 @@ pub fn main_with(
             Ok(exit) => exit,
             Err(e) => {
                 app.progress.clear();
+                let usage = e
+                    .downcast_ref::<pipeline::StageError>()
+                    .is_some_and(pipeline::StageError::is_config);
                 tracing::error!(error = %format!("{e:#}"), "kg failed");
                 eprintln!("kg: error: {e:#}");
-                Exit::Failed
+                if usage {
+                    Exit::Usage
+                } else {
+                    Exit::Failed
+                }
             }
         }
     });

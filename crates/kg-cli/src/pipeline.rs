@@ -69,6 +69,15 @@ pub enum StageError {
         /// What went wrong, with its cause chain.
         message: String,
     },
+    /// The stage's configuration is wrong (a bad CSV mapping, an invalid
+    /// setting): nothing ran, exit code 2.
+    #[error("{stage}: {message}")]
+    Config {
+        /// The stage.
+        stage: &'static str,
+        /// What is wrong and where.
+        message: String,
+    },
     /// A stage task panicked (a bug): the run stops.
     #[error("{stage} panicked: {message}")]
     Panicked {
@@ -80,6 +89,11 @@ pub enum StageError {
 }
 
 impl StageError {
+    /// Whether this is a configuration error (exit code 2).
+    pub fn is_config(&self) -> bool {
+        matches!(self, StageError::Config { .. })
+    }
+
     /// `Failed` for `stage` from an error and its causes.
     pub fn failed(stage: &'static str, e: &(dyn std::error::Error + 'static)) -> Self {
         StageError::Failed {
