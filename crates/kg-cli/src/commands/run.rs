@@ -1,0 +1,95 @@
+//! `kg run`: every stage at once, streaming.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use kg_core::{Chunk, Record, Stage};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{App, Exit, NO_LLM_NOTE};
+use crate::build;
+use crate::config::Settings;
+use crate::jsonl_io;
+use crate::lock::Resource;
+use crate::pipeline::{self, stream_of, Ctx, DocTracker, RunBars};
+#[allow(unused_imports)]
+use super::stages::{estimate_chunks, render_estimate};
+#[allow(unused_imports)]
+use super::store::replay_dead_letters;
+
+/// `kg run PATH...`.
+pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::Result<Exit> {
+    let ingest = build::ingest_config(&app.settings)?;
+    if dry_run {
+        return dry_run_run(app, ingest, paths).await;
+    }
+    let _lock = app
+        .lock(&[Resource::Store, Resource::ExtractCache, Resource::EmbedCache])
+        .await?;
+    let state = app.open_state()?;
+    let ctx = app.ctx(state);
+    let extractor = if app.settings.llm_configured() {
+        Some(build::extractor(&app.settings)?)
+    } else {
+        app.notes.push(NO_LLM_NOTE.to_string());
+        None
+    };
+    let embedder = build::embed_stage(&app.settings, &app.cancel).await?;
+    let writer = Arc::new(build::writer(&app.settings, &app.cancel).await?);
+    build::spawn_connection_gauge(&writer);
+    replay_dead_letters(app, &writer).await;
+    let bars = RunBars {
+        ingest: app.progress.stage("ingest"),
+        extract: if extractor.is_some() {
+            app.progress.stage("extract")
+        } else {
+            crate::logging::Progress::default().stage("extract")
+        },
+        embed: app.progress.stage("embed"),
+        store: app.progress.stage("store"),
+    };
+    let outcome = pipeline::run(
+        pipeline::Stages {
+            ingest,
+            extractor,
+            embedder,
+            writer: writer.clone(),
+        },
+        paths,
+        ctx.clone(),
+        bars,
+    )
+    .await;
+    let note = pipeline::replace_earlier_versions(writer.sink(), &ctx, outcome.documents).await;
+    app.notes.extend(note);
+    if let Some(e) = outcome.error {
+        app.finish(true);
+        return Err(e.into());
+    }
+    if outcome.interrupted {
+        app.notes.push(format!(
+            "interrupted: {} document(s) not finished; run the same command again to finish them \
+             (nothing done so far is repeated)",
+            outcome.unfinished_documents
+        ));
+    }
+    Ok(app.finish(outcome.interrupted))
+}
+
+async fn dry_run_run(
+    app: &mut App,
+    ingest: kg_ingest::IngestConfig,
+    paths: Vec<PathBuf>,
+) -> anyhow::Result<Exit> {
+    let (tx, rx) = mpsc::channel(256);
+    let cancel = app.cancel.clone();
+    let task = tokio::spawn(kg_ingest::ingest(paths, ingest, tx, cancel));
+    let estimate = estimate_chunks(app, rx).await?;
+    task.await
+        .context("ingest task")?
+        .map_err(|e| pipeline::StageError::failed("ingest", &e))?;
+    println!("{}", render_estimate(&estimate, &app.settings));
+    Ok(Exit::Done)
+}
