@@ -35,7 +35,7 @@ pub struct LlmEndpoint {
 impl fmt::Debug for LlmEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LlmEndpoint")
-            .field("base_url", &self.base_url)
+            .field("base_url", &kg_core::secret::redact_url(&self.base_url))
             .field("api_key", &self.api_key)
             .field("model", &self.model)
             .field("organization", &self.organization)
@@ -416,7 +416,12 @@ mod tests {
         assert_eq!(default_completion_cap(&chunk(5000, "x")), 4096, "ceiling");
         // No token count: a quarter of the characters.
         assert_eq!(default_completion_cap(&chunk(0, &"abcd".repeat(600))), 1456);
-        let mut config = ExtractConfig::new(LlmEndpoint::new("http://h/v1", "m"));
+        let mut config = ExtractConfig::new(LlmEndpoint::new("http://u:pw@h/v1", "m"));
+        let shown = format!("{config:?}");
+        assert!(
+            shown.contains("http://***@h/v1") && !shown.contains("pw"),
+            "{shown}"
+        );
         assert_eq!(config.completion_cap(&chunk(500, "x")), 1256);
         config.max_completion_tokens = Some(300);
         assert_eq!(config.completion_cap(&chunk(500, "x")), 300);
