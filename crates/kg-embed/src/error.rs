@@ -1,9 +1,10 @@
 //! The one error type of this crate.
 //!
 //! Variants are split by what a caller can do about them: a bad model folder
-//! or a bad configuration is fixed by the user; a dimension mismatch or a
-//! rejected API key stops the whole run ([`EmbedError::is_fatal`]); a batch
-//! that kept failing after its retries is set aside and the run goes on.
+//! or a bad configuration is fixed by the user; a dimension mismatch, a
+//! rejected API key or an unreachable endpoint stops the whole run
+//! ([`EmbedError::is_fatal`]); a batch that kept failing after its retries
+//! is set aside and the run goes on.
 //! Messages name the path, the model or the batch involved, never the API key.
 
 use std::path::PathBuf;
@@ -82,6 +83,28 @@ pub enum EmbedError {
         /// Whether it was a timeout.
         timeout: bool,
     },
+    /// Nothing answers at the base URL: the circuit breaker opened after
+    /// consecutive connection failures (refused, DNS, TLS). Every later
+    /// batch would fail the same way, so the run stops.
+    #[error("the embeddings server at {url} cannot be reached: {attempts} connection attempt(s) in a row failed (last: {last_error}); check the base URL and that the server runs, then re-run: the cache keeps every vector computed")]
+    EndpointUnreachable {
+        /// The endpoint (no credentials).
+        url: String,
+        /// Consecutive attempts that could not connect.
+        attempts: u32,
+        /// The last connection error.
+        last_error: String,
+    },
+    /// The request was not sent: the embedder's cancellation token fired
+    /// while it waited for a slot or a budget. Its items are set aside as
+    /// `cancelled` (the next run does them).
+    #[error("embeddings request {request} to {url} was not sent: cancelled")]
+    NotSent {
+        /// The endpoint (no credentials).
+        url: String,
+        /// Which request of the run (1-based).
+        request: u64,
+    },
     /// The server answered 200 with something that is not a valid embeddings
     /// answer for the request (bad JSON, wrong number of vectors, bad index).
     #[error("embeddings request {request} to {url}: malformed answer: {detail}")]
@@ -117,24 +140,27 @@ pub enum EmbedError {
 
 impl EmbedError {
     /// Whether retrying the same request later may succeed: rate limits
-    /// (429), server errors (5xx), timeouts and dropped connections.
+    /// (429), server errors (5xx), 408/409/425, timeouts, dropped
+    /// connections and malformed answers (what kg-llm retries).
     pub fn is_retriable(&self) -> bool {
         match self {
             EmbedError::Http { status, .. } => {
-                *status == 408 || *status == 409 || *status == 429 || *status >= 500
+                matches!(status, 408 | 409 | 425 | 429) || *status >= 500
             }
-            EmbedError::Transport { .. } => true,
+            EmbedError::Transport { .. } | EmbedError::MalformedResponse { .. } => true,
             _ => false,
         }
     }
 
     /// Whether the whole run must stop rather than set this batch aside: a
-    /// dimension change, a rejected key (401/403), a missing model (404), a
-    /// broken configuration or cache, a cancellation. Every later batch would
-    /// fail the same way or, worse, corrupt the index.
+    /// dimension change, a rejected key (401/403), a missing model (404), an
+    /// unreachable endpoint, a broken configuration or cache, a
+    /// cancellation. Every later batch would fail the same way or, worse,
+    /// corrupt the index.
     pub fn is_fatal(&self) -> bool {
         match self {
             EmbedError::DimensionMismatch { .. }
+            | EmbedError::EndpointUnreachable { .. }
             | EmbedError::Config(_)
             | EmbedError::Cache { .. }
             | EmbedError::Cancelled { .. }
@@ -165,9 +191,11 @@ impl EmbedError {
             EmbedError::Http { status: 429, .. } => R::EmbedRateLimited,
             EmbedError::Http { status, .. } if *status >= 500 => R::EmbedServerError,
             EmbedError::Http { .. } => R::EmbedRejected,
-            EmbedError::Transport { .. } => R::EmbedTransport,
+            EmbedError::Transport { .. } | EmbedError::EndpointUnreachable { .. } => {
+                R::EmbedTransport
+            }
             EmbedError::MalformedResponse { .. } => R::EmbedMalformedResponse,
-            EmbedError::Cancelled { .. } => R::Cancelled,
+            EmbedError::Cancelled { .. } | EmbedError::NotSent { .. } => R::Cancelled,
             _ => R::EmbedInferenceFailed,
         }
     }
@@ -184,6 +212,8 @@ impl EmbedError {
             EmbedError::Http { status, .. } if *status >= 500 => "embed_server_error",
             EmbedError::Http { .. } => "embed_rejected",
             EmbedError::Transport { .. } => "embed_transport",
+            EmbedError::EndpointUnreachable { .. } => "embed_endpoint_unreachable",
+            EmbedError::NotSent { .. } => "embed_not_sent",
             EmbedError::MalformedResponse { .. } => "embed_malformed_response",
             EmbedError::Cache { .. } => "embed_cache",
             EmbedError::Cancelled { .. } => "embed_cancelled",

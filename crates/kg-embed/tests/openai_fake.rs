@@ -291,19 +291,25 @@ async fn a_rejected_key_stops_the_run_without_leaking_it() {
     .unwrap();
     let mut cfg = config(server.base_url(), 10);
     cfg.api_key = Some(ApiKey::new("sk-wrong-secret-123"));
+    cfg.concurrency = 4;
     assert!(!format!("{cfg:?}").contains("sk-wrong-secret-123"));
     let embedder = Arc::new(OpenAiEmbedder::new(cfg).unwrap());
     let (result, records) = run(&embedder, chunks(50), None).await;
     match result {
         Err(e @ EmbedError::Http { status: 401, .. }) => {
             assert!(e.is_fatal());
-            assert!(!e.to_string().contains("sk-wrong-secret-123"), "{e}");
+            let shown = e.to_string();
+            assert!(shown.contains(&server.base_url()), "names the URL: {shown}");
+            assert!(!shown.contains("sk-wrong-secret-123"), "{shown}");
         }
         other => panic!("expected HTTP 401, got {other:?}"),
     }
     assert!(records.is_empty());
-    // Not retried, and no further batches sent after the first answer.
-    assert!(server.counters().embedding_requests <= 3);
+    // Not retried, and with 4 workers still at most one more request than
+    // the first (slow start sends one until the server has answered).
+    let sent = server.counters().embedding_requests;
+    assert!(sent <= 2, "{sent} requests");
+    assert_eq!(embedder.stats().requests, sent);
 
     // With the right key the same server answers.
     let mut cfg = config(server.base_url(), 10);
@@ -391,4 +397,61 @@ async fn cancellation_finishes_batches_in_flight_and_reports_what_was_done() {
     assert!(embeddings(&records).len() == records.len());
     assert!(server.counters().embedding_requests <= 4);
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_stops_the_run_quickly() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener); // nobody listens there any more
+    let mut cfg = OpenAiEmbedConfig::new(format!("http://{addr}/v1"), "text-embedding-3-small");
+    cfg.api_key = Some(ApiKey::new("sk-dead-secret"));
+    cfg.batch_size = 10;
+    cfg.concurrency = 4;
+    // Default retries and breaker, as a user gets them.
+    let embedder = Arc::new(OpenAiEmbedder::new(cfg).unwrap());
+    let (result, records) =
+        tokio::time::timeout(Duration::from_secs(60), run(&embedder, chunks(200), None))
+            .await
+            .expect("hang guard: the run must stop on its own");
+    match result {
+        Err(e @ EmbedError::EndpointUnreachable { .. }) => {
+            assert!(e.is_fatal());
+            assert_eq!(e.reason_code(), "embed_endpoint_unreachable");
+            let shown = e.to_string();
+            assert!(
+                shown.contains(&format!("http://{addr}/v1/embeddings")),
+                "{shown}"
+            );
+            assert!(!shown.contains("sk-dead-secret"), "{shown}");
+        }
+        other => panic!("expected EndpointUnreachable, got {other:?}"),
+    }
+    assert!(records.is_empty());
+    let stats = embedder.stats();
+    assert_eq!(stats.requests, 0, "nothing reached a server");
+    assert!(
+        (1..=3).contains(&stats.connection_failures),
+        "a few attempts, not 20 batches × 6: {stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_embedder_sends_nothing_and_sets_aside_as_cancelled() {
+    let server = FakeLlm::start(FakeConfig::default()).await.unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    cancel.cancel();
+    let embedder = OpenAiEmbedder::new(config(server.base_url(), 10))
+        .unwrap()
+        .with_cancel(cancel);
+    let err = embed_query(&embedder, "Who founded Debian?")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EmbedError::NotSent { request: 1, .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_fatal());
+    assert_eq!(err.set_aside_reason(), kg_core::SetAsideReason::Cancelled);
+    assert_eq!(server.counters().embedding_requests, 0);
 }

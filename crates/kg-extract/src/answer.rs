@@ -7,6 +7,10 @@
 //! truncated or off-schema answer is an [`AnswerError`], never "nothing
 //! found" (that is `{"entities": []}`).
 //!
+//! An answer cut at the completion cap (`finish_reason: length`) is first
+//! repaired where it can be ([`repair_truncated`]): what was complete is
+//! kept, the element being written when the cap hit is dropped.
+//!
 //! Validation turns raw strings into kg-core identifiers: an entity whose
 //! type is not a safe [`Label`] (or is reserved, or off a strict schema) is
 //! rejected and counted; so is a relation with an invalid [`RelType`]; a
@@ -28,8 +32,9 @@ pub enum AnswerError {
     /// No content at all.
     #[error("the answer is empty")]
     Empty,
-    /// The model stopped at its token limit; the JSON is cut.
-    #[error("the answer was cut at the token limit (finish_reason=length)")]
+    /// The model stopped at its completion cap; the JSON is cut (and was
+    /// not repairable).
+    #[error("the answer was cut at the completion cap (finish_reason=length)")]
     Truncated,
     /// No JSON object could be found in it.
     #[error("the answer is not JSON: {snippet:?}")]
@@ -91,6 +96,70 @@ pub fn parse_answer(content: &str, finish_reason: Option<&str>) -> Result<Value,
         });
     }
     Ok(value)
+}
+
+/// Repairs an answer cut at the completion cap, or `None`.
+///
+/// The rule: from the first `{`, scan the JSON (strings and escapes
+/// included) and remember every point where an object or array closed
+/// inside another one. Cut the text at the last such point, which drops
+/// the element being written when the cap hit (a half entity, half a
+/// string), close what is still open (`]`, `}`) and parse; if that fails,
+/// try the point before (up to 16). Only complete elements survive, never a
+/// half-written one. The result is accepted only if it is an object whose
+/// `entities` array kept at least one entity: a cut before the first
+/// complete entity is not repairable (it is not "nothing found").
+pub fn repair_truncated(content: &str) -> Option<Value> {
+    let text = content.get(content.find('{')?..)?;
+    let acceptable = |v: &Value| {
+        v.get("entities")
+            .and_then(Value::as_array)
+            .is_some_and(|e| !e.is_empty())
+    };
+    let mut open: Vec<u8> = Vec::new();
+    let mut cuts: Vec<(usize, Vec<u8>)> = Vec::new();
+    let (mut in_string, mut escaped) = (false, false);
+    for (i, &b) in text.as_bytes().iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => open.push(b),
+            b'}' | b']' => {
+                let opener = open.pop()?;
+                if (opener == b'{') != (b == b'}') {
+                    return None; // not JSON: nothing to repair
+                }
+                if open.is_empty() {
+                    // The whole answer closed: it needed no repair.
+                    let v: Value = serde_json::from_str(text.get(..=i)?).ok()?;
+                    return acceptable(&v).then_some(v);
+                }
+                cuts.push((i + 1, open.clone()));
+            }
+            _ => {}
+        }
+    }
+    for (end, still_open) in cuts.iter().rev().take(16) {
+        let mut candidate = String::with_capacity(end + still_open.len());
+        candidate.push_str(text.get(..*end)?);
+        for opener in still_open.iter().rev() {
+            candidate.push(if *opener == b'{' { '}' } else { ']' });
+        }
+        if let Ok(v) = serde_json::from_str::<Value>(&candidate) {
+            if acceptable(&v) {
+                return Some(v);
+            }
+        }
+    }
+    None
 }
 
 fn strip_fences(s: &str) -> &str {
@@ -407,5 +476,82 @@ mod tests {
             true
         )
         .is_err());
+    }
+
+    #[test]
+    fn cut_answers_keep_their_complete_entities() {
+        let full = json!({
+            "entities": [
+                {"name": "Ada Lovelace", "type": "Person", "description": "wrote \"notes\" {on} [engines]"},
+                {"name": "Charles Babbage", "type": "Person", "description": "designed engines"},
+                {"name": "London", "type": "Location", "description": "a city"}
+            ],
+            "relations": [
+                {"source": "Ada Lovelace", "target": "Charles Babbage", "type": "WORKED_WITH", "description": "x", "strength": 0.9},
+                {"source": "Charles Babbage", "target": "London", "type": "LIVED_IN", "description": "y", "strength": 0.5}
+            ]
+        })
+        .to_string();
+        // Cut at every length: a repair never invents or half-keeps anything.
+        let mut repaired_at = Vec::new();
+        for end in 1..full.len() {
+            let cut = &full[..end];
+            let Some(v) = repair_truncated(cut) else {
+                continue;
+            };
+            repaired_at.push(end);
+            let entities = v["entities"].as_array().unwrap();
+            assert!(!entities.is_empty());
+            for e in entities {
+                assert!(
+                    e["name"].is_string() && e["type"].is_string() && e["description"].is_string(),
+                    "only complete entities: {e}"
+                );
+            }
+            for r in v
+                .get("relations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                assert!(r["strength"].is_number(), "only complete relations: {r}");
+            }
+            let (x, _) = validate(&v, &chunk(), &ExtractSchema::open(), "m");
+            assert_eq!(x.entities.len(), entities.len());
+        }
+        // Repairable from the end of the first entity on, not before.
+        let first_entity_end = full.find("\"Person\"}").unwrap() + "\"Person\"}".len();
+        assert_eq!(repaired_at.first(), Some(&first_entity_end));
+        assert_eq!(repaired_at.len(), full.len() - first_entity_end);
+        // Cut inside the last relation: both entities arrays intact, one relation.
+        let cut = &full[..full.len() - 20];
+        let v = repair_truncated(cut).unwrap();
+        assert_eq!(v["entities"].as_array().unwrap().len(), 3);
+        assert_eq!(v["relations"].as_array().unwrap().len(), 1);
+        // Prose before the JSON, as JSON-mode servers add.
+        let v = repair_truncated(&format!("Here you go: {}", &full[..full.len() - 20])).unwrap();
+        assert_eq!(v["entities"].as_array().unwrap().len(), 3);
+        // Not repairable: nothing complete yet, an empty list, not JSON.
+        assert_eq!(repair_truncated(r#"{"entities": [{"name": "Ada"#), None);
+        assert_eq!(
+            repair_truncated(r#"{"entities": [], "relations": [{"sou"#),
+            None
+        );
+        assert_eq!(repair_truncated("Sure! The entities are"), None);
+        assert_eq!(repair_truncated(r#"{"entities": [}"#), None);
+    }
+
+    #[test]
+    fn a_looping_answer_repairs_to_its_distinct_entities() {
+        let one = r#"{"name":"Ada Lovelace","type":"Person","description":"again"},"#;
+        let mut looping = String::from(r#"{"entities":["#);
+        while looping.len() < 2000 {
+            looping.push_str(one);
+        }
+        looping.truncate(2000);
+        assert!(parse_answer(&looping, Some("length")) == Err(AnswerError::Truncated));
+        let v = repair_truncated(&looping).unwrap();
+        let (x, _) = validate(&v, &chunk(), &ExtractSchema::open(), "m");
+        assert_eq!(x.entities.len(), 1, "duplicates resolve to one entity");
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use kg_core::pool::MAX_WORKERS;
 use kg_core::ratelimit::RateLimits;
 use kg_core::retry::RetryPolicy;
-use kg_core::{Label, RelType};
+use kg_core::{Chunk, Label, RelType};
+use kg_llm::{BreakerConfig, EndpointConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::ExtractError;
@@ -34,7 +35,7 @@ pub struct LlmEndpoint {
 impl fmt::Debug for LlmEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LlmEndpoint")
-            .field("base_url", &self.base_url)
+            .field("base_url", &kg_core::secret::redact_url(&self.base_url))
             .field("api_key", &self.api_key)
             .field("model", &self.model)
             .field("organization", &self.organization)
@@ -62,8 +63,42 @@ impl LlmEndpoint {
 
     /// `{base_url}/chat/completions`.
     pub fn chat_url(&self) -> String {
-        format!("{}/chat/completions", self.base_url.trim_end_matches('/'))
+        self.to_endpoint_config().chat_url()
     }
+
+    /// The kg-llm endpoint this describes (everything but the model).
+    pub fn to_endpoint_config(&self) -> EndpointConfig {
+        let mut e = EndpointConfig::new(self.base_url.clone());
+        e.api_key = self.api_key.clone();
+        e.organization = self.organization.clone();
+        e.headers = self.headers.clone();
+        e.request_timeout = self.request_timeout;
+        e
+    }
+}
+
+/// The smallest completion cap sized from a chunk.
+pub const MIN_COMPLETION_CAP: u32 = 512;
+/// The largest completion cap sized from a chunk.
+pub const MAX_COMPLETION_CAP: u32 = 4096;
+
+/// The completion cap of a chunk when none is configured:
+/// `clamp(chunk_tokens × 2 + 256, 512, 4096)`, where `chunk_tokens` is the
+/// chunk's token count (or its length / 4 when the chunk has none). An
+/// extraction (names, types, one-sentence descriptions, relations) is
+/// rarely longer than twice its text; the floor leaves room for the JSON
+/// around a short chunk's few entities, the ceiling bounds what a model
+/// stuck in a loop can cost.
+pub fn default_completion_cap(chunk: &Chunk) -> u32 {
+    let tokens = if chunk.tokens > 0 {
+        chunk.tokens
+    } else {
+        u32::try_from(chunk.text.len() / 4).unwrap_or(u32::MAX)
+    };
+    tokens
+        .saturating_mul(2)
+        .saturating_add(256)
+        .clamp(MIN_COMPLETION_CAP, MAX_COMPLETION_CAP)
 }
 
 /// How to ask for JSON.
@@ -263,11 +298,16 @@ pub struct ExtractConfig {
     /// Attempts and backoff for 429, 5xx, timeouts, connection errors and
     /// unparsable answers.
     pub retry: RetryPolicy,
+    /// When connection failures (nothing answers at the base URL) stop the
+    /// run: by default 3 failed attempts over 2 s.
+    pub breaker: BreakerConfig,
     /// Directory of the response cache; `None` disables it.
     pub cache_dir: Option<PathBuf>,
     /// Prices for the cost figure.
     pub prices: PriceTable,
-    /// `max_tokens` of each answer, if set.
+    /// The completion cap of every answer; `None` sizes it per chunk
+    /// ([`default_completion_cap`]). A cap is always sent, so a model stuck
+    /// in a loop costs at most the cap.
     pub max_completion_tokens: Option<u32>,
     /// Sampling temperature (0 keeps answers repeatable).
     pub temperature: f32,
@@ -285,6 +325,7 @@ impl ExtractConfig {
             workers: None,
             rate_limits: RateLimits::default(),
             retry: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
             cache_dir: None,
             prices: PriceTable::default(),
             max_completion_tokens: None,
@@ -319,6 +360,14 @@ impl ExtractConfig {
         if self.endpoint.request_timeout.is_zero() {
             return Err(ExtractError::Config("the request timeout is zero".into()));
         }
+        if self.max_completion_tokens == Some(0) {
+            return Err(ExtractError::Config(
+                "max completion tokens must be at least 1".into(),
+            ));
+        }
+        self.breaker
+            .validate()
+            .map_err(|e| ExtractError::Config(e.0))?;
         if !(0.0..=2.0).contains(&self.temperature) {
             return Err(ExtractError::Config(format!(
                 "temperature {} is out of range 0..=2",
@@ -331,5 +380,52 @@ impl ExtractConfig {
     /// The worker count actually used.
     pub fn worker_count(&self) -> usize {
         self.workers.unwrap_or(self.concurrency)
+    }
+
+    /// The completion cap sent with `chunk`: the configured one, else
+    /// [`default_completion_cap`].
+    pub fn completion_cap(&self, chunk: &Chunk) -> u32 {
+        self.max_completion_tokens
+            .unwrap_or_else(|| default_completion_cap(chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kg_core::{ChunkId, DocumentId};
+
+    fn chunk(tokens: u32, text: &str) -> Chunk {
+        let doc = DocumentId::from_content_sha256(&kg_core::sha256_hex(b"d"));
+        Chunk {
+            id: ChunkId::new(&doc, 0, text),
+            document_id: doc,
+            index: 0,
+            text: text.into(),
+            tokens,
+            source: "d.md".into(),
+            page_start: None,
+            page_end: None,
+        }
+    }
+
+    #[test]
+    fn the_completion_cap_is_sized_from_the_chunk() {
+        assert_eq!(default_completion_cap(&chunk(10, "x")), 512, "floor");
+        assert_eq!(default_completion_cap(&chunk(500, "x")), 1256);
+        assert_eq!(default_completion_cap(&chunk(5000, "x")), 4096, "ceiling");
+        // No token count: a quarter of the characters.
+        assert_eq!(default_completion_cap(&chunk(0, &"abcd".repeat(600))), 1456);
+        let mut config = ExtractConfig::new(LlmEndpoint::new("http://u:pw@h/v1", "m"));
+        let shown = format!("{config:?}");
+        assert!(
+            shown.contains("http://***@h/v1") && !shown.contains("pw"),
+            "{shown}"
+        );
+        assert_eq!(config.completion_cap(&chunk(500, "x")), 1256);
+        config.max_completion_tokens = Some(300);
+        assert_eq!(config.completion_cap(&chunk(500, "x")), 300);
+        config.max_completion_tokens = Some(0);
+        assert!(config.validate().is_err());
     }
 }

@@ -37,6 +37,18 @@ pub enum ExtractError {
         /// The server's message.
         message: String,
     },
+    /// Nothing answers at the base URL: the circuit breaker opened after
+    /// consecutive connection failures (refused, DNS, TLS). The run stops
+    /// at once instead of trying every chunk.
+    #[error("the LLM server at {url} cannot be reached: {attempts} connection attempt(s) in a row failed (last: {last_error}); check the base URL and that the server runs, then re-run: the run resumes where it stopped")]
+    EndpointUnreachable {
+        /// The endpoint called (credentials in the URL redacted).
+        url: String,
+        /// Consecutive attempts that could not connect.
+        attempts: u32,
+        /// The last connection error.
+        last_error: String,
+    },
     /// The HTTP client could not be built (bad header value, TLS setup).
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),

@@ -2,42 +2,43 @@
 //!
 //! Each chunk is one work item of a [`kg_core::pool::WorkerPool`]; a worker
 //! looks the chunk up in the cache, and on a miss makes the call through
-//! three gates, in order: the request/token budgets
-//! ([`kg_core::ratelimit::RateLimiter`]), the adaptive concurrency limit
-//! ([`kg_core::adaptive::AdaptiveConcurrency`]), then the HTTP call itself,
-//! all inside the retry policy ([`kg_core::retry::RetryPolicy`]). A chunk
-//! ends as an [`Extraction`] or a [`SetAside`] with a reason code; a 401,
-//! 403 or 404 instead stops the whole run and [`Extractor::run`] returns it
-//! as an `Err`.
+//! kg-llm's [`Client`]: the request/token budgets, the gate (slow start,
+//! fatal latch, circuit breaker), the adaptive concurrency limit, the HTTP
+//! attempt, all inside the retry policy, which also retries an unusable
+//! answer. Every request carries a completion cap
+//! ([`ExtractConfig::completion_cap`]); an answer cut by it is repaired
+//! ([`crate::answer::repair_truncated`]), else asked again once for a
+//! shorter answer, else set aside as `truncated_answer`. A chunk ends as an
+//! [`Extraction`] or a [`SetAside`] with a reason code; a 401, 403 or 404,
+//! or an unreachable endpoint, instead stops the whole run and
+//! [`Extractor::run`] returns it as an `Err`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use kg_core::adaptive::AdaptiveConcurrency;
 use kg_core::pool::{Closed, Outcome, PoolConfig, WorkerPool};
-use kg_core::ratelimit::RateLimiter;
-use kg_core::retry::{GaveUp, RetryFailure};
+use kg_core::retry::{GaveUp, RetryDecision, RetryFailure, Retryable};
 use kg_core::{
     content_hash, normalise_text, Chunk, Extraction, Record, SetAside, SetAsideReason, Stage,
 };
+use kg_llm::{CallError, Checked, Client, ClientConfig, Completion};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::answer::{parse_answer, validate};
+use crate::answer::{parse_answer, repair_truncated, validate, AnswerError};
 use crate::cache::ResponseCache;
-use crate::client::{CallError, ChatClient};
 use crate::config::{AnswerFormat, ExtractConfig};
-use crate::prompt::{answer_schema, system_prompt, RequestTemplate, PROMPT_VERSION};
+use crate::prompt::{
+    answer_schema, shorter_answer_entities, system_prompt, Ask, CapField, RequestTemplate,
+    PROMPT_VERSION,
+};
 use crate::ExtractError;
 
-macro_rules! counters {
+macro_rules! summary {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        #[derive(Debug, Default)]
-        struct Counters { $($name: AtomicU64,)* }
-
         /// Counts of an extraction run (or, from [`ExtractProgress`], of an
         /// extractor's whole life so far).
         #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -52,41 +53,33 @@ macro_rules! counters {
             pub final_concurrency: usize,
         }
 
-        impl Counters {
-            fn snapshot(&self) -> ExtractSummary {
-                ExtractSummary {
-                    $($name: self.$name.load(Ordering::Relaxed),)*
-                    ..ExtractSummary::default()
-                }
-            }
-        }
-
         impl ExtractSummary {
             /// The counts of `self` minus those of `before` (a run's share
             /// of the extractor's lifetime counters); cost, elapsed time and
             /// concurrency are kept from `self`.
             pub fn minus(mut self, before: &ExtractSummary) -> Self {
-                $(self.$name -= before.$name;)*
+                $(self.$name = self.$name.saturating_sub(before.$name);)*
                 self
             }
         }
     };
 }
 
-counters!(
+summary!(
     /// Chunks read from the input.
     chunks,
     /// Chunks that ended as an extraction.
     extracted,
     /// Chunks set aside (failed, or handed back on cancellation).
     set_aside,
-    /// Of those, chunks handed back unstarted because the run was cancelled.
+    /// Of those, chunks not done because the run was cancelled or stopped.
     cancelled,
     /// Chunks answered from the cache, without a call.
     cache_hits,
-    /// HTTP calls made.
+    /// HTTP calls that reached the server (answered, timed out or cut);
+    /// attempts that could not connect are `connection_failures`.
     llm_calls,
-    /// Retries (calls beyond the first per chunk).
+    /// Retries (attempts beyond the first per chunk).
     retries,
     /// 429 answers.
     rate_limited,
@@ -94,10 +87,16 @@ counters!(
     timeouts,
     /// 5xx answers.
     server_errors,
-    /// Connection errors and cut answers.
+    /// Answers cut mid-way and malformed answers.
     connection_errors,
-    /// Answers that were empty, not JSON, truncated or off schema.
+    /// Attempts that could not connect (refused, DNS, TLS): not calls.
+    connection_failures,
+    /// Answers that were empty, not JSON, cut (and not repairable) or off
+    /// schema.
     invalid_answers,
+    /// Answers cut at the completion cap and repaired (complete entities
+    /// and relations kept).
+    repaired_answers,
     /// Prompt tokens, from `usage` (estimated where it was missing).
     prompt_tokens,
     /// Completion tokens, from `usage` (estimated where it was missing).
@@ -118,18 +117,69 @@ counters!(
     malformed_entries,
 );
 
+/// The counters kg-extract keeps itself; the call counters are kg-llm's.
+#[derive(Debug, Default)]
+struct Counters {
+    chunks: AtomicU64,
+    extracted: AtomicU64,
+    set_aside: AtomicU64,
+    cancelled: AtomicU64,
+    cache_hits: AtomicU64,
+    invalid_answers: AtomicU64,
+    repaired_answers: AtomicU64,
+    entities: AtomicU64,
+    relations: AtomicU64,
+    rejected_entities: AtomicU64,
+    rejected_relations: AtomicU64,
+    dropped_relations: AtomicU64,
+    malformed_entries: AtomicU64,
+}
+
 /// Live counters for a progress bar; cheap to clone, readable any time.
 #[derive(Debug, Clone, Default)]
-pub struct ExtractProgress(Arc<Counters>);
+pub struct ExtractProgress {
+    counters: Arc<Counters>,
+    client: Option<Client>,
+}
 
 impl ExtractProgress {
     /// The counters now (lifetime totals of the extractor).
     pub fn snapshot(&self) -> ExtractSummary {
-        self.0.snapshot()
+        let c = &*self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let llm = self.client.as_ref().map(Client::stats).unwrap_or_default();
+        ExtractSummary {
+            chunks: get(&c.chunks),
+            extracted: get(&c.extracted),
+            set_aside: get(&c.set_aside),
+            cancelled: get(&c.cancelled),
+            cache_hits: get(&c.cache_hits),
+            llm_calls: llm.calls,
+            retries: llm.retries,
+            rate_limited: llm.rate_limited,
+            timeouts: llm.timeouts,
+            server_errors: llm.server_errors,
+            connection_errors: llm.transport_errors + llm.malformed,
+            connection_failures: llm.connection_failures,
+            invalid_answers: get(&c.invalid_answers),
+            repaired_answers: get(&c.repaired_answers),
+            prompt_tokens: llm.prompt_tokens,
+            completion_tokens: llm.completion_tokens,
+            usage_missing: llm.usage_missing,
+            entities: get(&c.entities),
+            relations: get(&c.relations),
+            rejected_entities: get(&c.rejected_entities),
+            rejected_relations: get(&c.rejected_relations),
+            dropped_relations: get(&c.dropped_relations),
+            malformed_entries: get(&c.malformed_entries),
+            cost_usd: None,
+            elapsed: Duration::ZERO,
+            final_concurrency: llm.concurrency_limit as usize,
+        }
     }
 
     fn add(&self, field: fn(&Counters) -> &AtomicU64, n: u64) {
-        field(&self.0).fetch_add(n, Ordering::Relaxed);
+        field(&self.counters).fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -145,18 +195,88 @@ pub struct CostEstimate {
     /// Completion tokens expected (a heuristic: half the chunk's tokens
     /// plus 40 per call).
     pub completion_tokens: u64,
+    /// The most completion tokens the calls can cost: the sum of their
+    /// completion caps (one attempt each).
+    pub completion_tokens_max: u64,
     /// Cost in US dollars, `None` for a model without a price.
     pub cost_usd: Option<f64>,
+    /// The most the calls can cost (prompt tokens plus every completion at
+    /// its cap), `None` for a model without a price.
+    pub cost_usd_max: Option<f64>,
+}
+
+/// Why an answer was not accepted, and whether asking again may help.
+#[derive(Debug, Clone, PartialEq)]
+struct AnswerFault {
+    error: AnswerError,
+    retry: bool,
+}
+
+impl std::fmt::Display for AnswerFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl Retryable for AnswerFault {
+    fn retry_decision(&self) -> RetryDecision {
+        if self.retry {
+            // A model may answer properly the next time; no need to back
+            // off from the server for it.
+            RetryDecision::Retry {
+                after: Some(Duration::ZERO),
+            }
+        } else {
+            RetryDecision::Fatal
+        }
+    }
+}
+
+type CallFailure = RetryFailure<Checked<AnswerFault>>;
+
+/// A 400 that says the server lacks `json_schema` response formats.
+fn is_schema_unsupported(e: &CallError) -> bool {
+    match e {
+        CallError::Status {
+            status: 400 | 422,
+            message,
+            ..
+        } => {
+            let m = message.to_ascii_lowercase();
+            m.contains("json_schema") || m.contains("response_format")
+        }
+        _ => false,
+    }
+}
+
+/// A 400 that says the model wants `max_completion_tokens`, not
+/// `max_tokens` (OpenAI's reasoning models).
+fn is_max_tokens_unsupported(e: &CallError) -> bool {
+    match e {
+        CallError::Status {
+            status: 400 | 422,
+            message,
+            ..
+        } => {
+            let m = message.to_ascii_lowercase();
+            m.contains("max_tokens")
+                && (m.contains("max_completion_tokens")
+                    || m.contains("unsupported")
+                    || m.contains("not supported"))
+        }
+        _ => false,
+    }
 }
 
 struct Inner {
     config: ExtractConfig,
-    client: ChatClient,
+    client: Client,
     template: RequestTemplate,
     cache: Option<ResponseCache>,
-    limiter: RateLimiter,
-    concurrency: AdaptiveConcurrency,
     json_schema: AtomicBool,
+    /// Send the cap as `max_completion_tokens` (after a server refused
+    /// `max_tokens`).
+    completion_field: AtomicBool,
     progress: ExtractProgress,
     schema_fingerprint: String,
 }
@@ -183,7 +303,12 @@ impl Extractor {
     /// Validates `config`, builds the HTTP client and opens the cache.
     pub fn new(config: ExtractConfig) -> Result<Self, ExtractError> {
         config.validate()?;
-        let client = ChatClient::new(&config.endpoint)?;
+        let mut llm = ClientConfig::new(config.endpoint.to_endpoint_config());
+        llm.concurrency = config.concurrency;
+        llm.rate_limits = config.rate_limits;
+        llm.retry = config.retry.clone();
+        llm.breaker = config.breaker;
+        let client = Client::new(llm).map_err(|e| ExtractError::Client(e.0))?;
         let cache = config
             .cache_dir
             .as_deref()
@@ -194,19 +319,18 @@ impl Extractor {
             system: system_prompt(&config.schema),
             schema: answer_schema(&config.schema),
             temperature: config.temperature,
-            max_tokens: config.max_completion_tokens,
         };
-        let concurrency = AdaptiveConcurrency::new(1, config.concurrency, 0.5)
-            .map_err(|e| ExtractError::Config(e.to_string()))?;
         Ok(Self(Arc::new(Inner {
-            limiter: RateLimiter::new(config.rate_limits),
             json_schema: AtomicBool::new(config.answer_format != AnswerFormat::JsonObject),
+            completion_field: AtomicBool::new(false),
             schema_fingerprint: config.schema.fingerprint(),
+            progress: ExtractProgress {
+                counters: Arc::default(),
+                client: Some(client.clone()),
+            },
             client,
             template,
             cache,
-            concurrency,
-            progress: ExtractProgress::default(),
             config,
         })))
     }
@@ -248,7 +372,9 @@ impl Extractor {
     }
 
     /// Estimates tokens and cost of extracting `chunks` with tiktoken,
-    /// without any call; chunks the cache answers cost nothing.
+    /// without any call; chunks the cache answers cost nothing. Besides the
+    /// expected figures it gives an upper bound: every answer at its
+    /// completion cap.
     pub fn estimate<'a>(
         &self,
         chunks: impl IntoIterator<Item = &'a Chunk>,
@@ -278,12 +404,12 @@ impl Extractor {
             let user_tokens = bpe.encode_with_special_tokens(&user).len() as u64;
             est.prompt_tokens += system + user_tokens;
             est.completion_tokens += user_tokens / 2 + 40;
+            est.completion_tokens_max += u64::from(self.0.config.completion_cap(chunk));
         }
-        est.cost_usd = self.0.config.prices.cost(
-            &self.0.config.endpoint.model,
-            est.prompt_tokens,
-            est.completion_tokens,
-        );
+        let model = &self.0.config.endpoint.model;
+        let prices = &self.0.config.prices;
+        est.cost_usd = prices.cost(model, est.prompt_tokens, est.completion_tokens);
+        est.cost_usd_max = prices.cost(model, est.prompt_tokens, est.completion_tokens_max);
         Ok(est)
     }
 
@@ -294,9 +420,11 @@ impl Extractor {
     /// of the extractor's lifetime counters over the run.
     ///
     /// Returns the run's summary; `Err` for a fatal error (a refused key,
-    /// a wrong URL or model: stops at the first call), or when `out` is
-    /// closed. When `cancel` fires, calls in flight finish and every chunk
-    /// not started is set aside with reason `cancelled`.
+    /// a wrong URL or model: stops at the first answer; nothing answering
+    /// at the base URL: stops when the breaker opens, after a few
+    /// connection attempts), or when `out` is closed. When `cancel` fires
+    /// or a fatal error stops the run, calls in flight finish and every
+    /// chunk not done is set aside with reason `cancelled`.
     pub async fn run<S>(
         &self,
         chunks: S,
@@ -377,7 +505,7 @@ impl Extractor {
             summary.completion_tokens,
         );
         summary.elapsed = started.elapsed();
-        summary.final_concurrency = self.0.concurrency.limit();
+        summary.final_concurrency = self.0.client.stats().concurrency_limit as usize;
         Ok(summary)
     }
 }
@@ -420,18 +548,7 @@ impl Inner {
             self.progress.add(|c| &c.cache_hits, 1);
             return Ok(self.accept(&answer, &chunk));
         }
-        let policy = &self.config.retry;
-        let result = policy
-            .run(
-                &ctx.cancel,
-                |_attempt| self.attempt(&chunk, &ctx.cancel),
-                |error, retry| {
-                    self.progress.add(|c| &c.retries, 1);
-                    tracing::debug!(chunk = %chunk.id, attempt = retry.failed_attempt, delay_ms = retry.delay.as_millis() as u64, "retrying: {error}");
-                },
-            )
-            .await;
-        match result {
+        match self.call(&chunk, &ctx.cancel).await {
             Ok(answer) => {
                 if let Some(cache) = &self.cache {
                     if let Err(e) = cache.put(&key, &answer) {
@@ -442,6 +559,101 @@ impl Inner {
             }
             Err(failure) => Err(self.fail(&chunk, failure, ctx)),
         }
+    }
+
+    /// Asks for `chunk` until an answer is accepted or the policy gives up;
+    /// switches the request format for the rest of the run (and asks again)
+    /// when the server refuses `json_schema` or `max_tokens`.
+    async fn call(&self, chunk: &Chunk, cancel: &CancellationToken) -> Result<Value, CallFailure> {
+        let cap = self.config.completion_cap(chunk);
+        let shorter = AtomicBool::new(false);
+        let sent_schema = AtomicBool::new(false);
+        let sent_completion_field = AtomicBool::new(false);
+        let mut switches = 0;
+        loop {
+            let result = self
+                .client
+                .complete_with(
+                    cancel,
+                    |_attempt| {
+                        let ask = Ask {
+                            json_schema: self.json_schema.load(Ordering::Relaxed),
+                            cap,
+                            cap_field: if self.completion_field.load(Ordering::Relaxed) {
+                                CapField::MaxCompletionTokens
+                            } else {
+                                CapField::MaxTokens
+                            },
+                            at_most: shorter
+                                .load(Ordering::Relaxed)
+                                .then(|| shorter_answer_entities(cap)),
+                        };
+                        sent_schema.store(ask.json_schema, Ordering::Relaxed);
+                        sent_completion_field.store(
+                            ask.cap_field == CapField::MaxCompletionTokens,
+                            Ordering::Relaxed,
+                        );
+                        self.template.request(&chunk.text, &ask)
+                    },
+                    |completion| self.check(completion, chunk, &shorter),
+                )
+                .await;
+            let Err(RetryFailure {
+                error: Checked::Call(e),
+                ..
+            }) = &result
+            else {
+                return result;
+            };
+            if switches >= 2 {
+                return result;
+            }
+            if self.config.answer_format == AnswerFormat::Auto
+                && sent_schema.load(Ordering::Relaxed)
+                && is_schema_unsupported(e)
+            {
+                if self.json_schema.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the server does not support json_schema answers ({e}); using JSON mode"
+                    );
+                }
+            } else if !sent_completion_field.load(Ordering::Relaxed) && is_max_tokens_unsupported(e)
+            {
+                if !self.completion_field.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the server refuses max_tokens ({e}); sending the cap as max_completion_tokens"
+                    );
+                }
+            } else {
+                return result;
+            }
+            switches += 1;
+        }
+    }
+
+    /// Accepts an answer, repairs one cut at the cap, or says why not and
+    /// whether to ask again (a cut answer: once, for a shorter one).
+    fn check(
+        &self,
+        completion: Completion,
+        chunk: &Chunk,
+        shorter: &AtomicBool,
+    ) -> Result<Value, AnswerFault> {
+        let error = match parse_answer(&completion.content, completion.finish_reason.as_deref()) {
+            Ok(answer) => return Ok(answer),
+            Err(e) => e,
+        };
+        if error == AnswerError::Truncated {
+            if let Some(answer) = repair_truncated(&completion.content) {
+                self.progress.add(|c| &c.repaired_answers, 1);
+                tracing::debug!(chunk = %chunk.id, "answer cut at the completion cap: repaired");
+                return Ok(answer);
+            }
+        }
+        self.progress.add(|c| &c.invalid_answers, 1);
+        tracing::debug!(chunk = %chunk.id, "unusable answer: {error}");
+        let retry = error != AnswerError::Truncated || !shorter.swap(true, Ordering::Relaxed);
+        Err(AnswerFault { error, retry })
     }
 
     fn accept(&self, answer: &Value, chunk: &Chunk) -> Extraction {
@@ -462,30 +674,50 @@ impl Inner {
         x
     }
 
-    fn fail(&self, chunk: &Chunk, failure: RetryFailure<CallError>, ctx: &RunCtx) -> SetAside {
+    /// The run-stopping error for a fatal call error.
+    fn fatal_error(&self, e: &CallError) -> Option<ExtractError> {
+        let url = self.client.chat_url().to_string();
+        match e {
+            CallError::Status {
+                status: status @ (401 | 403),
+                message,
+                ..
+            } => Some(ExtractError::Unauthorized {
+                url,
+                status: *status,
+                message: message.clone(),
+            }),
+            CallError::Status {
+                status: 404,
+                message,
+                ..
+            } => Some(ExtractError::NotFound {
+                url,
+                model: self.config.endpoint.model.clone(),
+                message: message.clone(),
+            }),
+            CallError::EndpointUnreachable {
+                attempts,
+                last_error,
+                ..
+            } => Some(ExtractError::EndpointUnreachable {
+                url,
+                attempts: *attempts,
+                last_error: last_error.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn fail(&self, chunk: &Chunk, failure: CallFailure, ctx: &RunCtx) -> SetAside {
         let RetryFailure {
             error,
             attempts,
             gave_up,
         } = failure;
-        if let CallError::Status {
-            status, message, ..
-        } = &error
-        {
-            let fatal = match status {
-                401 | 403 => Some(ExtractError::Unauthorized {
-                    url: self.client.url().to_string(),
-                    status: *status,
-                    message: message.clone(),
-                }),
-                404 => Some(ExtractError::NotFound {
-                    url: self.client.url().to_string(),
-                    model: self.config.endpoint.model.clone(),
-                    message: message.clone(),
-                }),
-                _ => None,
-            };
-            if let Some(fatal) = fatal {
+        self.progress.add(|c| &c.set_aside, 1);
+        if let Checked::Call(e) = &error {
+            if let Some(fatal) = self.fatal_error(e) {
                 if let Ok(mut slot) = ctx.fatal.lock() {
                     if slot.is_none() {
                         tracing::error!("{fatal}");
@@ -493,101 +725,77 @@ impl Inner {
                     }
                 }
                 ctx.cancel.cancel();
+                // Not this chunk's fault: the next run does it.
+                self.progress.add(|c| &c.cancelled, 1);
+                return set_aside(
+                    chunk,
+                    SetAsideReason::Cancelled,
+                    format!("the run stopped before this chunk was extracted: {e}"),
+                );
             }
         }
-        self.progress.add(|c| &c.set_aside, 1);
-        let reason = if gave_up == GaveUp::Cancelled || matches!(error, CallError::Cancelled) {
-            self.progress.add(|c| &c.cancelled, 1);
-            SetAsideReason::Cancelled
-        } else {
-            error.reason()
+        let reason = match &error {
+            _ if gave_up == GaveUp::Cancelled => SetAsideReason::Cancelled,
+            Checked::Call(e) => e.chat_reason(),
+            Checked::Check(a) => a.error.reason(),
         };
+        if reason == SetAsideReason::Cancelled {
+            self.progress.add(|c| &c.cancelled, 1);
+        }
         set_aside(
             chunk,
             reason,
             format!("{error} (after {attempts} attempt(s))"),
         )
     }
+}
 
-    /// One attempt: budgets, concurrency permit, call, parse.
-    async fn attempt(&self, chunk: &Chunk, cancel: &CancellationToken) -> Result<Value, CallError> {
-        let estimate = (self.template.system.len() + chunk.text.len()) as u32 / 4
-            + self
-                .config
-                .max_completion_tokens
-                .unwrap_or(chunk.tokens / 2 + 64);
-        let permit = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Err(CallError::Cancelled),
-            permit = async {
-                self.limiter.acquire(estimate).await;
-                self.concurrency.acquire().await
-            } => permit,
-        };
-        let mut json_schema = self.json_schema.load(Ordering::Relaxed);
-        self.progress.add(|c| &c.llm_calls, 1);
-        let mut result = self
-            .client
-            .complete(&self.template.request(&chunk.text, json_schema))
-            .await;
-        if json_schema && self.config.answer_format == AnswerFormat::Auto {
-            if let Err(e) = &result {
-                if e.is_schema_unsupported() {
-                    if self.json_schema.swap(false, Ordering::Relaxed) {
-                        tracing::warn!("the server does not support json_schema answers ({e}); using JSON mode");
-                    }
-                    json_schema = false;
-                    self.progress.add(|c| &c.llm_calls, 1);
-                    result = self
-                        .client
-                        .complete(&self.template.request(&chunk.text, json_schema))
-                        .await;
-                }
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16, message: &str) -> CallError {
+        CallError::Status {
+            status,
+            message: message.into(),
+            retry_after: None,
         }
-        let completion = match result {
-            Ok(c) => {
-                permit.succeeded();
-                c
-            }
-            Err(e) => {
-                match &e {
-                    CallError::Status { status: 429, .. } => {
-                        self.progress.add(|c| &c.rate_limited, 1)
-                    }
-                    CallError::Status { status, .. } if *status >= 500 => {
-                        self.progress.add(|c| &c.server_errors, 1)
-                    }
-                    CallError::Timeout(_) => self.progress.add(|c| &c.timeouts, 1),
-                    CallError::Connection(_) | CallError::Malformed(_) => {
-                        self.progress.add(|c| &c.connection_errors, 1)
-                    }
-                    _ => {}
-                }
-                if e.is_overload() {
-                    permit.overloaded();
-                }
-                return Err(e);
-            }
+    }
+
+    #[test]
+    fn format_refusals_are_recognised() {
+        assert!(is_schema_unsupported(&status(
+            400,
+            "response_format json_schema unsupported"
+        )));
+        assert!(!is_schema_unsupported(&status(400, "bad")));
+        assert!(!is_schema_unsupported(&status(500, "json_schema")));
+        let openai = "Unsupported parameter: 'max_tokens' is not supported with this model. \
+                      Use 'max_completion_tokens' instead.";
+        assert!(is_max_tokens_unsupported(&status(400, openai)));
+        assert!(!is_schema_unsupported(&status(400, openai)));
+        assert!(!is_max_tokens_unsupported(&status(
+            400,
+            "max_tokens is too large: 100000 > 4096"
+        )));
+    }
+
+    #[test]
+    fn a_cut_answer_is_asked_again_once() {
+        let unusable = AnswerFault {
+            error: AnswerError::Empty,
+            retry: true,
         };
-        match completion.usage {
-            Some((p, c)) => {
-                self.progress.add(|x| &x.prompt_tokens, p);
-                self.progress.add(|x| &x.completion_tokens, c);
+        assert_eq!(
+            unusable.retry_decision(),
+            RetryDecision::Retry {
+                after: Some(Duration::ZERO)
             }
-            None => {
-                self.progress.add(|x| &x.usage_missing, 1);
-                self.progress.add(|x| &x.prompt_tokens, u64::from(estimate));
-                self.progress.add(
-                    |x| &x.completion_tokens,
-                    completion.content.len() as u64 / 4,
-                );
-            }
-        }
-        parse_answer(&completion.content, completion.finish_reason.as_deref()).map_err(|e| {
-            self.progress.add(|c| &c.invalid_answers, 1);
-            tracing::debug!(chunk = %chunk.id, "unusable answer: {e}");
-            CallError::Answer(e)
-        })
+        );
+        let last = AnswerFault {
+            error: AnswerError::Truncated,
+            retry: false,
+        };
+        assert_eq!(last.retry_decision(), RetryDecision::Fatal);
     }
 }

@@ -5,10 +5,12 @@
 //! prompt and a JSON schema ([`prompt`]), validates the answer into a
 //! [`kg_core::Extraction`] whose types are safe identifiers ([`answer`]),
 //! and streams it out; a chunk that cannot be extracted ends as a
-//! [`kg_core::SetAside`] with a reason code. Around the calls: a bounded
-//! worker pool, request/token budgets, adaptive concurrency (AIMD), retries
-//! with backoff honouring `Retry-After`, a persistent response cache
-//! ([`cache`]) and token/cost accounting. A [`Resolver`] folds the
+//! [`kg_core::SetAside`] with a reason code. The calls go through kg-llm's
+//! client (request/token budgets, slow start, a circuit breaker, adaptive
+//! concurrency, retries honouring `Retry-After`, token counts); around
+//! them: a bounded worker pool, a completion cap on every answer (sized
+//! from the chunk) with repair of cut answers, a persistent response cache
+//! ([`cache`]) and cost accounting. A [`Resolver`] folds the
 //! extractions of a run into [`kg_core::Entity`] and [`kg_core::Relation`]
 //! records.
 //!
@@ -55,14 +57,16 @@
 
 pub mod answer;
 pub mod cache;
-mod client;
 pub mod config;
 mod error;
 mod extractor;
 pub mod prompt;
 pub mod resolve;
 
-pub use config::{AnswerFormat, ExtractConfig, ExtractSchema, LlmEndpoint, ModelPrice, PriceTable};
+pub use config::{
+    default_completion_cap, AnswerFormat, ExtractConfig, ExtractSchema, LlmEndpoint, ModelPrice,
+    PriceTable,
+};
 pub use error::ExtractError;
 pub use extractor::{CostEstimate, ExtractProgress, ExtractSummary, Extractor};
 pub use resolve::Resolver;
@@ -70,3 +74,6 @@ pub use resolve::Resolver;
 /// Re-exported so callers can set budgets and retries without naming
 /// kg-core's modules.
 pub use kg_core::{ratelimit::RateLimits, retry::RetryPolicy};
+/// Re-exported so callers can tune the circuit breaker without naming
+/// kg-llm.
+pub use kg_llm::BreakerConfig;

@@ -124,6 +124,45 @@ pub fn answer_schema(schema: &ExtractSchema) -> Value {
     })
 }
 
+/// The most entities a shorter answer may have, asked for after an answer
+/// was cut at the completion cap `cap`: about 100 tokens per entity with
+/// its relations, between 3 and 40.
+pub fn shorter_answer_entities(cap: u32) -> u32 {
+    (cap / 100).clamp(3, 40)
+}
+
+/// The instruction added to the system message for a shorter answer.
+pub fn shorter_answer_instruction(at_most: u32) -> String {
+    format!(
+        "Keep the answer short, it must fit the length limit: at most {at_most} entities \
+         (the most important ones) and the relations between them, descriptions of a few \
+         words, and close the JSON.\n"
+    )
+}
+
+/// Which request field carries the completion cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CapField {
+    /// `max_tokens`: what llama.cpp, Ollama, vLLM and older OpenAI models
+    /// understand.
+    MaxTokens,
+    /// `max_completion_tokens`: what OpenAI's reasoning models require.
+    MaxCompletionTokens,
+}
+
+/// How one request asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ask {
+    /// `json_schema` (strict) rather than `json_object`.
+    pub json_schema: bool,
+    /// The completion cap.
+    pub cap: u32,
+    /// The field the cap goes in.
+    pub cap_field: CapField,
+    /// Ask for a shorter answer with at most this many entities.
+    pub at_most: Option<u32>,
+}
+
 /// Everything of a request that does not depend on the chunk.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestTemplate {
@@ -131,13 +170,12 @@ pub(crate) struct RequestTemplate {
     pub system: String,
     pub schema: Value,
     pub temperature: f32,
-    pub max_tokens: Option<u32>,
 }
 
 impl RequestTemplate {
-    /// The request for `chunk_text`, asking for JSON by schema or by mode.
-    pub fn request(&self, chunk_text: &str, json_schema: bool) -> CreateChatCompletionRequest {
-        let response_format = if json_schema {
+    /// The request for `chunk_text`, asking as `ask` says.
+    pub fn request(&self, chunk_text: &str, ask: &Ask) -> CreateChatCompletionRequest {
+        let response_format = if ask.json_schema {
             ResponseFormat::JsonSchema {
                 json_schema: ResponseFormatJsonSchema {
                     description: Some("Entities and relations found in the text".into()),
@@ -149,12 +187,20 @@ impl RequestTemplate {
         } else {
             ResponseFormat::JsonObject
         };
+        let mut system = self.system.clone();
+        if let Some(n) = ask.at_most {
+            system.push_str(&shorter_answer_instruction(n));
+        }
+        let (max_tokens, max_completion_tokens) = match ask.cap_field {
+            CapField::MaxTokens => (Some(ask.cap), None),
+            CapField::MaxCompletionTokens => (None, Some(ask.cap)),
+        };
         #[allow(deprecated)] // `max_tokens` is what non-OpenAI servers understand.
         CreateChatCompletionRequest {
             model: self.model.clone(),
             messages: vec![
                 ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage {
-                    content: ChatCompletionRequestSystemMessageContent::Text(self.system.clone()),
+                    content: ChatCompletionRequestSystemMessageContent::Text(system),
                     name: None,
                 }),
                 ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage {
@@ -166,7 +212,8 @@ impl RequestTemplate {
             ],
             response_format: Some(response_format),
             temperature: Some(self.temperature),
-            max_tokens: self.max_tokens,
+            max_tokens,
+            max_completion_tokens,
             ..Default::default()
         }
     }
@@ -205,18 +252,42 @@ mod tests {
             system: "sys".into(),
             schema: answer_schema(&ExtractSchema::open()),
             temperature: 0.0,
-            max_tokens: None,
         };
-        let v = serde_json::to_value(t.request("Alice met Bob.", true)).unwrap();
+        let mut ask = Ask {
+            json_schema: true,
+            cap: 700,
+            cap_field: CapField::MaxTokens,
+            at_most: None,
+        };
+        let v = serde_json::to_value(t.request("Alice met Bob.", &ask)).unwrap();
         assert_eq!(v["response_format"]["type"], "json_schema");
         assert_eq!(v["response_format"]["json_schema"]["strict"], true);
+        assert_eq!(v["messages"][0]["content"], "sys");
         assert_eq!(v["messages"][1]["role"], "user");
         assert!(v["messages"][1]["content"]
             .as_str()
             .unwrap()
             .contains("<chunk>\nAlice met Bob.\n</chunk>"));
-        assert!(v.get("max_tokens").is_none());
-        let v = serde_json::to_value(t.request("x", false)).unwrap();
+        assert_eq!(v["max_tokens"], 700, "a cap is always sent");
+        assert!(v.get("max_completion_tokens").is_none());
+        ask.json_schema = false;
+        ask.cap_field = CapField::MaxCompletionTokens;
+        ask.at_most = Some(shorter_answer_entities(700));
+        let v = serde_json::to_value(t.request("x", &ask)).unwrap();
         assert_eq!(v["response_format"], json!({"type": "json_object"}));
+        assert_eq!(v["max_completion_tokens"], 700);
+        assert!(v.get("max_tokens").is_none());
+        let system = v["messages"][0]["content"].as_str().unwrap();
+        assert!(
+            system.starts_with("sys") && system.contains("at most 7 entities"),
+            "{system}"
+        );
+    }
+
+    #[test]
+    fn shorter_answers_scale_with_the_cap() {
+        assert_eq!(shorter_answer_entities(100), 3);
+        assert_eq!(shorter_answer_entities(1256), 12);
+        assert_eq!(shorter_answer_entities(100_000), 40);
     }
 }

@@ -162,6 +162,7 @@ async fn every_chunk_ends_extracted_or_reported_under_each_fault() {
             non_json: 0.1,
             off_schema: 0.1,
             truncated: 0.1,
+            endless_json: 0.05,
         },
     ];
     for rates in faults {
@@ -181,9 +182,12 @@ async fn every_chunk_ends_extracted_or_reported_under_each_fault() {
         // 10 attempts at <= 40% failure: everything gets through.
         assert_eq!(summary.extracted, 30, "{rates:?}: {summary:?}");
         assert!(
-            summary.retries > 0,
-            "{rates:?}: faults were injected and retried"
+            summary.retries + summary.repaired_answers > 0,
+            "{rates:?}: faults were injected and retried (or, cut answers, repaired)"
         );
+        if rates.truncated == 0.4 {
+            assert!(summary.repaired_answers > 0, "{summary:?}");
+        }
         let c = server.counters();
         assert_eq!(c.chat_requests, summary.llm_calls, "{rates:?}");
         assert!(!c.faults.is_empty());
@@ -206,13 +210,6 @@ async fn persistent_failures_are_set_aside_with_a_reason() {
                 ..FaultRates::default()
             },
             "unparsable_answer",
-        ),
-        (
-            FaultRates {
-                truncated: 1.0,
-                ..FaultRates::default()
-            },
-            "truncated_answer",
         ),
         (
             FaultRates {
@@ -312,14 +309,21 @@ async fn a_wrong_key_stops_the_run_at_the_first_call() {
         "stopped at the first call"
     );
 
-    // With more workers, at most one call per worker is already in flight.
+    // With 8 workers too: slow start sends one request until the endpoint
+    // has answered, and the 401 is latched for the others (at most 2 allowed).
     let mut cfg = config(&server);
     cfg.endpoint.api_key = Some(kg_core::Secret::new("sk-wrong"));
     cfg.concurrency = 8;
     let before = server.counters().chat_requests;
-    let (result, _) = run(&Extractor::new(cfg).unwrap(), chunks(200)).await;
+    let extractor = Extractor::new(cfg).unwrap();
+    let (result, records) = run(&extractor, chunks(200)).await;
     assert!(matches!(result, Err(ExtractError::Unauthorized { .. })));
-    assert!(server.counters().chat_requests - before <= 8);
+    let sent = server.counters().chat_requests - before;
+    assert!(sent <= 2, "{sent} requests");
+    assert_eq!(sent, 1, "the first 401 is latched");
+    assert_eq!(extractor.progress().snapshot().llm_calls, 1);
+    assert!(records.iter().all(|r| matches!(r,
+        Record::SetAside(s) if s.reason == kg_core::SetAsideReason::Cancelled)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,6 +401,10 @@ async fn a_rerun_with_the_cache_makes_zero_calls() {
         "system prompt and text counted"
     );
     assert!(estimate_before.cost_usd.is_some_and(|c| c > 0.0));
+    // The upper bound: every answer at its cap (512 for chunks this short).
+    assert_eq!(estimate_before.completion_tokens_max, 12 * 512);
+    assert!(estimate_before.completion_tokens < estimate_before.completion_tokens_max);
+    assert!(estimate_before.cost_usd_max > estimate_before.cost_usd);
     assert_eq!(
         server.counters().chat_requests,
         0,
@@ -410,8 +418,12 @@ async fn a_rerun_with_the_cache_makes_zero_calls() {
     let second = Extractor::new(cfg.clone()).unwrap();
     let estimate_after = second.estimate(&input).unwrap();
     assert_eq!(
-        (estimate_after.cached, estimate_after.prompt_tokens),
-        (12, 0)
+        (
+            estimate_after.cached,
+            estimate_after.prompt_tokens,
+            estimate_after.completion_tokens_max
+        ),
+        (12, 0, 0)
     );
     let (s2, r2) = run(&second, input.clone()).await;
     let s2 = s2.unwrap();
@@ -548,4 +560,151 @@ async fn rate_limits_lower_the_adaptive_concurrency() {
         "429s halved the limit and 8 successes cannot restore it: {}",
         summary.final_concurrency
     );
+}
+
+/// A port nobody listens on: bound, then released.
+fn closed_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_stops_the_run_quickly() {
+    let addr = closed_port();
+    let mut endpoint = LlmEndpoint::new(format!("http://{addr}/v1"), "gpt-4o-mini");
+    endpoint.api_key = Some(kg_core::Secret::new("sk-dead-secret"));
+    let mut cfg = ExtractConfig::new(endpoint);
+    cfg.concurrency = 8;
+    // Default retry policy and breaker: what a user gets.
+    let extractor = Extractor::new(cfg).unwrap();
+    let input = chunks(500);
+    let (result, records) = tokio::time::timeout(Duration::from_secs(60), run(&extractor, input))
+        .await
+        .expect("hang guard: the run must stop on its own");
+    let err = result.unwrap_err();
+    match &err {
+        ExtractError::EndpointUnreachable { url, attempts, .. } => {
+            assert_eq!(url, &format!("http://{addr}/v1/chat/completions"));
+            assert_eq!(*attempts, 3);
+        }
+        other => panic!("expected EndpointUnreachable, got {other}"),
+    }
+    let shown = err.to_string();
+    assert!(
+        shown.contains(&addr.to_string()) && shown.contains("re-run"),
+        "{shown}"
+    );
+    assert!(!shown.contains("sk-dead-secret"), "{shown}");
+    let progress = extractor.progress().snapshot();
+    assert_eq!(progress.llm_calls, 0, "no call reached a server");
+    assert!(progress.connection_failures >= 1);
+    assert!(progress.connection_failures <= 3, "{progress:?}");
+    // What was read is accounted for, as cancelled: a re-run does it.
+    assert_eq!(records.len() as u64, progress.chunks);
+    assert!(records.iter().all(|r| matches!(r,
+        Record::SetAside(s) if s.reason == kg_core::SetAsideReason::Cancelled)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_model_costs_at_most_the_cap_and_is_repaired() {
+    let server = FakeLlm::start(FakeConfig {
+        faults: FaultRates {
+            endless_json: 1.0,
+            ..FaultRates::default()
+        },
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let input = chunks(20);
+    let extractor = Extractor::new(config(&server)).unwrap();
+    let (summary, records) = run(&extractor, input.clone()).await;
+    let summary = summary.unwrap();
+    assert_every_chunk_accounted(&input, &records);
+    let c = server.counters();
+    assert_eq!(c.uncapped_chat_requests, 0, "every request carries a cap");
+    let cap = kg_extract::default_completion_cap(&input[19]);
+    assert_eq!((c.last_max_tokens, cap), (Some(512), 512));
+    // Each endless answer ran to the cap and was repaired: its complete
+    // entities kept, the loop's repeats resolved to one each.
+    assert_eq!((summary.extracted, summary.repaired_answers), (20, 20));
+    assert_eq!(summary.llm_calls, 20);
+    assert_eq!(
+        summary.completion_tokens,
+        20 * 512,
+        "the cap bounds the cost"
+    );
+    for r in &records {
+        let Record::Extraction(x) = r else {
+            panic!("{r:?}")
+        };
+        assert!(!x.entities.is_empty());
+        let mut ids: Vec<_> = x.entities.iter().map(|e| e.id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), x.entities.len(), "no duplicate entities");
+    }
+
+    // A cap too small for even one entity: asked once more for a shorter
+    // answer, then set aside as truncated_answer.
+    let mut cfg = config(&server);
+    cfg.max_completion_tokens = Some(10);
+    let before = server.counters().chat_requests;
+    let (summary, records) = run(&Extractor::new(cfg).unwrap(), chunks(6)).await;
+    let summary = summary.unwrap();
+    assert_eq!((summary.extracted, summary.set_aside), (0, 6));
+    assert_eq!(
+        server.counters().chat_requests - before,
+        12,
+        "2 attempts each"
+    );
+    assert_eq!(server.counters().last_max_tokens, Some(10));
+    for r in &records {
+        let Record::SetAside(s) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(s.reason, kg_core::SetAsideReason::TruncatedAnswer);
+        assert!(s.detail.contains("2 attempt"), "{}", s.detail);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_answers_are_repaired_or_set_aside_as_truncated() {
+    let server = FakeLlm::start(FakeConfig {
+        faults: FaultRates {
+            truncated: 1.0,
+            ..FaultRates::default()
+        },
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let input = chunks(21);
+    let extractor = Extractor::new(config(&server)).unwrap();
+    let (summary, records) = run(&extractor, input.clone()).await;
+    let summary = summary.unwrap();
+    assert_every_chunk_accounted(&input, &records);
+    assert_eq!(summary.extracted + summary.set_aside, 21);
+    assert!(
+        summary.extracted > 0,
+        "half an answer usually keeps an entity"
+    );
+    assert_eq!(summary.repaired_answers, summary.extracted);
+    // A repaired chunk cost one call; one that could not be repaired two
+    // (the second asking for a shorter answer).
+    assert_eq!(
+        server.counters().chat_requests,
+        summary.extracted + 2 * summary.set_aside
+    );
+    for r in &records {
+        match r {
+            Record::Extraction(x) => assert!(!x.entities.is_empty()),
+            Record::SetAside(s) => {
+                assert_eq!(s.reason, kg_core::SetAsideReason::TruncatedAnswer)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -47,12 +47,20 @@ pub enum Fault {
     OffSchema,
     /// 200, the JSON cut in the middle (`finish_reason: "length"`).
     Truncated,
+    /// 200, a model stuck in a loop: the answer's entities repeated as one
+    /// endless JSON array until the request's `max_completion_tokens` /
+    /// `max_tokens` (else [`crate::DEFAULT_ENDLESS_CAP`]) is reached, then
+    /// cut mid-element with `finish_reason: "length"`.
+    EndlessJson,
 }
 
 impl Fault {
     /// Whether this fault only makes sense for chat completions.
     pub fn chat_only(self) -> bool {
-        matches!(self, Fault::NonJson | Fault::OffSchema | Fault::Truncated)
+        matches!(
+            self,
+            Fault::NonJson | Fault::OffSchema | Fault::Truncated | Fault::EndlessJson
+        )
     }
 }
 
@@ -74,6 +82,8 @@ pub struct FaultRates {
     pub off_schema: f64,
     /// Truncated JSON (chat only).
     pub truncated: f64,
+    /// An endless JSON answer cut at the token cap (chat only).
+    pub endless_json: f64,
 }
 
 impl FaultRates {
@@ -87,6 +97,7 @@ impl FaultRates {
             (self.non_json, Fault::NonJson),
             (self.off_schema, Fault::OffSchema),
             (self.truncated, Fault::Truncated),
+            (self.endless_json, Fault::EndlessJson),
         ];
         let mut edge = 0.0;
         for (rate, fault) in table {

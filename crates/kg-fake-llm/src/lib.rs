@@ -9,8 +9,11 @@
 //! feature hashes of the words, unit length, so texts sharing words are
 //! similar. Knobs in [`FakeConfig`] add latency, faults
 //! (500, 429 with `Retry-After`, hangs, cut connections, malformed or hostile
-//! answers), a required API key, missing `usage`, servers without
-//! `json_schema` support, and an embedding dimension that changes mid-run.
+//! answers, endless JSON cut at the token cap), a required API key,
+//! missing `usage`, servers without `json_schema` support, and an embedding
+//! dimension that changes mid-run. Chat requests with `stream: true` are
+//! answered as server-sent events (`data:` chunks, then `data: [DONE]`),
+//! with a final usage chunk when `stream_options.include_usage` asks for it.
 //! Every fault decision is a function of the seed and the request text, so a
 //! test sees the same faults on every run.
 //!
@@ -35,7 +38,7 @@ mod fault;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,6 +54,11 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 pub use fault::{Fault, FaultRates};
+
+/// The completion cap an [`Fault::EndlessJson`] answer runs to when the
+/// request sets neither `max_completion_tokens` nor `max_tokens` (a model's
+/// own output limit).
+pub const DEFAULT_ENDLESS_CAP: u64 = 16_384;
 
 /// Everything the fake server can be told to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +154,20 @@ pub struct Counters {
     pub hostile_answers: u64,
     /// Requests rejected for a missing or wrong API key.
     pub unauthorized: u64,
+    /// Requests (chat and embeddings) being handled now.
+    pub in_flight: u64,
+    /// The most requests ever handled at once.
+    pub peak_in_flight: u64,
+    /// The most requests handled at once before the first answer went out:
+    /// 1 for a client that waits for one answer before sending more.
+    pub peak_in_flight_before_first_answer: u64,
+    /// The completion cap (`max_completion_tokens`, else `max_tokens`) of
+    /// the last chat request, if it had one.
+    pub last_max_tokens: Option<u64>,
+    /// Chat requests that carried no completion cap at all.
+    pub uncapped_chat_requests: u64,
+    /// Chat requests answered as a server-sent event stream.
+    pub streamed_answers: u64,
 }
 
 #[derive(Debug, Default)]
@@ -155,6 +177,13 @@ struct Live {
     embedded_inputs: AtomicU64,
     hostile: AtomicU64,
     unauthorized: AtomicU64,
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
+    peak_before_first_answer: AtomicU64,
+    answered: AtomicBool,
+    last_max_tokens: Mutex<Option<u64>>,
+    uncapped: AtomicU64,
+    streamed: AtomicU64,
     by_status: Mutex<BTreeMap<u16, u64>>,
     faults: Mutex<BTreeMap<String, u64>>,
     /// Attempts seen per request text hash, for deterministic faults.
@@ -202,7 +231,41 @@ impl Live {
                 .clone(),
             hostile_answers: self.hostile.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            peak_in_flight: self.peak_in_flight.load(Ordering::Relaxed),
+            peak_in_flight_before_first_answer: self
+                .peak_before_first_answer
+                .load(Ordering::Relaxed),
+            last_max_tokens: *self
+                .last_max_tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            uncapped_chat_requests: self.uncapped.load(Ordering::Relaxed),
+            streamed_answers: self.streamed.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Counts one request as in flight while it lives; its drop is the answer
+/// going out (or the client going away).
+struct InFlight<'a>(&'a Live);
+
+impl<'a> InFlight<'a> {
+    fn enter(live: &'a Live) -> Self {
+        let now = live.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        live.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        if !live.answered.load(Ordering::SeqCst) {
+            live.peak_before_first_answer
+                .fetch_max(now, Ordering::SeqCst);
+        }
+        Self(live)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.answered.store(true, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -434,7 +497,7 @@ async fn transport_fault(state: &AppState, fault: Fault) -> Option<Response> {
                 .insert("content-length", HeaderValue::from_static("4096"));
             Some(r)
         }
-        Fault::NonJson | Fault::OffSchema | Fault::Truncated => None,
+        Fault::NonJson | Fault::OffSchema | Fault::Truncated | Fault::EndlessJson => None,
     }
 }
 
@@ -451,8 +514,105 @@ fn parse_request(state: &AppState, body: &[u8]) -> Result<Value, Box<Response>> 
     })
 }
 
+/// The completion cap a chat request carries: `max_completion_tokens`,
+/// else the older `max_tokens`.
+fn completion_cap(request: &Value) -> Option<u64> {
+    request
+        .get("max_completion_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| request.get("max_tokens").and_then(Value::as_u64))
+}
+
+/// A model stuck in a loop: `answer`'s entities repeated in one JSON array
+/// until about `cap` tokens (4 characters each), cut there.
+fn endless_json(answer: &Value, cap: u64) -> String {
+    let mut elements: Vec<String> = answer
+        .get("entities")
+        .and_then(Value::as_array)
+        .map(|all| all.iter().map(Value::to_string).collect())
+        .unwrap_or_default();
+    if elements.is_empty() {
+        elements.push(
+            json!({"name": "Loop", "type": "Concept", "description": "again and again"})
+                .to_string(),
+        );
+    }
+    let limit = usize::try_from(cap.saturating_mul(4)).unwrap_or(usize::MAX);
+    let mut out = String::from("{\"entities\":[");
+    for element in elements.iter().cycle() {
+        if out.len() >= limit {
+            break;
+        }
+        out.push_str(element);
+        out.push(',');
+    }
+    let mut end = limit.min(out.len());
+    while !out.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.truncate(end);
+    out
+}
+
+/// A chat answer as server-sent events: the content in pieces, a last
+/// chunk with the finish reason, the usage chunk if asked for, `[DONE]`.
+fn sse_response(
+    id: &str,
+    model: &str,
+    content: &str,
+    finish: &str,
+    usage: Option<Value>,
+) -> Response {
+    let chunk = |delta: Value, finish: Option<&str>| {
+        json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000u64,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        })
+    };
+    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    let chars: Vec<char> = content.chars().collect();
+    for piece in chars.chunks(24) {
+        let piece: String = piece.iter().collect();
+        events.push(chunk(json!({ "content": piece }), None));
+    }
+    events.push(chunk(json!({}), Some(finish)));
+    let include_usage = usage.is_some();
+    if include_usage {
+        for e in &mut events {
+            e["usage"] = Value::Null;
+        }
+    }
+    if let Some(usage) = usage {
+        events.push(json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000u64,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }));
+    }
+    let mut pieces: Vec<Result<Bytes, std::io::Error>> = events
+        .iter()
+        .map(|e| Ok(Bytes::from(format!("data: {e}\n\n"))))
+        .collect();
+    pieces.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+    let mut r = Response::new(Body::from_stream(futures::stream::iter(pieces)));
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    r
+}
+
 async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let state = &state.0;
+    let _in_flight = InFlight::enter(&state.live);
     state.live.chat.fetch_add(1, Ordering::Relaxed);
     if let Some(r) = unauthorized(state, &headers) {
         return r;
@@ -461,6 +621,15 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         Ok(request) => request,
         Err(r) => return *r,
     };
+    let cap = completion_cap(&request);
+    *state
+        .live
+        .last_max_tokens
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = cap;
+    if cap.is_none() {
+        state.live.uncapped.fetch_add(1, Ordering::Relaxed);
+    }
     let format = request
         .pointer("/response_format/type")
         .and_then(Value::as_str);
@@ -500,13 +669,8 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
     if hostile {
         state.live.hostile.fetch_add(1, Ordering::Relaxed);
     }
-    let full = serde_json::to_string(&answer::extraction(
-        &request,
-        &text,
-        state.config.seed,
-        hostile,
-    ))
-    .unwrap_or_else(|_| "{}".into());
+    let found = answer::extraction(&request, &text, state.config.seed, hostile);
+    let full = serde_json::to_string(&found).unwrap_or_else(|_| "{}".into());
     let (content, finish) = match fault {
         Some(Fault::NonJson) => (
             format!(
@@ -526,6 +690,10 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
             full.chars().take(full.chars().count() / 2).collect(),
             "length",
         ),
+        Some(Fault::EndlessJson) => (
+            endless_json(&found, cap.unwrap_or(DEFAULT_ENDLESS_CAP)),
+            "length",
+        ),
         _ => (full, "stop"),
     };
     let prompt_tokens: u32 = messages
@@ -533,14 +701,35 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         .filter_map(|m| m.get("content"))
         .map(|c| answer::approx_tokens(&answer::content_string(c)))
         .sum();
-    let completion_tokens = (content.len() / 4) as u32 + 1;
+    let completion_tokens = match (fault, cap) {
+        (Some(Fault::EndlessJson), cap) => {
+            u32::try_from(cap.unwrap_or(DEFAULT_ENDLESS_CAP)).unwrap_or(u32::MAX)
+        }
+        _ => (content.len() / 4) as u32 + 1,
+    };
     let model = request
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or("fake-model");
     let n = state.live.chat.load(Ordering::Relaxed);
+    let id = format!("chatcmpl-fake-{n}");
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens.saturating_add(completion_tokens),
+    });
+    if request.get("stream").and_then(Value::as_bool) == Some(true) {
+        let include_usage = request
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        state.live.streamed.fetch_add(1, Ordering::Relaxed);
+        state.live.status(StatusCode::OK);
+        let usage = (include_usage && !state.config.omit_usage).then_some(usage);
+        return sse_response(&id, model, &content, finish, usage);
+    }
     let mut response = json!({
-        "id": format!("chatcmpl-fake-{n}"),
+        "id": id,
         "object": "chat.completion",
         "created": 1_700_000_000u64,
         "model": model,
@@ -553,11 +742,7 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         }],
     });
     if !state.config.omit_usage {
-        response["usage"] = json!({
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        });
+        response["usage"] = usage;
     }
     state.live.status(StatusCode::OK);
     (StatusCode::OK, Json(response)).into_response()
@@ -565,6 +750,7 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
 
 async fn embeddings(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let state = &state.0;
+    let _in_flight = InFlight::enter(&state.live);
     let n = state.live.embeddings.fetch_add(1, Ordering::Relaxed) + 1;
     if let Some(r) = unauthorized(state, &headers) {
         return r;

@@ -344,3 +344,110 @@ async fn embeddings_are_unit_vectors_and_the_dimension_can_switch() {
     assert_eq!(stats["embedded_inputs"], 7);
     assert_eq!(stats["by_status"]["400"], 1);
 }
+
+#[tokio::test]
+async fn endless_json_runs_to_the_requested_cap() {
+    let server = FakeLlm::start(FakeConfig {
+        faults: FaultRates {
+            endless_json: 1.0,
+            ..FaultRates::default()
+        },
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/chat/completions", server.base_url());
+    for (field, cap) in [("max_completion_tokens", 300u64), ("max_tokens", 120)] {
+        let mut body = chat_body("Ada Lovelace worked with Charles Babbage in London.");
+        body[field] = json!(cap);
+        let answer: Value = post(&url, None, &body).await.json().await.unwrap();
+        let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+        assert_eq!(answer["choices"][0]["finish_reason"], "length");
+        assert_eq!(answer["usage"]["completion_tokens"], cap);
+        assert_eq!(content.len() as u64, cap * 4, "cut at the cap");
+        assert!(content.starts_with("{\"entities\":[{"), "{content}");
+        assert!(serde_json::from_str::<Value>(content).is_err());
+        assert!(
+            content.matches("Ada Lovelace").count() > 2,
+            "the same entities again and again"
+        );
+        assert_eq!(server.counters().last_max_tokens, Some(cap));
+    }
+    // Without a cap it runs to the model's own limit.
+    let answer: Value = post(&url, None, &chat_body("Alice met Bob."))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(content.len() as u64, kg_fake_llm::DEFAULT_ENDLESS_CAP * 4);
+    let c = server.counters();
+    assert_eq!((c.last_max_tokens, c.uncapped_chat_requests), (None, 1));
+    assert_eq!(c.faults.get("endless_json"), Some(&3));
+}
+
+#[tokio::test]
+async fn streamed_answers_are_server_sent_events() {
+    let server = FakeLlm::start(FakeConfig::default()).await.unwrap();
+    let url = format!("{}/chat/completions", server.base_url());
+    let plain: Value = post(&url, None, &chat_body("Ada Lovelace met Charles Babbage."))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut body = chat_body("Ada Lovelace met Charles Babbage.");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let r = post(&url, None, &body).await;
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let text = r.text().await.unwrap();
+    let mut content = String::new();
+    let mut finish = None;
+    let mut usage = None;
+    let mut done = false;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let data = line.strip_prefix("data: ").expect("only data lines");
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        if let Some(choice) = chunk["choices"].get(0) {
+            content.push_str(choice["delta"]["content"].as_str().unwrap_or(""));
+            if let Some(f) = choice["finish_reason"].as_str() {
+                finish = Some(f.to_string());
+            }
+        }
+        if chunk["usage"].is_object() {
+            usage = Some(chunk["usage"].clone());
+        }
+    }
+    assert!(done, "ends with [DONE]");
+    assert_eq!(content, plain["choices"][0]["message"]["content"]);
+    assert_eq!(finish.as_deref(), Some("stop"));
+    assert_eq!(usage, Some(plain["usage"].clone()));
+    assert_eq!(server.counters().streamed_answers, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_requests_are_counted_with_their_peak() {
+    let server = FakeLlm::start(FakeConfig {
+        latency: Duration::from_millis(150),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/chat/completions", server.base_url());
+    // One alone first, then five at once.
+    post(&url, None, &chat_body("Alice met Bob.")).await;
+    let five = (0..5).map(|i| {
+        let url = url.clone();
+        async move { post(&url, None, &chat_body(&format!("Carol met Dan {i}."))).await }
+    });
+    futures::future::join_all(five).await;
+    let c = server.counters();
+    assert_eq!(c.in_flight, 0);
+    assert_eq!(c.peak_in_flight, 5);
+    assert_eq!(c.peak_in_flight_before_first_answer, 1);
+}

@@ -58,6 +58,9 @@ struct Args {
     /// Probability of truncated JSON.
     #[arg(long, default_value_t = 0.0)]
     truncated_rate: f64,
+    /// Probability of an endless JSON answer cut at the request's token cap.
+    #[arg(long, default_value_t = 0.0)]
+    endless_json_rate: f64,
     /// Probability of hostile type names in an answer.
     #[arg(long, default_value_t = 0.0)]
     hostile_rate: f64,
@@ -109,6 +112,7 @@ async fn main() -> std::process::ExitCode {
             non_json: a.non_json_rate,
             off_schema: a.off_schema_rate,
             truncated: a.truncated_rate,
+            endless_json: a.endless_json_rate,
         },
         fail_first_attempts: a.fail_first,
         forced_fault: Fault::RateLimited,
