@@ -62,6 +62,7 @@ pub fn extractor(settings: &Settings) -> Result<kg_extract::Extractor, StageErro
         tokens_per_minute: settings.tpm.and_then(std::num::NonZeroU32::new),
     };
     config.cache_dir = Some(cache_dir(settings));
+    config.max_completion_tokens = settings.max_completion_tokens;
     // The configured prices are the ones the summary's cost uses.
     config.prices.0.insert(
         settings.model.clone(),

@@ -134,6 +134,13 @@ pub const SETTINGS: &[SettingSpec] = &[
         "LLM requests in flight",
     ),
     spec(
+        "llm.max_completion_tokens",
+        Some("KG_MAX_COMPLETION_TOKENS"),
+        None,
+        false,
+        "cap on each answer's tokens (unset: 2 x chunk tokens + 256, within 512..4096)",
+    ),
+    spec(
         "llm.rpm",
         Some("KG_RPM"),
         None,
@@ -475,6 +482,8 @@ pub struct Settings {
     pub model: String,
     /// LLM requests in flight.
     pub concurrency: usize,
+    /// Cap on each answer's tokens; `None` sizes it from the chunk.
+    pub max_completion_tokens: Option<u32>,
     /// Requests per minute.
     pub rpm: Option<u32>,
     /// Tokens per minute.
@@ -631,6 +640,7 @@ impl Settings {
             llm_api_key: text("llm.api_key").map(Secret::new),
             model: text("llm.model").unwrap_or_default(),
             concurrency: ranged("llm.concurrency", 50, "1 to 50")?,
+            max_completion_tokens: to_u32("llm.max_completion_tokens")?,
             rpm: to_u32("llm.rpm")?,
             tpm: to_u32("llm.tpm")?,
             input_price_per_mtok: float("llm.input_price_per_mtok")?,

@@ -90,8 +90,14 @@ pub struct RunStats {
     pub batches: Counter,
     /// Store batches that failed after retries.
     pub failed_batches: Counter,
-    /// LLM calls made.
+    /// LLM calls that reached the server (retries included).
     pub llm_calls: Counter,
+    /// LLM retries.
+    pub llm_retries: Counter,
+    /// Attempts that never reached the LLM server (refused, DNS, TLS).
+    pub connection_failures: Counter,
+    /// Answers cut off at the completion cap and repaired.
+    pub repaired_answers: Counter,
     /// Extractions served from the cache.
     pub extraction_cache_hits: Counter,
     /// Embeddings served from the cache.
@@ -275,6 +281,9 @@ impl RunStats {
     /// Adds an extraction run's calls, tokens, cache hits and cost.
     pub fn add_llm_usage(&self, used: &kg_extract::ExtractSummary) {
         self.llm_calls.add(used.llm_calls);
+        self.llm_retries.add(used.retries);
+        self.connection_failures.add(used.connection_failures);
+        self.repaired_answers.add(used.repaired_answers);
         self.extraction_cache_hits.add(used.cache_hits);
         self.prompt_tokens.add(used.prompt_tokens);
         self.completion_tokens.add(used.completion_tokens);
@@ -367,7 +376,25 @@ impl RunStats {
                 self.failed_batches.get()
             ),
         );
-        row("LLM calls", self.llm_calls.get().to_string());
+        let mut calls = format!(
+            "{} ({} retries",
+            self.llm_calls.get(),
+            self.llm_retries.get()
+        );
+        if self.connection_failures.get() > 0 {
+            calls.push_str(&format!(
+                ", {} attempts never reached the server",
+                self.connection_failures.get()
+            ));
+        }
+        if self.repaired_answers.get() > 0 {
+            calls.push_str(&format!(
+                ", {} answers cut at the cap and repaired",
+                self.repaired_answers.get()
+            ));
+        }
+        calls.push(')');
+        row("LLM calls", calls);
         row(
             "cached hits",
             format!(

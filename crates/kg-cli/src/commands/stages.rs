@@ -219,10 +219,13 @@ pub(super) async fn estimate_chunks(
             total.cached += e.cached;
             total.prompt_tokens += e.prompt_tokens;
             total.completion_tokens += e.completion_tokens;
-            total.cost_usd = match (total.cost_usd, e.cost_usd) {
+            total.completion_tokens_max += e.completion_tokens_max;
+            let add = |a: Option<f64>, b: Option<f64>| match (a, b) {
                 (Some(a), Some(b)) => Some(a + b),
                 (a, b) => a.or(b),
             };
+            total.cost_usd = add(total.cost_usd, e.cost_usd);
+            total.cost_usd_max = add(total.cost_usd_max, e.cost_usd_max);
             window.clear();
         }
         if end {
@@ -234,7 +237,7 @@ pub(super) async fn estimate_chunks(
 /// The report printed by `--dry-run`.
 pub fn render_estimate(e: &kg_extract::CostEstimate, settings: &Settings) -> String {
     format!(
-        "kg --dry-run: extraction estimate (model {}, ${}/M prompt, ${}/M completion tokens)\n  chunks             {}\n  already cached     {}\n  LLM calls          {}\n  prompt tokens      ~{}\n  completion tokens  ~{}\n  estimated cost     ~${:.4}",
+        "kg --dry-run: extraction estimate (model {}, ${}/M prompt, ${}/M completion tokens)\n  chunks             {}\n  already cached     {}\n  LLM calls          {}\n  prompt tokens      ~{}\n  completion tokens  ~{} (at most {}: every answer is capped)\n  estimated cost     ~${:.4} (at most ${:.4})",
         settings.model,
         settings.input_price_per_mtok,
         settings.output_price_per_mtok,
@@ -243,7 +246,9 @@ pub fn render_estimate(e: &kg_extract::CostEstimate, settings: &Settings) -> Str
         e.chunks - e.cached,
         e.prompt_tokens,
         e.completion_tokens,
-        e.cost_usd.unwrap_or(0.0)
+        e.completion_tokens_max,
+        e.cost_usd.unwrap_or(0.0),
+        e.cost_usd_max.unwrap_or(0.0)
     )
 }
 
