@@ -57,32 +57,28 @@ impl Ingester for IngestBackend {
         out: mpsc::Sender<Record>,
         cancel: CancellationToken,
     ) -> Result<(), StageError> {
-        let run = kg_ingest::ingest(paths, self.config.clone(), out);
-        tokio::select! {
-            // Dropping the ingest future stops it; the records it sent are
-            // in the pipeline and will be finished.
-            _ = cancel.cancelled() => Ok(()),
-            r = run => match r {
-                Ok(summary) => {
-                    tracing::info!(
-                        files_seen = summary.files_seen,
-                        files_read = summary.files_read,
-                        documents = summary.documents,
-                        chunks = summary.chunks,
-                        csv_rows = summary.csv_rows,
-                        pdf_fallbacks = summary.pdf_fallbacks,
-                        set_aside = summary.set_aside_total(),
-                        "ingest finished"
-                    );
-                    for s in &summary.skipped {
-                        tracing::info!(path = %s.path, reason = %s.reason, "skipped");
-                    }
-                    Ok(())
+        // Cancelling stops the run promptly; the records it sent are in the
+        // pipeline and will be finished.
+        match kg_ingest::ingest(paths, self.config.clone(), out, cancel.clone()).await {
+            Ok(summary) => {
+                tracing::info!(
+                    files_seen = summary.files_seen,
+                    files_read = summary.files_read,
+                    documents = summary.documents,
+                    chunks = summary.chunks,
+                    csv_rows = summary.csv_rows,
+                    pdf_fallbacks = summary.pdf_fallbacks,
+                    set_aside = summary.set_aside_total(),
+                    "ingest finished"
+                );
+                for s in &summary.skipped {
+                    tracing::info!(path = %s.path, reason = %s.reason, "skipped");
                 }
-                // The pipeline stopped reading (Ctrl-C or a failed stage).
-                Err(kg_ingest::IngestError::OutputClosed { .. }) if cancel.is_cancelled() => Ok(()),
-                Err(e) => Err(failed("ingest", &e)),
+                Ok(())
             }
+            // The pipeline stopped reading (Ctrl-C or a failed stage).
+            Err(kg_ingest::IngestError::OutputClosed { .. }) if cancel.is_cancelled() => Ok(()),
+            Err(e) => Err(failed("ingest", &e)),
         }
     }
 }

@@ -7,7 +7,9 @@
 //! overlap and page numbers); for each mapped CSV its [`Record::Node`]s and
 //! [`Record::Edge`]s; and for every file or row that cannot be read, a
 //! [`Record::SetAside`] with a stable reason code ([`SetAsideReason`]).
-//! [`IngestSummary`] counts it all.
+//! [`IngestSummary`] counts it all. A [`CancellationToken`] stops a run
+//! promptly: nothing more is sent, and the summary says the run was
+//! interrupted and which files were left unfinished.
 //!
 //! PDFs go through two engines (`pdf_oxide` first, `pdf-extract` as the
 //! fallback), each contained by `catch_unwind` and a timeout; see [`pdf`] and
@@ -20,7 +22,7 @@
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use kg_core::Record;
-//! use kg_ingest::{ingest, IngestConfig};
+//! use kg_ingest::{ingest, CancellationToken, IngestConfig};
 //!
 //! let dir = tempfile::tempdir()?;
 //! std::fs::write(dir.path().join("history.md"), "# Debian\n\nIan Murdock founded Debian in 1993.\n")?;
@@ -29,7 +31,10 @@
 //! let runtime = tokio::runtime::Runtime::new()?;
 //! let summary = runtime.block_on(async {
 //!     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-//!     let run = tokio::spawn(ingest(vec![dir.path().to_path_buf()], IngestConfig::default(), tx));
+//!     // Cancelling this token (on Ctrl-C, say) would end the run early.
+//!     let cancel = CancellationToken::new();
+//!     let paths = vec![dir.path().to_path_buf()];
+//!     let run = tokio::spawn(ingest(paths, IngestConfig::default(), tx, cancel.clone()));
 //!     while let Some(record) = rx.recv().await {
 //!         if let Record::Chunk(chunk) = record {
 //!             assert!(chunk.text.contains("Ian Murdock"));
@@ -39,6 +44,7 @@
 //! })??;
 //! assert_eq!((summary.documents, summary.chunks), (1, 1));
 //! assert_eq!(summary.set_aside_by_reason.get("empty_file"), Some(&1));
+//! assert!(!summary.interrupted && summary.unfinished.is_empty());
 //! # Ok(())
 //! # }
 //! ```
@@ -64,3 +70,4 @@ pub use error::{IngestError, SetAsideReason};
 pub use kg_core::Record;
 pub use pipeline::{ingest, ingest_to_vec};
 pub use summary::{IngestSummary, SkippedPath};
+pub use tokio_util::sync::CancellationToken;
