@@ -13,7 +13,9 @@
 //!
 //! PDFs go through two engines (`pdf_oxide` first, `pdf-extract` as the
 //! fallback), each contained by `catch_unwind` and a timeout; see [`pdf`] and
-//! docs/ingest.md.
+//! docs/ingest.md. Their page texts lose their running headers, footers and
+//! page numbers, and get words hyphenated across lines joined, before they
+//! are chunked; see [`furniture`].
 //!
 //! What it must never do: call an LLM or the network, write anywhere but the
 //! output channel, let a panic from a file escape, drop an input silently, or
@@ -55,6 +57,7 @@ mod chunk;
 mod config;
 mod csv_graph;
 mod error;
+pub mod furniture;
 pub mod pdf;
 mod pipeline;
 mod summary;

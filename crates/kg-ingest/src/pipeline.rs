@@ -41,6 +41,7 @@ use crate::chunk::{Chunker, PagedText};
 use crate::config::IngestConfig;
 use crate::csv_graph::{map_csv_file, CsvFileFailure, OutputClosed};
 use crate::error::{IngestError, SetAsideReason};
+use crate::furniture::clean_pages;
 use crate::pdf::{read_pdf, PdfOutcome};
 use crate::summary::{IngestSummary, SkippedPath};
 use crate::text::{decode_utf8, detect, looks_binary, markdown_title, FileKind};
@@ -56,6 +57,14 @@ const CSV_QUEUE: usize = 64;
 struct FileResult {
     records: Vec<Record>,
     summary: IngestSummary,
+}
+
+/// A file's text as read, before it is chunked.
+enum Body {
+    /// A PDF's pages as the engine laid them out.
+    Pages(Vec<String>),
+    /// Text without pages.
+    Text(String),
 }
 
 /// An entry of the in-order window.
@@ -203,8 +212,7 @@ async fn read_file(path: PathBuf, config: Arc<IngestConfig>, chunker: Arc<Chunke
                         "PDF read"
                     );
                     let pages = u32::try_from(pdf.pages.len()).ok();
-                    let text = PagedText::from_pages(&pdf.pages);
-                    (MediaType::Pdf, text, None, pages)
+                    (MediaType::Pdf, Body::Pages(pdf.pages), None, pages)
                 }
             }
         }
@@ -230,7 +238,7 @@ async fn read_file(path: PathBuf, config: Arc<IngestConfig>, chunker: Arc<Chunke
             } else {
                 (MediaType::Text, None)
             };
-            (media, PagedText::unpaged(decoded.text), title, None)
+            (media, Body::Text(decoded.text), title, None)
         }
         FileKind::FakePdf => {
             let detail = format!("{source}: named .pdf but has no %PDF- header: not a PDF file");
@@ -251,6 +259,12 @@ async fn read_file(path: PathBuf, config: Arc<IngestConfig>, chunker: Arc<Chunke
     let built = tokio::task::spawn_blocking(move || {
         let sha256 = kg_core::sha256_hex(&bytes[..]);
         let id = DocumentId::from_content_sha256(&sha256);
+        let text = match text {
+            // Page furniture and hyphenation go before the pages are joined,
+            // so every page keeps its place (and chunks their page numbers).
+            Body::Pages(pages) => PagedText::from_pages(&clean_pages(pages)),
+            Body::Text(text) => PagedText::unpaged(text),
+        };
         let chunks = chunker.chunk(&id, &chunk_source, &text);
         let document = Document {
             id,
