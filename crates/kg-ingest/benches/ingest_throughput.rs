@@ -3,14 +3,18 @@
 //!
 //! Prints one `kg-bench:` line with both throughputs and their ratio
 //! (above 1.0: kg ingest, which also chunks and hashes, is faster than
-//! pdftotext on each file in turn). pdftotext must be installed.
+//! pdftotext on each file in turn), and one with what removing page
+//! furniture and joining hyphenation costs on the largest fixture
+//! (bash.pdf, 87 pages). pdftotext must be installed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kg_ingest::{ingest_to_vec, IngestConfig};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use kg_ingest::furniture::clean_pages;
+use kg_ingest::pdf::{read_pdf, PdfOutcome};
+use kg_ingest::{ingest_to_vec, IngestConfig, PdfEngine};
 
 fn pdf_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pdf")
@@ -89,5 +93,47 @@ fn bench(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench);
+/// The engine's page texts of bash.pdf, as ingest gets them before cleaning.
+fn bash_pages() -> Vec<String> {
+    let path = pdf_dir().join("bash.pdf");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    let outcome = runtime.block_on(read_pdf(
+        std::sync::Arc::new(bytes),
+        "bash.pdf",
+        PdfEngine::PdfOxide,
+        Duration::from_secs(120),
+    ));
+    match outcome {
+        PdfOutcome::Text(t) => t.pages,
+        PdfOutcome::SetAside(reason, detail) => panic!("bash.pdf set aside: {reason}: {detail}"),
+    }
+}
+
+fn bench_furniture(c: &mut Criterion) {
+    let pages = bash_pages();
+    let bytes: usize = pages.iter().map(String::len).sum();
+    let mut group = c.benchmark_group("furniture");
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function("clean_pages_bash_pdf", |b| {
+        b.iter_batched(|| pages.clone(), clean_pages, BatchSize::SmallInput)
+    });
+    group.finish();
+    let runs = 20;
+    let mut total = Duration::ZERO;
+    for _ in 0..runs {
+        let input = pages.clone();
+        let start = Instant::now();
+        std::hint::black_box(clean_pages(input));
+        total += start.elapsed();
+    }
+    println!(
+        "kg-bench: furniture bash.pdf pages={} text_kb={} clean_ms={:.2}",
+        pages.len(),
+        bytes / 1000,
+        total.as_secs_f64() * 1000.0 / f64::from(runs)
+    );
+}
+
+criterion_group!(benches, bench, bench_furniture);
 criterion_main!(benches);

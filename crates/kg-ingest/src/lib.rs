@@ -7,11 +7,15 @@
 //! overlap and page numbers); for each mapped CSV its [`Record::Node`]s and
 //! [`Record::Edge`]s; and for every file or row that cannot be read, a
 //! [`Record::SetAside`] with a stable reason code ([`SetAsideReason`]).
-//! [`IngestSummary`] counts it all.
+//! [`IngestSummary`] counts it all. A [`CancellationToken`] stops a run
+//! promptly: nothing more is sent, and the summary says the run was
+//! interrupted and which files were left unfinished.
 //!
 //! PDFs go through two engines (`pdf_oxide` first, `pdf-extract` as the
 //! fallback), each contained by `catch_unwind` and a timeout; see [`pdf`] and
-//! docs/ingest.md.
+//! docs/ingest.md. Their page texts lose their running headers, footers and
+//! page numbers, and get words hyphenated across lines joined, before they
+//! are chunked; see [`furniture`].
 //!
 //! What it must never do: call an LLM or the network, write anywhere but the
 //! output channel, let a panic from a file escape, drop an input silently, or
@@ -20,7 +24,7 @@
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use kg_core::Record;
-//! use kg_ingest::{ingest, IngestConfig};
+//! use kg_ingest::{ingest, CancellationToken, IngestConfig};
 //!
 //! let dir = tempfile::tempdir()?;
 //! std::fs::write(dir.path().join("history.md"), "# Debian\n\nIan Murdock founded Debian in 1993.\n")?;
@@ -29,7 +33,10 @@
 //! let runtime = tokio::runtime::Runtime::new()?;
 //! let summary = runtime.block_on(async {
 //!     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-//!     let run = tokio::spawn(ingest(vec![dir.path().to_path_buf()], IngestConfig::default(), tx));
+//!     // Cancelling this token (on Ctrl-C, say) would end the run early.
+//!     let cancel = CancellationToken::new();
+//!     let paths = vec![dir.path().to_path_buf()];
+//!     let run = tokio::spawn(ingest(paths, IngestConfig::default(), tx, cancel.clone()));
 //!     while let Some(record) = rx.recv().await {
 //!         if let Record::Chunk(chunk) = record {
 //!             assert!(chunk.text.contains("Ian Murdock"));
@@ -39,6 +46,7 @@
 //! })??;
 //! assert_eq!((summary.documents, summary.chunks), (1, 1));
 //! assert_eq!(summary.set_aside_by_reason.get("empty_file"), Some(&1));
+//! assert!(!summary.interrupted && summary.unfinished.is_empty());
 //! # Ok(())
 //! # }
 //! ```
@@ -49,6 +57,7 @@ mod chunk;
 mod config;
 mod csv_graph;
 mod error;
+pub mod furniture;
 pub mod pdf;
 mod pipeline;
 mod summary;
@@ -64,3 +73,4 @@ pub use error::{IngestError, SetAsideReason};
 pub use kg_core::Record;
 pub use pipeline::{ingest, ingest_to_vec};
 pub use summary::{IngestSummary, SkippedPath};
+pub use tokio_util::sync::CancellationToken;

@@ -42,7 +42,9 @@ pub const PLAUSIBLE_CHARS_PER_PAGE: usize = 16;
 /// The text of a PDF, one string per page.
 #[derive(Debug, Clone)]
 pub struct PdfText {
-    /// Page texts, page 1 first.
+    /// Page texts, page 1 first, as the engine laid them out: running
+    /// headers, footers and hyphenated line ends included (ingest removes
+    /// and joins them with [`crate::furniture::clean_pages`]).
     pub pages: Vec<String>,
     /// The engine whose text was kept.
     pub engine: PdfEngine,
@@ -254,52 +256,6 @@ pub(crate) fn layout_chars(chars: &[pdf_oxide::layout::TextChar]) -> String {
     out
 }
 
-/// Characters that end a line hyphenated across a break: ASCII hyphen-minus,
-/// U+2010 HYPHEN (groff's) and U+00AD SOFT HYPHEN.
-const HYPHENS: &[char] = &['-', '\u{2010}', '\u{00AD}'];
-
-/// Joins words hyphenated across a line break (`docu-` / `mentation`), as
-/// pdftotext does: a line ending in a letter and `-` followed by a line
-/// starting with a lower-case letter.
-pub(crate) fn dehyphenate(page: &str) -> String {
-    fn ends_hyphenated(line: &str) -> bool {
-        let mut tail = line.trim_end().chars().rev();
-        tail.next().is_some_and(|c| HYPHENS.contains(&c))
-            && tail.next().is_some_and(char::is_alphabetic)
-    }
-    let mut out = String::with_capacity(page.len());
-    // The logical line being built: physical lines joined at hyphens.
-    let mut current = String::new();
-    let mut started = false;
-    for line in page.lines() {
-        let continues = started
-            && ends_hyphenated(&current)
-            && line
-                .trim_start()
-                .chars()
-                .next()
-                .is_some_and(char::is_lowercase);
-        if continues {
-            let kept = current.trim_end().trim_end_matches(HYPHENS).len();
-            current.truncate(kept);
-            current.push_str(line.trim_start());
-            continue;
-        }
-        if started {
-            out.push_str(&current);
-            out.push('\n');
-        }
-        current.clear();
-        current.push_str(line);
-        started = true;
-    }
-    if started {
-        out.push_str(&current);
-        out.push('\n');
-    }
-    out
-}
-
 fn run_pdf_extract(bytes: &[u8], empty_password: bool) -> Result<EngineText, String> {
     let pages = if empty_password {
         pdf_extract::extract_text_from_mem_by_pages_encrypted(bytes, "")
@@ -324,7 +280,9 @@ async fn run_engine(
 }
 
 /// Runs one engine alone, guarded, with no fallback and no checks: the page
-/// texts (de-hyphenated, as kg keeps them) or why it failed. For measuring engines (tests, benches, docs).
+/// texts cleaned as ingest cleans them ([`crate::furniture::clean_pages`]:
+/// page furniture removed, hyphenation joined), or why it failed. For
+/// measuring engines (tests, benches, docs).
 pub async fn extract_pages_with(
     engine: PdfEngine,
     bytes: Arc<Vec<u8>>,
@@ -332,7 +290,7 @@ pub async fn extract_pages_with(
 ) -> Result<Vec<String>, String> {
     run_engine(engine, bytes, false, timeout)
         .await
-        .map(|t| t.pages.iter().map(|p| dehyphenate(p)).collect())
+        .map(|t| crate::furniture::clean_pages(t.pages))
         .map_err(|f| format!("{}: {f}", engine.name()))
 }
 
@@ -442,7 +400,7 @@ pub async fn read_pdf(
         );
     }
     PdfOutcome::Text(PdfText {
-        pages: text.pages.iter().map(|p| dehyphenate(p)).collect(),
+        pages: text.pages,
         engine,
         used_fallback: engine != primary,
         decrypted_with_empty_password: empty_password,
@@ -472,20 +430,6 @@ mod tests {
         .await;
         assert!(matches!(slow, Err(EngineFailure::Timeout(_))));
         assert_eq!(guarded(timeout, || Ok(7)).await.ok(), Some(7));
-    }
-
-    #[test]
-    fn hyphenated_line_breaks_are_joined() {
-        assert_eq!(
-            dehyphenate("the docu-\nmentation of Debian\nwell-\nKnown"),
-            "the documentation of Debian\nwell-\nKnown\n"
-        );
-        assert_eq!(dehyphenate("a - \nb"), "a - \nb\n");
-        assert_eq!(dehyphenate("argu\u{2010}\nment"), "argument\n");
-        assert_eq!(
-            dehyphenate("a pre-\nfix-\nless word"),
-            "a prefixless word\n"
-        );
     }
 
     #[test]

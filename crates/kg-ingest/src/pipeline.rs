@@ -12,24 +12,36 @@
 //! Memory is at most `parallelism` files and their records, plus one
 //! directory listing per level of depth: it does not grow with the number of
 //! files. CSV files are the exception to "read whole, then emit": when a CSV
-//! reaches the head of the queue its rows are streamed straight into the
-//! output channel, so a CSV of any size needs constant memory.
+//! reaches the head of the queue its rows are streamed (through a small
+//! queue) into the output channel, so a CSV of any size needs constant
+//! memory.
 //!
 //! Output order is deterministic: walk order, and within a file a `Document`
 //! then its `Chunk`s in order (or the CSV's rows in file order).
+//!
+//! Only the run itself sends on the output channel, so once its
+//! cancellation token fires nothing more is sent: the walk stops at its next
+//! path, the file tasks are aborted (a PDF engine or a read already running
+//! on the blocking pool cannot be stopped; it finishes unobserved and its
+//! result is dropped), and the run returns what it had done, with the files
+//! it had started but not completely sent.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kg_core::{Document, DocumentId, MediaType, Record, SetAside, Stage};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::chunk::{Chunker, PagedText};
 use crate::config::IngestConfig;
 use crate::csv_graph::{map_csv_file, CsvFileFailure, OutputClosed};
 use crate::error::{IngestError, SetAsideReason};
+use crate::furniture::clean_pages;
 use crate::pdf::{read_pdf, PdfOutcome};
 use crate::summary::{IngestSummary, SkippedPath};
 use crate::text::{decode_utf8, detect, looks_binary, markdown_title, FileKind};
@@ -38,15 +50,27 @@ use crate::walk::{Walk, WalkItem};
 /// Paths the walk may queue ahead of the readers.
 const WALK_QUEUE: usize = 256;
 
+/// Records a CSV reader may hold ahead of the output.
+const CSV_QUEUE: usize = 64;
+
 /// What reading one (non-CSV) file produced, in emission order.
 struct FileResult {
     records: Vec<Record>,
     summary: IngestSummary,
 }
 
+/// A file's text as read, before it is chunked.
+enum Body {
+    /// A PDF's pages as the engine laid them out.
+    Pages(Vec<String>),
+    /// Text without pages.
+    Text(String),
+}
+
 /// An entry of the in-order window.
 enum Pending {
-    Job(PathBuf, JoinHandle<FileResult>),
+    /// A file being read; dropping the handle aborts the task.
+    Job(PathBuf, AbortOnDropHandle<FileResult>),
     Csv(PathBuf),
     Skipped(PathBuf, &'static str),
     Unreadable(PathBuf, std::io::Error),
@@ -77,6 +101,17 @@ fn is_csv(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("csv") || e.eq_ignore_ascii_case("tsv"))
+}
+
+/// Reads a whole file, or `None` when it holds more than `limit` bytes.
+/// `size` (from its metadata) only sizes the buffer: a named pipe reports 0
+/// and is read to its end, and a file that grew is still caught.
+fn read_at_most(path: &Path, size: u64, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let file = std::fs::File::open(path)?;
+    let capacity = usize::try_from(size.min(limit)).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(capacity.saturating_add(1));
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
 }
 
 /// Reads one non-CSV file into its records. Never fails: problems become
@@ -113,13 +148,30 @@ async fn read_file(path: PathBuf, config: Arc<IngestConfig>, chunker: Arc<Chunke
             summary,
         );
     }
-    let bytes = match tokio::fs::read(&path).await {
-        Ok(b) => b,
-        Err(e) => {
+    let (read_path, limit) = (path.clone(), config.max_file_bytes);
+    let read = tokio::task::spawn_blocking(move || read_at_most(&read_path, size, limit)).await;
+    let bytes = match read {
+        Ok(Ok(Some(b))) => b,
+        Ok(Ok(None)) => {
+            let detail = format!("{source}: more than the limit of {limit} bytes (max_file_bytes)");
+            return one(
+                set_aside(&source, SetAsideReason::FileTooLarge, detail),
+                summary,
+            );
+        }
+        Ok(Err(e)) => {
             let r = set_aside(
                 &source,
                 SetAsideReason::UnreadableFile,
                 format!("{source}: {e}"),
+            );
+            return one(r, summary);
+        }
+        Err(e) => {
+            let r = set_aside(
+                &source,
+                SetAsideReason::UnreadableFile,
+                format!("{source}: reading failed: {e}"),
             );
             return one(r, summary);
         }
@@ -160,8 +212,7 @@ async fn read_file(path: PathBuf, config: Arc<IngestConfig>, chunker: Arc<Chunke
                         "PDF read"
                     );
                     let pages = u32::try_from(pdf.pages.len()).ok();
-                    let text = PagedText::from_pages(&pdf.pages);
-                    (MediaType::Pdf, text, None, pages)
+                    (MediaType::Pdf, Body::Pages(pdf.pages), None, pages)
                 }
             }
         }
@@ -187,7 +238,7 @@ async fn read_file(path: PathBuf, config: Arc<IngestConfig>, chunker: Arc<Chunke
             } else {
                 (MediaType::Text, None)
             };
-            (media, PagedText::unpaged(decoded.text), title, None)
+            (media, Body::Text(decoded.text), title, None)
         }
         FileKind::FakePdf => {
             let detail = format!("{source}: named .pdf but has no %PDF- header: not a PDF file");
@@ -208,6 +259,12 @@ async fn read_file(path: PathBuf, config: Arc<IngestConfig>, chunker: Arc<Chunke
     let built = tokio::task::spawn_blocking(move || {
         let sha256 = kg_core::sha256_hex(&bytes[..]);
         let id = DocumentId::from_content_sha256(&sha256);
+        let text = match text {
+            // Page furniture and hyphenation go before the pages are joined,
+            // so every page keeps its place (and chunks their page numbers).
+            Body::Pages(pages) => PagedText::from_pages(&clean_pages(pages)),
+            Body::Text(text) => PagedText::unpaged(text),
+        };
         let chunks = chunker.chunk(&id, &chunk_source, &text);
         let document = Document {
             id,
@@ -239,54 +296,109 @@ async fn read_file(path: PathBuf, config: Arc<IngestConfig>, chunker: Arc<Chunke
     }
 }
 
-/// Streams one CSV file into `out` from the blocking pool.
-async fn stream_csv(
-    path: PathBuf,
-    config: Arc<IngestConfig>,
-    out: mpsc::Sender<Record>,
-) -> Result<IngestSummary, IngestError> {
-    let source = source_of(&path);
-    let max_listed = config.max_listed_set_aside;
-    let worker_path = path.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let mut local = IngestSummary {
-            files_seen: 1,
-            ..IngestSummary::default()
-        };
-        let send = |record: Record, local: &mut IngestSummary| -> Result<(), OutputClosed> {
-            local.note(&record, max_listed);
-            out.blocking_send(record).map_err(|_| OutputClosed)
-        };
-        let Some(mapping) = config.csv_mapping.as_ref().and_then(|m| m.for_path(&path)) else {
-            let detail = format!(
-                "{source}: no entry for this file in the CSV mapping (--csv-mapping); CSV files become graph rows only through a mapping"
-            );
-            let r = set_aside(&source, SetAsideReason::CsvNotMapped, detail);
-            return send(r, &mut local).map(|()| local);
-        };
-        let result = map_csv_file(&path, &source, mapping, &mut |r| send(r, &mut local));
-        match result {
-            Ok(stats) => {
-                local.files_read = 1;
-                local.csv_rows = stats.rows;
-                local.invalid_utf8_sequences = stats.invalid_utf8_sequences;
-                local.bytes_read = std::fs::metadata(&path).map_or(0, |m| m.len());
-                Ok(local)
-            }
-            Err(CsvFileFailure::SetAside(reason, detail)) => {
-                send(set_aside(&source, reason, detail), &mut local).map(|()| local)
-            }
-            Err(CsvFileFailure::OutputClosed) => Err(OutputClosed),
+/// Reads one CSV file through its mapping on the blocking pool, sending its
+/// records into `rows` (which the run forwards to the output). Returns the
+/// file's counts; stops early, with `None`, when `rows` is closed (the run
+/// was cancelled or failed).
+fn read_csv(
+    path: &Path,
+    source: &str,
+    config: &IngestConfig,
+    rows: &mpsc::Sender<Record>,
+) -> Option<IngestSummary> {
+    let mut local = IngestSummary {
+        files_seen: 1,
+        ..IngestSummary::default()
+    };
+    let mut send = |record: Record| rows.blocking_send(record).map_err(|_| OutputClosed);
+    let Some(mapping) = config.csv_mapping.as_ref().and_then(|m| m.for_path(path)) else {
+        let detail = format!(
+            "{source}: no entry for this file in the CSV mapping (--csv-mapping); CSV files become graph rows only through a mapping"
+        );
+        return send(set_aside(source, SetAsideReason::CsvNotMapped, detail))
+            .ok()
+            .map(|()| local);
+    };
+    match map_csv_file(path, source, mapping, &mut send) {
+        Ok(stats) => {
+            local.files_read = 1;
+            local.csv_rows = stats.rows;
+            local.invalid_utf8_sequences = stats.invalid_utf8_sequences;
+            local.bytes_read = std::fs::metadata(path).map_or(0, |m| m.len());
+            Some(local)
         }
-    })
-    .await;
-    match joined {
-        Ok(Ok(summary)) => Ok(summary),
-        Ok(Err(OutputClosed)) => Err(IngestError::OutputClosed { records_sent: 0 }),
-        Err(e) => Err(IngestError::Worker {
-            path: worker_path,
-            message: e.to_string(),
-        }),
+        Err(CsvFileFailure::SetAside(reason, detail)) => {
+            send(set_aside(source, reason, detail)).ok().map(|()| local)
+        }
+        Err(CsvFileFailure::OutputClosed) => None,
+    }
+}
+
+/// `fut`'s output, or `None` as soon as `cancel` fires (checked first, so
+/// nothing more happens once it has fired).
+async fn unless_cancelled<F: Future>(cancel: &CancellationToken, fut: F) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => None,
+        out = fut => Some(out),
+    }
+}
+
+/// The sending end of a run: counts what it sends, stops when cancelled.
+struct Output {
+    out: mpsc::Sender<Record>,
+    cancel: CancellationToken,
+    summary: IngestSummary,
+    sent: u64,
+    max_listed: usize,
+}
+
+impl Output {
+    /// Sends one record and counts it. `Ok(false)`: the run was cancelled
+    /// and the record was not sent.
+    async fn send(&mut self, record: Record) -> Result<bool, IngestError> {
+        let Some(permit) = unless_cancelled(&self.cancel, self.out.reserve()).await else {
+            return Ok(false);
+        };
+        let permit = permit.map_err(|_| IngestError::OutputClosed {
+            records_sent: self.sent,
+        })?;
+        if let Record::SetAside(s) = &record {
+            tracing::debug!(item = %s.item, reason = %s.reason, "set aside: {}", s.detail);
+        }
+        self.summary.note(&record, self.max_listed);
+        permit.send(record);
+        self.sent += 1;
+        Ok(true)
+    }
+
+    /// Ends an interrupted run: `current` (the file being emitted, if any)
+    /// and every file of the window are unfinished.
+    fn interrupted(mut self, current: Option<&Path>, window: VecDeque<Pending>) -> IngestSummary {
+        let mut unfinished: Vec<String> = current.map(source_of).into_iter().collect();
+        for entry in window {
+            match entry {
+                Pending::Job(path, job) => {
+                    job.abort();
+                    unfinished.push(source_of(&path));
+                }
+                Pending::Csv(path) | Pending::Unreadable(path, _) => {
+                    unfinished.push(source_of(&path))
+                }
+                Pending::Skipped(path, why) => self.summary.skipped.push(SkippedPath {
+                    path: source_of(&path),
+                    reason: why.to_string(),
+                }),
+            }
+        }
+        tracing::info!(
+            unfinished = unfinished.len(),
+            records_sent = self.sent,
+            "ingest cancelled"
+        );
+        self.summary.interrupted = true;
+        self.summary.unfinished = unfinished;
+        self.summary
     }
 }
 
@@ -298,10 +410,19 @@ async fn stream_csv(
 /// [`kg_core::Record::SetAside`] with a stable reason code (see
 /// [`SetAsideReason`]). Returns `Err` only for what stops the whole run: an
 /// invalid configuration, a path that does not exist, or `out` being closed.
+///
+/// When `cancel` fires, the run stops walking and starting files, aborts the
+/// file tasks in flight without waiting for them (a PDF engine already
+/// running on the blocking pool finishes on its own; its result is dropped),
+/// sends nothing more, and returns `Ok` at once with
+/// [`IngestSummary::interrupted`] set and the files that were started or
+/// queued but not completely sent in [`IngestSummary::unfinished`]. The
+/// counts then cover what was sent.
 pub async fn ingest(
     paths: Vec<PathBuf>,
     config: IngestConfig,
     out: mpsc::Sender<Record>,
+    cancel: CancellationToken,
 ) -> Result<IngestSummary, IngestError> {
     config.validate()?;
     for path in &paths {
@@ -312,30 +433,43 @@ pub async fn ingest(
             });
         }
     }
+    let max_listed = config.max_listed_set_aside;
+    let mut output = Output {
+        out,
+        cancel: cancel.clone(),
+        summary: IngestSummary::default(),
+        sent: 0,
+        max_listed,
+    };
     let (tokens, overlap) = (config.chunk_tokens, config.chunk_overlap);
     // Building the cl100k tables takes a moment the first time: off the async workers.
-    let chunker = tokio::task::spawn_blocking(move || Chunker::new(tokens, overlap))
-        .await
-        .map_err(|e| IngestError::Worker {
-            path: PathBuf::new(),
-            message: e.to_string(),
-        })??;
+    let building = tokio::task::spawn_blocking(move || Chunker::new(tokens, overlap));
+    let Some(chunker) = unless_cancelled(&cancel, building).await else {
+        return Ok(output.interrupted(None, VecDeque::new()));
+    };
+    let chunker = chunker.map_err(|e| IngestError::Worker {
+        path: PathBuf::new(),
+        message: e.to_string(),
+    })??;
     let chunker = Arc::new(chunker);
     let config = Arc::new(config);
-    let max_listed = config.max_listed_set_aside;
     let window = config.parallelism.get();
 
     let (walk_tx, mut walk_rx) = mpsc::channel(WALK_QUEUE);
-    let walker = tokio::task::spawn_blocking(move || {
+    let walk_cancel = cancel.clone();
+    // Not awaited: it ends when the walk does, or at its next path once the
+    // run is cancelled (or gone, which closes its channel).
+    tokio::task::spawn_blocking(move || {
         for item in Walk::new(paths) {
-            if walk_tx.blocking_send(item).is_err() {
+            if walk_cancel.is_cancelled() || walk_tx.blocking_send(item).is_err() {
                 break;
             }
         }
     });
 
-    let mut summary = IngestSummary::default();
-    let mut sent: u64 = 0;
+    // Dropping an entry aborts its task: whatever way this function ends
+    // (error, cancellation, or its future being dropped), no file task
+    // outlives it.
     let mut pending: VecDeque<Pending> = VecDeque::with_capacity(window + 1);
     let mut walk_done = false;
     loop {
@@ -347,7 +481,10 @@ pub async fn ingest(
                 .count()
                 < window
         {
-            match walk_rx.recv().await {
+            let Some(item) = unless_cancelled(&cancel, walk_rx.recv()).await else {
+                return Ok(output.interrupted(None, pending));
+            };
+            match item {
                 None => walk_done = true,
                 Some(WalkItem::File(path)) if is_csv(&path) => {
                     pending.push_back(Pending::Csv(path))
@@ -358,7 +495,7 @@ pub async fn ingest(
                         Arc::clone(&config),
                         Arc::clone(&chunker),
                     ));
-                    pending.push_back(Pending::Job(path, job));
+                    pending.push_back(Pending::Job(path, AbortOnDropHandle::new(job)));
                 }
                 Some(WalkItem::Skipped(path, why)) => {
                     pending.push_back(Pending::Skipped(path, why))
@@ -371,27 +508,60 @@ pub async fn ingest(
         let Some(next) = pending.pop_front() else {
             break;
         };
-        let result = match next {
-            Pending::Job(path, job) => job.await.map_err(|e| IngestError::Worker {
-                path,
-                message: e.to_string(),
-            })?,
+        let (path, result) = match next {
+            Pending::Job(path, mut job) => {
+                let Some(joined) = unless_cancelled(&cancel, &mut job).await else {
+                    job.abort();
+                    return Ok(output.interrupted(Some(&path), pending));
+                };
+                let result = joined.map_err(|e| IngestError::Worker {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                (path, result)
+            }
             Pending::Csv(path) => {
-                let csv_summary = stream_csv(path, Arc::clone(&config), out.clone())
-                    .await
-                    .map_err(|e| match e {
-                        IngestError::OutputClosed { .. } => {
-                            IngestError::OutputClosed { records_sent: sent }
-                        }
-                        other => other,
-                    })?;
-                sent += csv_summary.nodes + csv_summary.edges + csv_summary.set_aside_total();
-                summary.merge(csv_summary, max_listed);
+                let source = source_of(&path);
+                let (rows_tx, mut rows_rx) = mpsc::channel(CSV_QUEUE);
+                let csv_config = Arc::clone(&config);
+                let csv_path = path.clone();
+                let reader = tokio::task::spawn_blocking(move || {
+                    read_csv(&csv_path, &source, &csv_config, &rows_tx)
+                });
+                // Rows are forwarded as they come: a CSV of any size is
+                // streamed. Once the run is cancelled, `rows_rx` is dropped
+                // and the reader stops at its next row.
+                loop {
+                    let Some(row) = unless_cancelled(&cancel, rows_rx.recv()).await else {
+                        return Ok(output.interrupted(Some(&path), pending));
+                    };
+                    let Some(record) = row else { break };
+                    if !output.send(record).await? {
+                        return Ok(output.interrupted(Some(&path), pending));
+                    }
+                }
+                // The reader has dropped its sender: it is done.
+                match reader.await {
+                    Ok(Some(csv_summary)) => output.summary.merge(csv_summary, max_listed),
+                    // Cannot happen while `rows_rx` is held; not a panic either.
+                    Ok(None) => {
+                        return Err(IngestError::Worker {
+                            path,
+                            message: "the CSV reader stopped before the end".to_string(),
+                        })
+                    }
+                    Err(e) => {
+                        return Err(IngestError::Worker {
+                            path,
+                            message: e.to_string(),
+                        })
+                    }
+                }
                 continue;
             }
             Pending::Skipped(path, why) => {
                 tracing::info!(path = %path.display(), reason = why, "skipped");
-                summary.skipped.push(SkippedPath {
+                output.summary.skipped.push(SkippedPath {
                     path: source_of(&path),
                     reason: why.to_string(),
                 });
@@ -400,30 +570,25 @@ pub async fn ingest(
             Pending::Unreadable(path, e) => {
                 let source = source_of(&path);
                 let detail = format!("{source}: {e}");
-                FileResult {
+                let result = FileResult {
                     records: vec![set_aside(&source, SetAsideReason::UnreadableFile, detail)],
                     summary: IngestSummary {
                         files_seen: 1,
                         ..IngestSummary::default()
                     },
-                }
+                };
+                (path, result)
             }
         };
-        summary.merge(result.summary, max_listed);
         for record in result.records {
-            if let Record::SetAside(s) = &record {
-                tracing::warn!(item = %s.item, reason = %s.reason, "set aside: {}", s.detail);
+            if !output.send(record).await? {
+                return Ok(output.interrupted(Some(&path), pending));
             }
-            summary.note(&record, max_listed);
-            out.send(record)
-                .await
-                .map_err(|_| IngestError::OutputClosed { records_sent: sent })?;
-            sent += 1;
         }
+        // Counted once all of the file's records are out.
+        output.summary.merge(result.summary, max_listed);
     }
-    // The walk has ended (its channel closed), so this returns at once.
-    let _ = walker.await;
-    Ok(summary)
+    Ok(output.summary)
 }
 
 /// Runs [`ingest`] on a fresh multi-threaded runtime and collects every
@@ -450,7 +615,7 @@ pub fn ingest_to_vec(
             }
             records
         });
-        let summary = ingest(paths, config, tx).await?;
+        let summary = ingest(paths, config, tx, CancellationToken::new()).await?;
         let records = collector.await.map_err(|e| IngestError::Worker {
             path: PathBuf::new(),
             message: e.to_string(),

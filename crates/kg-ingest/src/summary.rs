@@ -48,6 +48,14 @@ pub struct IngestSummary {
     pub set_aside: Vec<SetAside>,
     /// Set-aside items counted but not kept in `set_aside`.
     pub set_aside_not_listed: u64,
+    /// True when the run was cancelled before it had read everything; the
+    /// counts above then cover only what was sent.
+    pub interrupted: bool,
+    /// When interrupted: the sources (canonical paths) of the files that were
+    /// started or queued for reading but not completely sent (a file whose
+    /// records were all sent is finished). Files the walk had not handed to
+    /// a reader yet are not listed.
+    pub unfinished: Vec<String>,
 }
 
 impl IngestSummary {
@@ -106,5 +114,7 @@ impl IngestSummary {
             }
         }
         self.set_aside_not_listed += other.set_aside_not_listed;
+        self.interrupted |= other.interrupted;
+        self.unfinished.extend(other.unfinished);
     }
 }

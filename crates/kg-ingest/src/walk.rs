@@ -10,7 +10,9 @@
 //! Junk that operating systems and editors leave behind (hidden files such as
 //! macOS `._*` resource forks and `.DS_Store`, `Thumbs.db`, `__MACOSX`
 //! folders) is skipped with a note when found inside a directory. A path the
-//! caller names explicitly is always read.
+//! caller names explicitly is always read, a named pipe included (read to
+//! its end, like `cat` would); inside directories, anything but regular
+//! files and links to them is skipped.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -50,6 +52,19 @@ pub(crate) const KNOWN_EXTENSIONS: &[&str] = &[
     "pdf", "txt", "text", "rst", "log", "adoc", "org", "md", "markdown", "mdown", "mkd", "csv",
     "tsv",
 ];
+
+/// True for a named pipe (FIFO).
+#[cfg(unix)]
+fn is_fifo(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    meta.file_type().is_fifo()
+}
+
+/// True for a named pipe (FIFO).
+#[cfg(not(unix))]
+fn is_fifo(_meta: &fs::Metadata) -> bool {
+    false
+}
 
 fn has_known_extension(path: &Path) -> bool {
     path.extension()
@@ -117,6 +132,7 @@ impl Walk {
                     Some(WalkItem::Skipped(path, "unsupported_file_type"))
                 }
                 Ok(target) if target.is_dir() && explicit => self.open_dir(&path),
+                Ok(target) if is_fifo(&target) && explicit => Some(WalkItem::File(path)),
                 Ok(_) => Some(WalkItem::Skipped(path, "symlink_to_directory")),
                 Err(e) => Some(WalkItem::Unreadable(path, e)),
             };
@@ -125,6 +141,8 @@ impl Walk {
             if !explicit && !has_known_extension(&path) {
                 return Some(WalkItem::Skipped(path, "unsupported_file_type"));
             }
+            Some(WalkItem::File(path))
+        } else if explicit && is_fifo(&meta) {
             Some(WalkItem::File(path))
         } else {
             Some(WalkItem::Skipped(path, "not_a_regular_file"))
@@ -211,6 +229,26 @@ mod tests {
         assert!(skipped
             .iter()
             .any(|(_, why)| *why == "macos_archive_metadata"));
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_named_pipe_is_read_when_named_and_skipped_inside_a_directory() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let fifo = dir.path().join("stream.pdf");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+        assert!(status.success());
+        let named: Vec<WalkItem> = Walk::new(vec![fifo.clone()]).collect();
+        assert!(
+            matches!(&named[..], [WalkItem::File(p)] if *p == fifo),
+            "{named:?}"
+        );
+        let inside: Vec<WalkItem> = Walk::new(vec![dir.path().to_path_buf()]).collect();
+        assert!(
+            matches!(&inside[..], [WalkItem::Skipped(p, "not_a_regular_file")] if *p == fifo),
+            "{inside:?}"
+        );
         Ok(())
     }
 }

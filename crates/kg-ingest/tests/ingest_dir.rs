@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use common::{agreement, fixture, pdftotext, words};
 use kg_core::{jsonl, Record};
-use kg_ingest::{ingest, ingest_to_vec, IngestConfig, IngestError, IngestSummary, PdfEngine};
+use kg_ingest::{
+    ingest, ingest_to_vec, CancellationToken, IngestConfig, IngestError, IngestSummary, PdfEngine,
+};
 
 fn run(paths: Vec<PathBuf>, config: IngestConfig) -> (Vec<Record>, IngestSummary) {
     match ingest_to_vec(paths, config) {
@@ -286,7 +288,13 @@ fn config_and_paths_are_checked_before_any_work() {
 async fn a_closed_output_stops_the_run_with_an_error() {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     drop(rx);
-    let result = ingest(vec![fixture("pdf")], IngestConfig::default(), tx).await;
+    let result = ingest(
+        vec![fixture("pdf")],
+        IngestConfig::default(),
+        tx,
+        CancellationToken::new(),
+    )
+    .await;
     assert!(
         matches!(result, Err(IngestError::OutputClosed { .. })),
         "{result:?}"
@@ -296,7 +304,12 @@ async fn a_closed_output_stops_the_run_with_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_gets_every_record_through_a_tiny_channel() {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-    let run = tokio::spawn(ingest(vec![fixture("pdf")], IngestConfig::default(), tx));
+    let run = tokio::spawn(ingest(
+        vec![fixture("pdf")],
+        IngestConfig::default(),
+        tx,
+        CancellationToken::new(),
+    ));
     let mut received = 0u64;
     while let Some(_record) = rx.recv().await {
         received += 1;
@@ -313,4 +326,5 @@ async fn a_slow_consumer_gets_every_record_through_a_tiny_channel() {
         summary.documents + summary.chunks + summary.set_aside_total()
     );
     assert_eq!(summary.documents, 7);
+    assert!(!summary.interrupted && summary.unfinished.is_empty());
 }

@@ -16,7 +16,18 @@ pub fn fixture(rel: &str) -> PathBuf {
 /// The text pdftotext (poppler-utils) extracts from `path`. Panics with an
 /// install hint when pdftotext is missing: these tests must not be skipped.
 pub fn pdftotext(path: &Path) -> String {
+    pdftotext_with(path, &[])
+}
+
+/// pdftotext's text in content-stream order (`-raw`), which keeps words
+/// hyphenated at line ends as they are (its default mode joins them all).
+pub fn pdftotext_raw(path: &Path) -> String {
+    pdftotext_with(path, &["-raw"])
+}
+
+fn pdftotext_with(path: &Path, options: &[&str]) -> String {
     let out = Command::new("pdftotext")
+        .args(options)
         .arg("-enc")
         .arg("UTF-8")
         .arg(path)
