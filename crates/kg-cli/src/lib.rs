@@ -158,8 +158,10 @@ pub fn main_with(
             }
         }
     });
+    // A PDF engine still parsing a file ingest gave up on (Ctrl-C) runs on
+    // a blocking thread that cannot be stopped: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     // Let in-flight log lines out before exiting.
-    drop(runtime);
     drop(logging);
     ExitCode::from(code.code())
 }
