@@ -115,6 +115,11 @@ fn bolt_row(r: &Row) -> BoltType {
 /// transaction with the same `$rows`. Identifiers come only from validated
 /// kg-core types; everything else is a parameter.
 ///
+/// `HAS_CHUNK` is merged from the chunk's side (`MERGE (c)<-[:HAS_CHUNK]-(d)`,
+/// the same relationship): on the ArcadeDB test server, merging it from
+/// the document's side cost time growing with the document's chunk count
+/// for every link; Neo4j plans both forms alike.
+///
 /// Entities take two statements: update the ones that exist, create the
 /// rest with both labels. `MERGE (n:Entity {id}) SET n:Person` would be one,
 /// but adding a label to a node inside an explicit transaction fails on
@@ -162,7 +167,7 @@ pub fn cypher_for(key: &GroupKey) -> Vec<String> {
         )),
         GroupKey::HasChunk => one(format!(
             "{U}MERGE (d:Document {{id: row.document}}) MERGE (c:Chunk {{id: row.chunk}}) \
-             MERGE (d)-[:HAS_CHUNK]->(c)"
+             MERGE (c)<-[:HAS_CHUNK]-(d)"
         )),
         GroupKey::NextChunk => one(format!(
             "{U}MERGE (a:Chunk {{id: row.from}}) MERGE (b:Chunk {{id: row.to}}) \
