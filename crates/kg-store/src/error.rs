@@ -20,6 +20,17 @@ pub enum StoreError {
         /// What went wrong.
         detail: String,
     },
+    /// The server answered, but has no database of that name
+    /// (`NEO4J_DATABASE`).
+    #[error(
+        "Neo4j at {uri} has no database named {database:?}: set NEO4J_DATABASE to a database the server has"
+    )]
+    UnknownDatabase {
+        /// The URI as configured (user info removed).
+        uri: String,
+        /// The database asked for.
+        database: String,
+    },
     /// A query failed outside the batch writer (schema, search, counts).
     #[error("query against {backend} failed ({what}): {detail}")]
     Query {

@@ -197,6 +197,48 @@ pub fn cypher_for(key: &GroupKey) -> Vec<String> {
     }
 }
 
+/// The code and message of a server's FAILURE answer: from a Neo4j error,
+/// or from the debug dump neo4rs makes of a FAILURE that answers `BEGIN` or
+/// `COMMIT` (an "unexpected response").
+fn server_failure(e: &neo4rs::Error) -> Option<(String, String)> {
+    match e {
+        neo4rs::Error::Neo4j(n) => Some((n.code().to_owned(), n.message().to_owned())),
+        neo4rs::Error::UnexpectedMessage(m) => {
+            let code = dumped_string(m, "code")?;
+            Some((code, dumped_string(m, "message").unwrap_or_default()))
+        }
+        _ => None,
+    }
+}
+
+/// The string value of `key` in neo4rs' debug dump of a Bolt map.
+fn dumped_string(dump: &str, key: &str) -> Option<String> {
+    let marker = format!("BoltString {{ value: \"{key}\" }}: String(BoltString {{ value: \"");
+    let start = dump.find(&marker)? + marker.len();
+    let mut out = String::new();
+    let mut chars = dump.get(start..)?.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                'n' | 'r' | 't' => out.push(' '),
+                other => out.push(other),
+            },
+            '"' => return Some(out),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// A neo4rs error in one line: `code: message` when the server answered,
+/// never the driver's debug dump of the answer.
+fn describe(e: &neo4rs::Error) -> String {
+    match server_failure(e) {
+        Some((code, message)) => format!("{code}: {}", message.replace(['\n', '\r'], " ")),
+        None => e.to_string(),
+    }
+}
+
 /// Sorts a neo4rs error into retry-or-not.
 fn classify(e: &neo4rs::Error) -> BatchFailure {
     match e {
@@ -225,13 +267,13 @@ fn classify(e: &neo4rs::Error) -> BatchFailure {
         // neo4rs reports a FAILURE answer to COMMIT (where some servers
         // check constraints) as an unexpected message: read the code in it.
         neo4rs::Error::UnexpectedMessage(m) if m.contains("Neo.ClientError") => {
-            BatchFailure::permanent(m.clone())
+            BatchFailure::permanent(describe(e))
         }
         neo4rs::Error::UnexpectedMessage(m)
             if m.contains("Neo.TransientError")
                 || m.to_ascii_lowercase().contains("concurrent") =>
         {
-            BatchFailure::transient(m.clone())
+            BatchFailure::transient(describe(e))
         }
         neo4rs::Error::IOError { .. }
         | neo4rs::Error::ConnectionError
@@ -252,7 +294,7 @@ fn q_err(what: impl Into<String>) -> impl FnOnce(neo4rs::Error) -> StoreError {
     move |e| StoreError::Query {
         backend: BACKEND,
         what,
-        detail: e.to_string(),
+        detail: describe(&e),
     }
 }
 
@@ -268,6 +310,17 @@ impl Neo4jStore {
             uri: uri.clone(),
             detail,
         };
+        // A server that answers but has no such database says so in one
+        // line, naming it; anything else is a connection failure.
+        let refused = |e: neo4rs::Error| match server_failure(&e) {
+            Some((code, _)) if code == "Neo.ClientError.Database.DatabaseNotFound" => {
+                StoreError::UnknownDatabase {
+                    uri: uri.clone(),
+                    database: config.database.clone(),
+                }
+            }
+            _ => fail(describe(&e)),
+        };
         let neo = ConfigBuilder::default()
             .uri(config.uri.as_str())
             .user(config.user.as_str())
@@ -277,7 +330,7 @@ impl Neo4jStore {
             .max_connections(config.max_pool_size)
             .build()
             .map_err(|e| fail(e.to_string()))?;
-        let graph = Graph::connect(neo).await.map_err(|e| fail(e.to_string()))?;
+        let graph = Graph::connect(neo).await.map_err(refused)?;
         let probe = async {
             let mut txn = graph.start_txn().await?;
             txn.run(query("RETURN 1")).await?;
@@ -285,7 +338,7 @@ impl Neo4jStore {
         };
         match tokio::time::timeout(config.connect_timeout, probe).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Ok(Err(e)) => return Err(refused(e)),
             Err(_) => {
                 return Err(fail(format!(
                     "no answer within {:?} (host down, firewall, or TLS mismatch?)",
@@ -1414,6 +1467,38 @@ mod tests {
             classify(&neo4rs::Error::ConversionError).class,
             FailureClass::Permanent
         );
+    }
+
+    #[test]
+    fn server_failures_read_as_one_line() {
+        // What neo4rs makes of ArcadeDB's answer to BEGIN on a missing database.
+        let dump = r#"unexpected response for BEGIN: Failure(Failure { metadata: BoltMap { value: {BoltString { value: "message" }: String(BoltString { value: "Cannot open database: nosuchdb - Database '/data/databases/nosuchdb' does not exist" }), BoltString { value: "code" }: String(BoltString { value: "Neo.ClientError.Database.DatabaseNotFound" })} } })"#;
+        let e = neo4rs::Error::UnexpectedMessage(dump.into());
+        assert_eq!(
+            server_failure(&e).map(|(code, _)| code).as_deref(),
+            Some("Neo.ClientError.Database.DatabaseNotFound")
+        );
+        assert_eq!(
+            describe(&e),
+            "Neo.ClientError.Database.DatabaseNotFound: Cannot open database: nosuchdb - \
+             Database '/data/databases/nosuchdb' does not exist"
+        );
+        let f = classify(&e);
+        assert_eq!(f.class, FailureClass::Permanent);
+        assert!(!f.message.contains("BoltString"), "{}", f.message);
+        // Escapes in the dump are read back; line breaks become spaces.
+        let dump = r#"Failure { BoltString { value: "message" }: String(BoltString { value: "say \"hi\"\nthere" }), BoltString { value: "code" }: String(BoltString { value: "Neo.ClientError.Statement.SyntaxError" }) }"#;
+        assert_eq!(
+            describe(&neo4rs::Error::UnexpectedMessage(dump.into())),
+            "Neo.ClientError.Statement.SyntaxError: say \"hi\" there"
+        );
+        // Anything else keeps the driver's own words.
+        assert_eq!(
+            describe(&neo4rs::Error::ConnectionError),
+            "connection error"
+        );
+        let odd = neo4rs::Error::UnexpectedMessage("unexpected response for PULL: Ignored".into());
+        assert_eq!(describe(&odd), "unexpected response for PULL: Ignored");
     }
 
     #[test]

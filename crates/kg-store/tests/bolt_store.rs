@@ -298,3 +298,22 @@ async fn bolt_tls_mismatch_fails_fast() {
     assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
     assert!(err.to_string().contains(&uri), "{err}");
 }
+
+/// A database the server does not have: one line naming it and the URI,
+/// not the driver's dump of the server's answer, and never the password.
+#[tokio::test]
+async fn bolt_unknown_database_fails_naming_it_and_the_uri() {
+    let mut cfg = neo4j_config();
+    cfg.database = "nosuchdb".into();
+    let uri = cfg.display_uri();
+    let password = cfg.password.expose().to_owned();
+    let err = connect_err(cfg).await;
+    assert!(
+        matches!(&err, StoreError::UnknownDatabase { database, .. } if database == "nosuchdb"),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("\"nosuchdb\"") && msg.contains(&uri), "{msg}");
+    assert!(!msg.contains('\n') && !msg.contains("BoltString"), "{msg}");
+    assert!(password.is_empty() || !msg.contains(&password), "{msg}");
+}
