@@ -2,42 +2,17 @@
 //!
 //! [`StoreConfig`] picks the backend: Neo4j over Bolt when a URI is given
 //! (flag or `NEO4J_URI`), else the embedded SQLite store under `./kg-data/`.
-//! The password is a [`Secret`]: its `Debug` and `Display` print `***`, so a
-//! config can be logged whole.
+//! The password is a [`Secret`] (kg-core's, re-exported: one type for the
+//! whole workspace): its `Debug` and `Display` print `***`, so a config can
+//! be logged whole.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use kg_core::Secret;
+
 use crate::error::StoreError;
-
-/// A string that is never printed: `Debug` and `Display` show `***`.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value, for the one place that needs it (the Bolt handshake).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// Connection settings for a Neo4j (or Bolt-speaking) server. `Debug`
 /// prints the URI without any user info and the password as `***`.

@@ -20,21 +20,19 @@
 //!
 //! SQLite calls block, so they run on tokio's blocking pool.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use kg_core::{
-    ChunkId, DocumentId, EntityId, Label, NodeId, NodeRef, PropertyKey, PropertyValue, Record,
-    RelType,
-};
-use rusqlite::{params, Connection, OptionalExtension};
+use kg_core::{ChunkId, DocumentId, EntityId, Label, NodeId, NodeRef, Record, RelType};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
 
 use crate::config::EmbeddedConfig;
 use crate::error::{BatchFailure, StoreError};
-use crate::neo4j::{cosine, media_type, top_k};
-use crate::plan::{Batch, GroupKey, Param, Row, RESERVED_PROPERTY_KEYS};
+use crate::plan::{Batch, GroupKey, Param, Row};
+use crate::shared::{cosine, csv_properties, media_type, top_k, StoredValue};
 use crate::store::{
     CurrentDocument, EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, Removed,
     SchemaReport, Scope, SearchHit, SearchHits,
@@ -783,66 +781,94 @@ impl GraphStore for EmbeddedStore {
         Ok(removed)
     }
 
-    async fn read_records(&self, scope: &Scope) -> Result<Vec<Record>, StoreError> {
-        let scope = scope.clone();
-        self.blocking(move |c| read_all(c, &scope)).await
+    async fn read_records(
+        &self,
+        scope: &Scope,
+        out: mpsc::Sender<Record>,
+    ) -> Result<u64, StoreError> {
+        // A connection of its own, read-only, in one read transaction: a
+        // consistent snapshot (WAL), and the writer's connection stays free
+        // while the caller drains the channel at its own pace.
+        let (scope, path) = (scope.clone(), self.path.clone());
+        let err = |e: rusqlite::Error| StoreError::Embedded {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        };
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut c = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            c.busy_timeout(std::time::Duration::from_secs(30))?;
+            let tx = c.transaction()?;
+            let mut sent = 0u64;
+            stream_records(&tx, &scope, &mut |r| {
+                let ok = out.blocking_send(r).is_ok();
+                sent += u64::from(ok);
+                ok
+            })?;
+            Ok(sent)
+        })
+        .await;
+        joined
+            .map_err(|e| StoreError::Embedded {
+                path: self.path.clone(),
+                detail: format!("worker failed: {e}"),
+            })?
+            .map_err(err)
     }
 }
 
-fn json_props(text: &str) -> (BTreeMap<PropertyKey, PropertyValue>, String, u64) {
+/// The stored JSON property map as [`StoredValue`]s.
+fn json_props(text: &str) -> Vec<(String, StoredValue)> {
     let map: Map<String, Value> = serde_json::from_str(text).unwrap_or_default();
-    let dates: HashSet<&str> = map
-        .get("kg_date_keys")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let mut out = BTreeMap::new();
-    for (k, v) in &map {
-        if RESERVED_PROPERTY_KEYS.contains(&k.as_str()) {
-            continue;
-        }
-        let Ok(pk) = PropertyKey::new(k) else {
-            continue;
-        };
-        let pv = match v {
-            Value::String(s) if dates.contains(k.as_str()) => PropertyValue::Date(s.clone()),
-            Value::String(s) => PropertyValue::String(s.clone()),
-            Value::Bool(b) => PropertyValue::Bool(*b),
-            Value::Number(n) if n.is_i64() => match n.as_i64() {
-                Some(i) => PropertyValue::Int(i),
-                None => continue,
-            },
-            Value::Number(n) => match n.as_f64() {
-                Some(f) => PropertyValue::Float(f),
-                None => continue,
-            },
-            _ => continue,
-        };
-        out.insert(pk, pv);
-    }
-    let source = map
-        .get("kg_source")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let line = map.get("kg_line").and_then(Value::as_u64).unwrap_or(0);
-    (out, source, line)
+    map.into_iter()
+        .map(|(k, v)| {
+            let value = match v {
+                Value::String(s) => StoredValue::Str(s),
+                Value::Bool(b) => StoredValue::Bool(b),
+                Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                    (Some(i), _) => StoredValue::Int(i),
+                    (None, Some(f)) => StoredValue::Float(f),
+                    (None, None) => StoredValue::Other,
+                },
+                Value::Array(a) => a
+                    .into_iter()
+                    .map(|x| match x {
+                        Value::String(s) => Some(s),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<String>>>()
+                    .map_or(StoredValue::Other, StoredValue::StrList),
+                _ => StoredValue::Other,
+            };
+            (k, value)
+        })
+        .collect()
 }
 
 fn u32_of(v: Option<i64>) -> Option<u32> {
     v.and_then(|x| u32::try_from(x).ok())
 }
 
-fn read_all(c: &Connection, scope: &Scope) -> rusqlite::Result<Vec<Record>> {
-    let mut out = Vec::new();
-    let mut embeddings = Vec::new();
+/// Reads the graph in `scope` row by row, handing each record to `emit`
+/// (which says false once nobody wants more): documents; chunks in
+/// document and index order, each followed by its embedding; entities with
+/// the chunks that mention them, each followed by its embedding;
+/// relations; CSV nodes and edges.
+fn stream_records(
+    c: &Connection,
+    scope: &Scope,
+    emit: &mut dyn FnMut(Record) -> bool,
+) -> rusqlite::Result<()> {
     let (w, p) = scope_sql(scope, "id");
     let mut st = c.prepare(&format!(
-        "SELECT id, source, title, sha256, pages, media_type, bytes FROM documents WHERE {w}"
+        "SELECT id, source, title, sha256, pages, media_type, bytes FROM documents WHERE {w}
+         ORDER BY id"
     ))?;
     let mut rows = st.query([&p])?;
     while let Some(r) = rows.next()? {
-        out.push(Record::Document(kg_core::Document {
+        let doc = Record::Document(kg_core::Document {
             id: DocumentId::from_raw(r.get::<_, String>(0)?),
             source: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
             title: r.get(2)?,
@@ -853,87 +879,104 @@ fn read_all(c: &Connection, scope: &Scope) -> rusqlite::Result<Vec<Record>> {
                 .get::<_, Option<i64>>(6)?
                 .and_then(|b| u64::try_from(b).ok())
                 .unwrap_or(0),
-        }));
+        });
+        if !emit(doc) {
+            return Ok(());
+        }
     }
     let mut st = c.prepare(&format!(
         "SELECT id, document_id, idx, text, tokens, source, page_start, page_end, embedding,
-                embedding_model FROM chunks WHERE ({w})"
+                embedding_model FROM chunks WHERE ({w}) ORDER BY document_id, idx, id"
     ))?;
     let mut rows = st.query([&p])?;
     while let Some(r) = rows.next()? {
         let id: String = r.get(0)?;
-        if let Some(blob) = r.get::<_, Option<Vec<u8>>>(8)? {
-            embeddings.push(Record::Embedding(kg_core::Embedding {
+        let embedding = match r.get::<_, Option<Vec<u8>>>(8)? {
+            Some(blob) => Some(Record::Embedding(kg_core::Embedding {
                 id: id.clone(),
                 target: kg_core::EmbeddingTarget::Chunk,
                 vector: blob_vector(&blob),
                 model: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
-            }));
-        }
-        let Some(text) = r.get::<_, Option<String>>(3)? else {
-            continue;
+            })),
+            None => None,
         };
-        out.push(Record::Chunk(kg_core::Chunk {
-            id: ChunkId::from_raw(id),
-            document_id: DocumentId::from_raw(r.get::<_, Option<String>>(1)?.unwrap_or_default()),
-            index: u32_of(r.get(2)?).unwrap_or(0),
-            text,
-            tokens: u32_of(r.get(4)?).unwrap_or(0),
-            source: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
-            page_start: u32_of(r.get(6)?),
-            page_end: u32_of(r.get(7)?),
-        }));
-    }
-    let mut mentions: HashMap<String, Vec<ChunkId>> = HashMap::new();
-    {
-        let mut st = c.prepare("SELECT src, dst FROM rels WHERE type = 'MENTIONS' AND src_label = 'Chunk' ORDER BY src")?;
-        let mut rows = st.query([])?;
-        while let Some(r) = rows.next()? {
-            mentions
-                .entry(r.get(1)?)
-                .or_default()
-                .push(ChunkId::from_raw(r.get::<_, String>(0)?));
+        // A chunk only a relationship or a vector created has no record to
+        // give back (its vector still goes).
+        let chunk = match r.get::<_, Option<String>>(3)? {
+            Some(text) => Some(Record::Chunk(kg_core::Chunk {
+                id: ChunkId::from_raw(id),
+                document_id: DocumentId::from_raw(
+                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                ),
+                index: u32_of(r.get(2)?).unwrap_or(0),
+                text,
+                tokens: u32_of(r.get(4)?).unwrap_or(0),
+                source: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                page_start: u32_of(r.get(6)?),
+                page_end: u32_of(r.get(7)?),
+            })),
+            None => None,
+        };
+        for record in chunk.into_iter().chain(embedding) {
+            if !emit(record) {
+                return Ok(());
+            }
         }
     }
+    let mut mentions = c.prepare(
+        "SELECT src FROM rels WHERE dst = ?1 AND type = 'MENTIONS' AND src_label = 'Chunk'
+         ORDER BY src",
+    )?;
     let mut st = c.prepare(&format!(
-        "SELECT id, name, type, description, aliases, embedding, embedding_model FROM entities WHERE {w}"
+        "SELECT id, name, type, description, aliases, embedding, embedding_model FROM entities
+         WHERE {w} ORDER BY id"
     ))?;
     let mut rows = st.query([&p])?;
     while let Some(r) = rows.next()? {
         let id: String = r.get(0)?;
-        if let Some(blob) = r.get::<_, Option<Vec<u8>>>(5)? {
-            embeddings.push(Record::Embedding(kg_core::Embedding {
+        let embedding = match r.get::<_, Option<Vec<u8>>>(5)? {
+            Some(blob) => Some(Record::Embedding(kg_core::Embedding {
                 id: id.clone(),
                 target: kg_core::EmbeddingTarget::Entity,
                 vector: blob_vector(&blob),
                 model: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
-            }));
-        }
-        let Some(ty) = r
-            .get::<_, Option<String>>(2)?
-            .and_then(|t| Label::new(&t).ok())
-        else {
-            continue;
+            })),
+            None => None,
         };
-        let mut chunk_ids = mentions.remove(&id).unwrap_or_default();
-        chunk_ids.sort();
-        chunk_ids.dedup();
-        out.push(Record::Entity(kg_core::Entity {
-            id: EntityId::from_raw(id),
-            name: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-            entity_type: ty,
-            description: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-            aliases: r
-                .get::<_, Option<String>>(4)?
-                .and_then(|a| serde_json::from_str(&a).ok())
-                .unwrap_or_default(),
-            chunk_ids,
-        }));
+        let ty = r
+            .get::<_, Option<String>>(2)?
+            .and_then(|t| Label::new(&t).ok());
+        let entity = match ty {
+            Some(entity_type) => {
+                let mut chunk_ids: Vec<ChunkId> = mentions
+                    .query_map([&id], |m| m.get::<_, String>(0))?
+                    .map(|c| c.map(ChunkId::from_raw))
+                    .collect::<rusqlite::Result<_>>()?;
+                chunk_ids.dedup();
+                Some(Record::Entity(kg_core::Entity {
+                    id: EntityId::from_raw(id),
+                    name: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    entity_type,
+                    description: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    aliases: r
+                        .get::<_, Option<String>>(4)?
+                        .and_then(|a| serde_json::from_str(&a).ok())
+                        .unwrap_or_default(),
+                    chunk_ids,
+                }))
+            }
+            None => None,
+        };
+        for record in entity.into_iter().chain(embedding) {
+            if !emit(record) {
+                return Ok(());
+            }
+        }
     }
     let (ws, ps) = scope_sql(scope, "src");
     let mut st = c.prepare(&format!(
         "SELECT src, type, dst, props FROM rels
-         WHERE src_label = 'Entity' AND dst_label = 'Entity' AND ({ws})"
+         WHERE src_label = 'Entity' AND dst_label = 'Entity' AND ({ws}) ORDER BY src, type, dst"
     ))?;
     let mut rows = st.query([&ps])?;
     while let Some(r) = rows.next()? {
@@ -942,7 +985,7 @@ fn read_all(c: &Connection, scope: &Scope) -> rusqlite::Result<Vec<Record>> {
         };
         let props: Map<String, Value> =
             serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default();
-        out.push(Record::Relation(kg_core::Relation {
+        let relation = Record::Relation(kg_core::Relation {
             source_id: EntityId::from_raw(r.get::<_, String>(0)?),
             target_id: EntityId::from_raw(r.get::<_, String>(2)?),
             rel_type: t,
@@ -962,9 +1005,14 @@ fn read_all(c: &Connection, scope: &Scope) -> rusqlite::Result<Vec<Record>> {
                         .collect()
                 })
                 .unwrap_or_default(),
-        }));
+        });
+        if !emit(relation) {
+            return Ok(());
+        }
     }
-    let mut st = c.prepare(&format!("SELECT id, label, props FROM nodes WHERE {w}"))?;
+    let mut st = c.prepare(&format!(
+        "SELECT id, label, props FROM nodes WHERE {w} ORDER BY id"
+    ))?;
     let mut rows = st.query([&p])?;
     while let Some(r) = rows.next()? {
         let Ok(label) = Label::new(&r.get::<_, String>(1)?) else {
@@ -975,19 +1023,22 @@ fn read_all(c: &Connection, scope: &Scope) -> rusqlite::Result<Vec<Record>> {
             .ok()
             .and_then(|m| m.get("key").and_then(Value::as_str).map(str::to_owned));
         let Some(key) = key else { continue };
-        let (properties, source, line) = json_props(&text);
-        out.push(Record::Node(kg_core::GraphNode {
+        let (properties, source, line) = csv_properties(json_props(&text));
+        let node = Record::Node(kg_core::GraphNode {
             id: NodeId::from_raw(r.get::<_, String>(0)?),
             label,
             key,
             properties,
             source,
             line,
-        }));
+        });
+        if !emit(node) {
+            return Ok(());
+        }
     }
     let mut st = c.prepare(&format!(
         "SELECT src_label, src, type, dst_label, dst, props FROM rels
-         WHERE src_label NOT IN ('Document', 'Chunk', 'Entity') AND ({ws})"
+         WHERE src_label NOT IN ('Document', 'Chunk', 'Entity') AND ({ws}) ORDER BY src, type, dst"
     ))?;
     let mut rows = st.query([&ps])?;
     while let Some(r) = rows.next()? {
@@ -998,8 +1049,8 @@ fn read_all(c: &Connection, scope: &Scope) -> rusqlite::Result<Vec<Record>> {
         ) else {
             continue;
         };
-        let (properties, source, line) = json_props(&r.get::<_, String>(5)?);
-        out.push(Record::Edge(kg_core::GraphEdge {
+        let (properties, source, line) = csv_properties(json_props(&r.get::<_, String>(5)?));
+        let edge = Record::Edge(kg_core::GraphEdge {
             rel_type: t,
             from: NodeRef {
                 label: fl,
@@ -1012,8 +1063,10 @@ fn read_all(c: &Connection, scope: &Scope) -> rusqlite::Result<Vec<Record>> {
             properties,
             source,
             line,
-        }));
+        });
+        if !emit(edge) {
+            return Ok(());
+        }
     }
-    out.extend(embeddings);
-    Ok(out)
+    Ok(())
 }

@@ -8,6 +8,8 @@
 
 use std::path::PathBuf;
 
+use kg_core::retry::{RetryDecision, Retryable};
+
 /// Everything that can go wrong in kg-store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -19,6 +21,17 @@ pub enum StoreError {
         uri: String,
         /// What went wrong.
         detail: String,
+    },
+    /// The server answered, but has no database of that name
+    /// (`NEO4J_DATABASE`).
+    #[error(
+        "Neo4j at {uri} has no database named {database:?}: set NEO4J_DATABASE to a database the server has"
+    )]
+    UnknownDatabase {
+        /// The URI as configured (user info removed).
+        uri: String,
+        /// The database asked for.
+        database: String,
     },
     /// A query failed outside the batch writer (schema, search, counts).
     #[error("query against {backend} failed ({what}): {detail}")]
@@ -110,5 +123,34 @@ impl BatchFailure {
             too_big: false,
             message: message.into(),
         }
+    }
+}
+
+impl Retryable for BatchFailure {
+    /// A transient failure is worth another attempt (the store sends no
+    /// `Retry-After`: the policy's backoff decides when); a permanent one
+    /// is not.
+    fn retry_decision(&self) -> RetryDecision {
+        match self.class {
+            FailureClass::Transient => RetryDecision::Retry { after: None },
+            FailureClass::Permanent => RetryDecision::Fatal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        assert_eq!(
+            BatchFailure::transient("deadlock").retry_decision(),
+            RetryDecision::Retry { after: None }
+        );
+        assert_eq!(
+            BatchFailure::permanent("constraint").retry_decision(),
+            RetryDecision::Fatal
+        );
     }
 }

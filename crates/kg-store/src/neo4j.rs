@@ -22,19 +22,18 @@
 //!   `(1 + cos) / 2` is converted back; a probe on the first search tells
 //!   which scale the function uses.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use kg_core::{
-    ChunkId, DocumentId, EntityId, Label, MediaType, NodeId, NodeRef, PropertyKey, PropertyValue,
-    Record, RelType,
-};
+use kg_core::{ChunkId, DocumentId, EntityId, Label, NodeId, NodeRef, Record, RelType};
 use neo4rs::{query, BoltList, BoltMap, BoltString, BoltType, ConfigBuilder, Graph, Query, Txn};
+use tokio::sync::mpsc;
 
 use crate::config::Neo4jConfig;
 use crate::error::{BatchFailure, FailureClass, StoreError};
-use crate::plan::{Batch, GroupKey, Param, Row, RESERVED_PROPERTY_KEYS};
+use crate::plan::{Batch, GroupKey, Param, Row};
+use crate::shared::{cosine, csv_properties, media_type, top_k, StoredValue};
 use crate::store::{
     CurrentDocument, EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, Removed,
     SchemaReport, Scope, SearchHit, SearchHits,
@@ -115,6 +114,11 @@ fn bolt_row(r: &Row) -> BoltType {
 /// transaction with the same `$rows`. Identifiers come only from validated
 /// kg-core types; everything else is a parameter.
 ///
+/// `HAS_CHUNK` is merged from the chunk's side (`MERGE (c)<-[:HAS_CHUNK]-(d)`,
+/// the same relationship): on the ArcadeDB test server, merging it from
+/// the document's side cost time growing with the document's chunk count
+/// for every link; Neo4j plans both forms alike.
+///
 /// Entities take two statements: update the ones that exist, create the
 /// rest with both labels. `MERGE (n:Entity {id}) SET n:Person` would be one,
 /// but adding a label to a node inside an explicit transaction fails on
@@ -162,7 +166,7 @@ pub fn cypher_for(key: &GroupKey) -> Vec<String> {
         )),
         GroupKey::HasChunk => one(format!(
             "{U}MERGE (d:Document {{id: row.document}}) MERGE (c:Chunk {{id: row.chunk}}) \
-             MERGE (d)-[:HAS_CHUNK]->(c)"
+             MERGE (c)<-[:HAS_CHUNK]-(d)"
         )),
         GroupKey::NextChunk => one(format!(
             "{U}MERGE (a:Chunk {{id: row.from}}) MERGE (b:Chunk {{id: row.to}}) \
@@ -189,6 +193,48 @@ pub fn cypher_for(key: &GroupKey) -> Vec<String> {
             to.cypher(),
             rel_type.cypher()
         )),
+    }
+}
+
+/// The code and message of a server's FAILURE answer: from a Neo4j error,
+/// or from the debug dump neo4rs makes of a FAILURE that answers `BEGIN` or
+/// `COMMIT` (an "unexpected response").
+fn server_failure(e: &neo4rs::Error) -> Option<(String, String)> {
+    match e {
+        neo4rs::Error::Neo4j(n) => Some((n.code().to_owned(), n.message().to_owned())),
+        neo4rs::Error::UnexpectedMessage(m) => {
+            let code = dumped_string(m, "code")?;
+            Some((code, dumped_string(m, "message").unwrap_or_default()))
+        }
+        _ => None,
+    }
+}
+
+/// The string value of `key` in neo4rs' debug dump of a Bolt map.
+fn dumped_string(dump: &str, key: &str) -> Option<String> {
+    let marker = format!("BoltString {{ value: \"{key}\" }}: String(BoltString {{ value: \"");
+    let start = dump.find(&marker)? + marker.len();
+    let mut out = String::new();
+    let mut chars = dump.get(start..)?.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                'n' | 'r' | 't' => out.push(' '),
+                other => out.push(other),
+            },
+            '"' => return Some(out),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// A neo4rs error in one line: `code: message` when the server answered,
+/// never the driver's debug dump of the answer.
+fn describe(e: &neo4rs::Error) -> String {
+    match server_failure(e) {
+        Some((code, message)) => format!("{code}: {}", message.replace(['\n', '\r'], " ")),
+        None => e.to_string(),
     }
 }
 
@@ -220,13 +266,13 @@ fn classify(e: &neo4rs::Error) -> BatchFailure {
         // neo4rs reports a FAILURE answer to COMMIT (where some servers
         // check constraints) as an unexpected message: read the code in it.
         neo4rs::Error::UnexpectedMessage(m) if m.contains("Neo.ClientError") => {
-            BatchFailure::permanent(m.clone())
+            BatchFailure::permanent(describe(e))
         }
         neo4rs::Error::UnexpectedMessage(m)
             if m.contains("Neo.TransientError")
                 || m.to_ascii_lowercase().contains("concurrent") =>
         {
-            BatchFailure::transient(m.clone())
+            BatchFailure::transient(describe(e))
         }
         neo4rs::Error::IOError { .. }
         | neo4rs::Error::ConnectionError
@@ -247,7 +293,7 @@ fn q_err(what: impl Into<String>) -> impl FnOnce(neo4rs::Error) -> StoreError {
     move |e| StoreError::Query {
         backend: BACKEND,
         what,
-        detail: e.to_string(),
+        detail: describe(&e),
     }
 }
 
@@ -263,6 +309,17 @@ impl Neo4jStore {
             uri: uri.clone(),
             detail,
         };
+        // A server that answers but has no such database says so in one
+        // line, naming it; anything else is a connection failure.
+        let refused = |e: neo4rs::Error| match server_failure(&e) {
+            Some((code, _)) if code == "Neo.ClientError.Database.DatabaseNotFound" => {
+                StoreError::UnknownDatabase {
+                    uri: uri.clone(),
+                    database: config.database.clone(),
+                }
+            }
+            _ => fail(describe(&e)),
+        };
         let neo = ConfigBuilder::default()
             .uri(config.uri.as_str())
             .user(config.user.as_str())
@@ -272,7 +329,7 @@ impl Neo4jStore {
             .max_connections(config.max_pool_size)
             .build()
             .map_err(|e| fail(e.to_string()))?;
-        let graph = Graph::connect(neo).await.map_err(|e| fail(e.to_string()))?;
+        let graph = Graph::connect(neo).await.map_err(refused)?;
         let probe = async {
             let mut txn = graph.start_txn().await?;
             txn.run(query("RETURN 1")).await?;
@@ -280,7 +337,7 @@ impl Neo4jStore {
         };
         match tokio::time::timeout(config.connect_timeout, probe).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Ok(Err(e)) => return Err(refused(e)),
             Err(_) => {
                 return Err(fail(format!(
                     "no answer within {:?} (host down, firewall, or TLS mismatch?)",
@@ -490,31 +547,6 @@ fn entity_summary(r: &neo4rs::Row, id: &str, name: &str, ty: &str) -> EntitySumm
     }
 }
 
-pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    if a.len() != b.len() || a.is_empty() {
-        return f32::NAN;
-    }
-    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(*x), f64::from(*y));
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    if na == 0.0 || nb == 0.0 {
-        return 0.0;
-    }
-    (dot / (na.sqrt() * nb.sqrt())) as f32
-}
-
-/// Keeps the `k` best `(score, id)` pairs, best first.
-pub(crate) fn top_k(mut scored: Vec<(f32, String)>, k: usize) -> Vec<(f32, String)> {
-    scored.retain(|(s, _)| !s.is_nan());
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    scored.truncate(k);
-    scored
-}
-
 impl GraphSink for Neo4jStore {
     async fn write_batch(&self, batch: Arc<Batch>) -> Result<(), BatchFailure> {
         if let GroupKey::Nodes(label) = &batch.key {
@@ -565,6 +597,18 @@ fn labels_key(mut labels: Vec<String>) -> String {
     labels.join(":")
 }
 
+/// `MATCH ({var}:{label})` over the scope: every such node, or, for a list
+/// of ids, each one looked up by id (through the label's uniqueness
+/// constraint), never a scan of the label checking a long list.
+fn scoped_match(var: &str, label: &str, scope: &Scope) -> String {
+    match scope {
+        Scope::All => format!("MATCH ({var}:{label})"),
+        Scope::Ids(_) => {
+            format!("UNWIND $ids AS scoped_id MATCH ({var}:{label} {{id: scoped_id}}) WITH DISTINCT {var}")
+        }
+    }
+}
+
 fn scope_params(q: Query, scope: &Scope) -> Query {
     match scope {
         Scope::All => q.param("all", true).param("ids", Vec::<String>::new()),
@@ -594,52 +638,32 @@ fn strings(r: &neo4rs::Row, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Reads user properties back from a node or relationship property map.
-fn csv_properties(map: &BoltType) -> (BTreeMap<PropertyKey, PropertyValue>, String, u64) {
-    let mut out = BTreeMap::new();
-    let (mut source, mut line) = (String::new(), 0u64);
+/// A stored property map as [`StoredValue`]s.
+fn stored_props(map: &BoltType) -> Vec<(String, StoredValue)> {
     let BoltType::Map(m) = map else {
-        return (out, source, line);
+        return Vec::new();
     };
-    let dates: HashSet<String> = match m.value.get("kg_date_keys") {
-        Some(BoltType::List(l)) => l
-            .iter()
-            .filter_map(|v| match v {
-                BoltType::String(s) => Some(s.value.clone()),
-                _ => None,
-            })
-            .collect(),
-        _ => HashSet::new(),
-    };
-    for (k, v) in &m.value {
-        match (k.value.as_str(), v) {
-            ("kg_source", BoltType::String(s)) => source = s.value.clone(),
-            ("kg_line", BoltType::Integer(i)) => line = u64::try_from(i.value).unwrap_or(0),
-            (key, _) if RESERVED_PROPERTY_KEYS.contains(&key) => {}
-            (key, value) => {
-                let Ok(pk) = PropertyKey::new(key) else {
-                    continue;
-                };
-                let pv = match value {
-                    BoltType::String(s) if dates.contains(key) => {
-                        PropertyValue::Date(s.value.clone())
-                    }
-                    BoltType::String(s) => PropertyValue::String(s.value.clone()),
-                    BoltType::Integer(i) => PropertyValue::Int(i.value),
-                    BoltType::Float(f) => PropertyValue::Float(f.value),
-                    BoltType::Boolean(b) => PropertyValue::Bool(b.value),
-                    _ => continue,
-                };
-                out.insert(pk, pv);
-            }
-        }
-    }
-    (out, source, line)
-}
-
-/// A stored media type name; anything unknown reads as text.
-pub(crate) fn media_type(s: Option<&str>) -> MediaType {
-    s.and_then(MediaType::from_name).unwrap_or(MediaType::Text)
+    m.value
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                BoltType::String(s) => StoredValue::Str(s.value.clone()),
+                BoltType::Integer(i) => StoredValue::Int(i.value),
+                BoltType::Float(f) => StoredValue::Float(f.value),
+                BoltType::Boolean(b) => StoredValue::Bool(b.value),
+                BoltType::List(l) => l
+                    .iter()
+                    .map(|x| match x {
+                        BoltType::String(s) => Some(s.value.clone()),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<String>>>()
+                    .map_or(StoredValue::Other, StoredValue::StrList),
+                _ => StoredValue::Other,
+            };
+            (k.value.clone(), value)
+        })
+        .collect()
 }
 
 /// Runs `q` inside `txn` and collects every row.
@@ -1110,240 +1134,458 @@ impl GraphStore for Neo4jStore {
         Ok(removed)
     }
 
-    async fn read_records(&self, scope: &Scope) -> Result<Vec<Record>, StoreError> {
-        let mut out = Vec::new();
-        let rows = self
-            .fetch(
-                scope_params(
-                    query(
-                        "MATCH (n:Document) WHERE $all OR n.id IN $ids \
+    async fn read_records(
+        &self,
+        scope: &Scope,
+        out: mpsc::Sender<Record>,
+    ) -> Result<u64, StoreError> {
+        let mut out = Out { tx: out, sent: 0 };
+        // Each step returns false once the receiver is gone.
+        let _ = self.read_documents(scope, &mut out).await?
+            && self.read_chunks(scope, &mut out).await?
+            && self.read_entities(scope, &mut out).await?
+            && self.read_relations(scope, &mut out).await?
+            && self.read_nodes(scope, &mut out).await?
+            && self.read_edges(scope, &mut out).await?;
+        Ok(out.sent)
+    }
+}
+
+/// Rows per page when reading the graph back.
+const READ_PAGE: i64 = 1_000;
+
+/// Where read-back records go, and how many went.
+struct Out {
+    tx: mpsc::Sender<Record>,
+    sent: u64,
+}
+
+impl Out {
+    /// Sends `r`; false when the receiver is gone.
+    async fn send(&mut self, r: Record) -> bool {
+        let ok = self.tx.send(r).await.is_ok();
+        self.sent += u64::from(ok);
+        ok
+    }
+}
+
+/// Reading the graph back, page by page: each page is one query in its
+/// own transaction, `LIMIT`ed and ordered, and the next one starts after
+/// the last key of the one before (never `SKIP`, which reads everything
+/// skipped again). Each returns false once the receiver is gone.
+impl Neo4jStore {
+    async fn page(
+        &self,
+        q: Query,
+        scope: &Scope,
+        what: &str,
+    ) -> Result<Vec<neo4rs::Row>, StoreError> {
+        self.fetch(scope_params(q, scope).param("page", READ_PAGE), what)
+            .await
+    }
+
+    async fn read_documents(&self, scope: &Scope, out: &mut Out) -> Result<bool, StoreError> {
+        let mut after = String::new();
+        loop {
+            let rows = self
+                .page(
+                    query(&format!(
+                        "{} WITH n WHERE n.id > $after \
                          RETURN n.id AS id, n.source AS source, n.title AS title, n.sha256 AS sha256, \
-                         n.pages AS pages, n.media_type AS media_type, n.bytes AS bytes",
-                    ),
+                         n.pages AS pages, n.media_type AS media_type, n.bytes AS bytes \
+                         ORDER BY id LIMIT $page",
+                        scoped_match("n", "Document", scope)
+                    ))
+                    .param("after", after.clone()),
                     scope,
-                ),
-                "read documents",
-            )
-            .await?;
-        for r in rows {
-            let Some(id) = opt_string(&r, "id") else {
-                continue;
-            };
-            out.push(Record::Document(kg_core::Document {
-                id: DocumentId::from_raw(id),
-                source: opt_string(&r, "source").unwrap_or_default(),
-                title: opt_string(&r, "title"),
-                sha256: opt_string(&r, "sha256").unwrap_or_default(),
-                pages: opt_i64(&r, "pages").and_then(|p| u32::try_from(p).ok()),
-                media_type: media_type(opt_string(&r, "media_type").as_deref()),
-                bytes: opt_i64(&r, "bytes")
-                    .and_then(|b| u64::try_from(b).ok())
-                    .unwrap_or(0),
-            }));
-        }
-        let rows = self
-            .fetch(
-                scope_params(
-                    query(
-                        "MATCH (n:Chunk) WHERE $all OR n.id IN $ids \
-                         RETURN n.id AS id, n.document_id AS doc, n.index AS idx, n.text AS text, \
-                         n.tokens AS tokens, n.source AS source, n.page_start AS ps, n.page_end AS pe, \
-                         n.embedding AS v, n.embedding_model AS model",
-                    ),
-                    scope,
-                ),
-                "read chunks",
-            )
-            .await?;
-        let mut embeddings = Vec::new();
-        for r in rows {
-            let Some(id) = opt_string(&r, "id") else {
-                continue;
-            };
-            if let Some(v) = vector(&r, "v") {
-                embeddings.push(Record::Embedding(kg_core::Embedding {
-                    id: id.clone(),
-                    target: kg_core::EmbeddingTarget::Chunk,
-                    vector: v,
-                    model: opt_string(&r, "model").unwrap_or_default(),
-                }));
+                    "read documents",
+                )
+                .await?;
+            let full = rows.len() as i64 >= READ_PAGE;
+            for r in rows {
+                let Some(id) = opt_string(&r, "id") else {
+                    continue;
+                };
+                after.clone_from(&id);
+                let doc = Record::Document(kg_core::Document {
+                    id: DocumentId::from_raw(id),
+                    source: opt_string(&r, "source").unwrap_or_default(),
+                    title: opt_string(&r, "title"),
+                    sha256: opt_string(&r, "sha256").unwrap_or_default(),
+                    pages: opt_i64(&r, "pages").and_then(|p| u32::try_from(p).ok()),
+                    media_type: media_type(opt_string(&r, "media_type").as_deref()),
+                    bytes: opt_i64(&r, "bytes")
+                        .and_then(|b| u64::try_from(b).ok())
+                        .unwrap_or(0),
+                });
+                if !out.send(doc).await {
+                    return Ok(false);
+                }
             }
-            let Some(text) = opt_string(&r, "text") else {
-                continue;
-            };
-            out.push(Record::Chunk(kg_core::Chunk {
-                id: ChunkId::from_raw(id),
-                document_id: DocumentId::from_raw(opt_string(&r, "doc").unwrap_or_default()),
-                index: opt_i64(&r, "idx")
-                    .and_then(|i| u32::try_from(i).ok())
-                    .unwrap_or(0),
-                text,
-                tokens: opt_i64(&r, "tokens")
-                    .and_then(|i| u32::try_from(i).ok())
-                    .unwrap_or(0),
-                source: opt_string(&r, "source").unwrap_or_default(),
-                page_start: opt_i64(&r, "ps").and_then(|i| u32::try_from(i).ok()),
-                page_end: opt_i64(&r, "pe").and_then(|i| u32::try_from(i).ok()),
-            }));
+            if !full {
+                return Ok(true);
+            }
         }
-        let rows = self
-            .fetch(
-                scope_params(
-                    query(
-                        "MATCH (n:Entity) WHERE ($all OR n.id IN $ids) AND n.type IS NOT NULL \
+    }
+
+    /// Chunks in document and index order (so that a writer links
+    /// `NEXT_CHUNK` again across its windows), each followed by its
+    /// embedding.
+    async fn read_chunks(&self, scope: &Scope, out: &mut Out) -> Result<bool, StoreError> {
+        let (mut doc, mut index, mut after) = (String::new(), -2i64, String::new());
+        loop {
+            let rows = self
+                .page(
+                    query(&format!(
+                        "{} \
+                         WITH n, coalesce(n.document_id, '') AS doc, coalesce(n.index, -1) AS idx \
+                         WHERE doc > $doc OR (doc = $doc AND (idx > $idx OR (idx = $idx AND n.id > $after))) \
+                         RETURN n.id AS id, doc, idx, n.text AS text, n.tokens AS tokens, \
+                         n.source AS source, n.page_start AS ps, n.page_end AS pe, \
+                         n.embedding AS v, n.embedding_model AS model \
+                         ORDER BY doc, idx, id LIMIT $page",
+                        scoped_match("n", "Chunk", scope)
+                    ))
+                    .param("doc", doc.clone())
+                    .param("idx", index)
+                    .param("after", after.clone()),
+                    scope,
+                    "read chunks",
+                )
+                .await?;
+            let full = rows.len() as i64 >= READ_PAGE;
+            for r in rows {
+                let Some(id) = opt_string(&r, "id") else {
+                    continue;
+                };
+                doc = opt_string(&r, "doc").unwrap_or_default();
+                index = opt_i64(&r, "idx").unwrap_or(-1);
+                after.clone_from(&id);
+                let embedding = vector(&r, "v").map(|v| {
+                    Record::Embedding(kg_core::Embedding {
+                        id: id.clone(),
+                        target: kg_core::EmbeddingTarget::Chunk,
+                        vector: v,
+                        model: opt_string(&r, "model").unwrap_or_default(),
+                    })
+                });
+                // A chunk only a relationship or a vector created has no
+                // record to give back (its vector still goes).
+                let chunk = opt_string(&r, "text").map(|text| {
+                    Record::Chunk(kg_core::Chunk {
+                        id: ChunkId::from_raw(id),
+                        document_id: DocumentId::from_raw(doc.clone()),
+                        index: u32::try_from(index).unwrap_or(0),
+                        text,
+                        tokens: opt_i64(&r, "tokens")
+                            .and_then(|i| u32::try_from(i).ok())
+                            .unwrap_or(0),
+                        source: opt_string(&r, "source").unwrap_or_default(),
+                        page_start: opt_i64(&r, "ps").and_then(|i| u32::try_from(i).ok()),
+                        page_end: opt_i64(&r, "pe").and_then(|i| u32::try_from(i).ok()),
+                    })
+                });
+                for record in chunk.into_iter().chain(embedding) {
+                    if !out.send(record).await {
+                        return Ok(false);
+                    }
+                }
+            }
+            if !full {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Entities with a type, each with the chunks that mention it and
+    /// followed by its embedding.
+    async fn read_entities(&self, scope: &Scope, out: &mut Out) -> Result<bool, StoreError> {
+        let mut after = String::new();
+        loop {
+            let rows = self
+                .page(
+                    query(&format!(
+                        "{} WITH n WHERE n.type IS NOT NULL AND n.id > $after \
+                         WITH n ORDER BY n.id LIMIT $page \
                          OPTIONAL MATCH (c:Chunk)-[:MENTIONS]->(n) \
-                         RETURN n.id AS id, n.name AS name, n.type AS type, n.description AS description, \
-                         n.aliases AS aliases, n.embedding AS v, n.embedding_model AS model, \
-                         collect(c.id) AS chunks",
-                    ),
+                         WITH n, collect(c.id) AS chunks \
+                         RETURN n.id AS id, n.name AS name, n.type AS type, \
+                         n.description AS description, n.aliases AS aliases, n.embedding AS v, \
+                         n.embedding_model AS model, chunks ORDER BY id",
+                        scoped_match("n", "Entity", scope)
+                    ))
+                    .param("after", after.clone()),
                     scope,
-                ),
-                "read entities",
-            )
-            .await?;
-        for r in rows {
-            let Some(id) = opt_string(&r, "id") else {
-                continue;
-            };
-            let Some(ty) = opt_string(&r, "type").and_then(|t| Label::new(&t).ok()) else {
-                continue;
-            };
-            if let Some(v) = vector(&r, "v") {
-                embeddings.push(Record::Embedding(kg_core::Embedding {
-                    id: id.clone(),
-                    target: kg_core::EmbeddingTarget::Entity,
-                    vector: v,
-                    model: opt_string(&r, "model").unwrap_or_default(),
-                }));
-            }
-            let mut chunk_ids: Vec<ChunkId> = strings(&r, "chunks")
-                .into_iter()
-                .map(ChunkId::from_raw)
-                .collect();
-            chunk_ids.sort();
-            chunk_ids.dedup();
-            out.push(Record::Entity(kg_core::Entity {
-                id: EntityId::from_raw(id),
-                name: opt_string(&r, "name").unwrap_or_default(),
-                entity_type: ty,
-                description: opt_string(&r, "description").unwrap_or_default(),
-                aliases: strings(&r, "aliases"),
-                chunk_ids,
-            }));
-        }
-        let rows = self
-            .fetch(
-                scope_params(
-                    query(
-                        "MATCH (a:Entity)-[r]->(b:Entity) WHERE $all OR a.id IN $ids \
-                         RETURN a.id AS s, type(r) AS t, b.id AS o, r.description AS description, \
-                         r.weight AS weight, r.chunks AS chunks",
-                    ),
-                    scope,
-                ),
-                "read relations",
-            )
-            .await?;
-        for r in rows {
-            let (Some(s), Some(o)) = (opt_string(&r, "s"), opt_string(&r, "o")) else {
-                continue;
-            };
-            let Some(t) = opt_string(&r, "t").and_then(|t| RelType::new(&t).ok()) else {
-                continue;
-            };
-            out.push(Record::Relation(kg_core::Relation {
-                source_id: EntityId::from_raw(s),
-                target_id: EntityId::from_raw(o),
-                rel_type: t,
-                description: opt_string(&r, "description").unwrap_or_default(),
-                weight: r.get::<Option<f64>>("weight").ok().flatten().unwrap_or(1.0) as f32,
-                chunk_ids: strings(&r, "chunks")
+                    "read entities",
+                )
+                .await?;
+            let full = rows.len() as i64 >= READ_PAGE;
+            for r in rows {
+                let Some(id) = opt_string(&r, "id") else {
+                    continue;
+                };
+                after.clone_from(&id);
+                let Some(ty) = opt_string(&r, "type").and_then(|t| Label::new(&t).ok()) else {
+                    continue;
+                };
+                let embedding = vector(&r, "v").map(|v| {
+                    Record::Embedding(kg_core::Embedding {
+                        id: id.clone(),
+                        target: kg_core::EmbeddingTarget::Entity,
+                        vector: v,
+                        model: opt_string(&r, "model").unwrap_or_default(),
+                    })
+                });
+                let mut chunk_ids: Vec<ChunkId> = strings(&r, "chunks")
                     .into_iter()
                     .map(ChunkId::from_raw)
-                    .collect(),
-            }));
+                    .collect();
+                chunk_ids.sort();
+                chunk_ids.dedup();
+                let entity = Record::Entity(kg_core::Entity {
+                    id: EntityId::from_raw(id),
+                    name: opt_string(&r, "name").unwrap_or_default(),
+                    entity_type: ty,
+                    description: opt_string(&r, "description").unwrap_or_default(),
+                    aliases: strings(&r, "aliases"),
+                    chunk_ids,
+                });
+                for record in std::iter::once(entity).chain(embedding) {
+                    if !out.send(record).await {
+                        return Ok(false);
+                    }
+                }
+            }
+            if !full {
+                return Ok(true);
+            }
         }
-        let rows = self
+    }
+
+    async fn read_relations(&self, scope: &Scope, out: &mut Out) -> Result<bool, StoreError> {
+        let (mut s, mut t, mut o) = (String::new(), String::new(), String::new());
+        loop {
+            let rows = self
+                .page(
+                    query(&format!(
+                        "{} MATCH (a)-[r]->(b:Entity) \
+                         WITH a, r, b, type(r) AS t \
+                         WHERE a.id > $s OR (a.id = $s AND (t > $t OR (t = $t AND b.id > $o))) \
+                         RETURN a.id AS s, t, b.id AS o, r.description AS description, \
+                         r.weight AS weight, r.chunks AS chunks \
+                         ORDER BY s, t, o LIMIT $page",
+                        scoped_match("a", "Entity", scope)
+                    ))
+                    .param("s", s.clone())
+                    .param("t", t.clone())
+                    .param("o", o.clone()),
+                    scope,
+                    "read relations",
+                )
+                .await?;
+            let full = rows.len() as i64 >= READ_PAGE;
+            for r in rows {
+                let (Some(rs), Some(rt), Some(ro)) = (
+                    opt_string(&r, "s"),
+                    opt_string(&r, "t"),
+                    opt_string(&r, "o"),
+                ) else {
+                    continue;
+                };
+                (s, t, o) = (rs.clone(), rt.clone(), ro.clone());
+                let Ok(rel_type) = RelType::new(&rt) else {
+                    continue;
+                };
+                let relation = Record::Relation(kg_core::Relation {
+                    source_id: EntityId::from_raw(rs),
+                    target_id: EntityId::from_raw(ro),
+                    rel_type,
+                    description: opt_string(&r, "description").unwrap_or_default(),
+                    weight: r.get::<Option<f64>>("weight").ok().flatten().unwrap_or(1.0) as f32,
+                    chunk_ids: strings(&r, "chunks")
+                        .into_iter()
+                        .map(ChunkId::from_raw)
+                        .collect(),
+                });
+                if !out.send(relation).await {
+                    return Ok(false);
+                }
+            }
+            if !full {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// CSV-mapped nodes, label by label (each label's id constraint orders
+    /// its pages).
+    async fn read_nodes(&self, scope: &Scope, out: &mut Out) -> Result<bool, StoreError> {
+        let labels: BTreeSet<Label> = self
             .fetch(
                 scope_params(
                     query(
-                        "MATCH (n) WHERE ($all OR n.id IN $ids) AND n.kg_source IS NOT NULL \
-                         AND n.key IS NOT NULL RETURN labels(n) AS labels, properties(n) AS props",
+                        "MATCH (n) WHERE n.kg_source IS NOT NULL AND n.key IS NOT NULL \
+                         AND ($all OR n.id IN $ids) RETURN DISTINCT labels(n) AS labels",
                     ),
                     scope,
                 ),
-                "read nodes",
+                "read node labels",
             )
-            .await?;
-        for r in rows {
-            let Some(label) = strings(&r, "labels")
-                .first()
-                .and_then(|l| Label::new(l).ok())
-            else {
-                continue;
-            };
-            let Ok(props) = r.get::<BoltType>("props") else {
-                continue;
-            };
-            let (id, key) = match &props {
-                BoltType::Map(m) => (
-                    m.get::<String>("id").unwrap_or_default(),
-                    m.get::<String>("key").unwrap_or_default(),
-                ),
-                _ => continue,
-            };
-            let (properties, source, line) = csv_properties(&props);
-            out.push(Record::Node(kg_core::GraphNode {
-                id: NodeId::from_raw(id),
-                label,
-                key,
-                properties,
-                source,
-                line,
-            }));
+            .await?
+            .iter()
+            .filter_map(|r| {
+                strings(r, "labels")
+                    .first()
+                    .and_then(|l| Label::new(l).ok())
+            })
+            .collect();
+        for label in labels {
+            let mut after = String::new();
+            loop {
+                let rows = self
+                    .page(
+                        query(&format!(
+                            "{} WITH n WHERE n.kg_source IS NOT NULL \
+                             AND n.key IS NOT NULL AND n.id > $after \
+                             RETURN n.id AS id, labels(n) AS labels, properties(n) AS props \
+                             ORDER BY id LIMIT $page",
+                            scoped_match("n", &label.cypher(), scope)
+                        ))
+                        .param("after", after.clone()),
+                        scope,
+                        "read nodes",
+                    )
+                    .await?;
+                let full = rows.len() as i64 >= READ_PAGE;
+                for r in rows {
+                    let Some(id) = opt_string(&r, "id") else {
+                        continue;
+                    };
+                    after.clone_from(&id);
+                    // A node of two labels is read under its first one only.
+                    let first = strings(&r, "labels")
+                        .first()
+                        .and_then(|l| Label::new(l).ok());
+                    if first.as_ref() != Some(&label) {
+                        continue;
+                    }
+                    let Ok(props) = r.get::<BoltType>("props") else {
+                        continue;
+                    };
+                    let key = match &props {
+                        BoltType::Map(m) => m.get::<String>("key").unwrap_or_default(),
+                        _ => continue,
+                    };
+                    let (properties, source, line) = csv_properties(stored_props(&props));
+                    let node = Record::Node(kg_core::GraphNode {
+                        id: NodeId::from_raw(id),
+                        label: label.clone(),
+                        key,
+                        properties,
+                        source,
+                        line,
+                    });
+                    if !out.send(node).await {
+                        return Ok(false);
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
         }
-        let rows = self
+        Ok(true)
+    }
+
+    /// CSV-mapped relationships, by start label and type (the label's id
+    /// constraint orders the pages).
+    async fn read_edges(&self, scope: &Scope, out: &mut Out) -> Result<bool, StoreError> {
+        // Found over the whole graph: checking each relationship's start
+        // against a long list of ids costs more than a page query of a
+        // kind with nothing in scope.
+        let kinds: BTreeSet<(Label, RelType)> = self
             .fetch(
-                scope_params(
-                    query(
-                        "MATCH (a)-[r]->(b) WHERE ($all OR a.id IN $ids) AND r.kg_source IS NOT NULL \
-                         RETURN labels(a) AS al, a.id AS a, type(r) AS t, labels(b) AS bl, b.id AS b, \
-                         properties(r) AS props",
-                    ),
-                    scope,
+                query(
+                    "MATCH (a)-[r]->() WHERE r.kg_source IS NOT NULL \
+                     RETURN DISTINCT labels(a) AS labels, type(r) AS t",
                 ),
-                "read edges",
+                "read edge types",
             )
-            .await?;
-        for r in rows {
-            let label_of = |k: &str| strings(&r, k).first().and_then(|l| Label::new(l).ok());
-            let (Some(al), Some(bl)) = (label_of("al"), label_of("bl")) else {
-                continue;
-            };
-            let Some(t) = opt_string(&r, "t").and_then(|t| RelType::new(&t).ok()) else {
-                continue;
-            };
-            let Ok(props) = r.get::<BoltType>("props") else {
-                continue;
-            };
-            let (properties, source, line) = csv_properties(&props);
-            out.push(Record::Edge(kg_core::GraphEdge {
-                rel_type: t,
-                from: NodeRef {
-                    label: al,
-                    id: NodeId::from_raw(opt_string(&r, "a").unwrap_or_default()),
-                },
-                to: NodeRef {
-                    label: bl,
-                    id: NodeId::from_raw(opt_string(&r, "b").unwrap_or_default()),
-                },
-                properties,
-                source,
-                line,
-            }));
+            .await?
+            .iter()
+            .filter_map(|r| {
+                let label = strings(r, "labels")
+                    .first()
+                    .and_then(|l| Label::new(l).ok())?;
+                Some((
+                    label,
+                    opt_string(r, "t").and_then(|t| RelType::new(&t).ok())?,
+                ))
+            })
+            .collect();
+        for (from, rel_type) in kinds {
+            let (mut a, mut b) = (String::new(), String::new());
+            loop {
+                let rows = self
+                    .page(
+                        query(&format!(
+                            "{} MATCH (x)-[r:{}]->(y) WITH x, r, y \
+                             WHERE r.kg_source IS NOT NULL \
+                             AND (x.id > $a OR (x.id = $a AND y.id > $b)) \
+                             RETURN labels(x) AS al, x.id AS a, labels(y) AS bl, y.id AS b, \
+                             properties(r) AS props ORDER BY a, b LIMIT $page",
+                            scoped_match("x", &from.cypher(), scope),
+                            rel_type.cypher()
+                        ))
+                        .param("a", a.clone())
+                        .param("b", b.clone()),
+                        scope,
+                        "read edges",
+                    )
+                    .await?;
+                let full = rows.len() as i64 >= READ_PAGE;
+                for r in rows {
+                    let (Some(ra), Some(rb)) = (opt_string(&r, "a"), opt_string(&r, "b")) else {
+                        continue;
+                    };
+                    (a, b) = (ra.clone(), rb.clone());
+                    let label_of =
+                        |k: &str| strings(&r, k).first().and_then(|l| Label::new(l).ok());
+                    let (Some(al), Some(bl)) = (label_of("al"), label_of("bl")) else {
+                        continue;
+                    };
+                    // A start node of two labels is read under its first one only.
+                    if al != from {
+                        continue;
+                    }
+                    let Ok(props) = r.get::<BoltType>("props") else {
+                        continue;
+                    };
+                    let (properties, source, line) = csv_properties(stored_props(&props));
+                    let edge = Record::Edge(kg_core::GraphEdge {
+                        rel_type: rel_type.clone(),
+                        from: NodeRef {
+                            label: al,
+                            id: NodeId::from_raw(ra),
+                        },
+                        to: NodeRef {
+                            label: bl,
+                            id: NodeId::from_raw(rb),
+                        },
+                        properties,
+                        source,
+                        line,
+                    });
+                    if !out.send(edge).await {
+                        return Ok(false);
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
         }
-        out.extend(embeddings);
-        Ok(out)
+        Ok(true)
     }
 }
 
@@ -1412,28 +1654,43 @@ mod tests {
     }
 
     #[test]
+    fn server_failures_read_as_one_line() {
+        // What neo4rs makes of ArcadeDB's answer to BEGIN on a missing database.
+        let dump = r#"unexpected response for BEGIN: Failure(Failure { metadata: BoltMap { value: {BoltString { value: "message" }: String(BoltString { value: "Cannot open database: nosuchdb - Database '/data/databases/nosuchdb' does not exist" }), BoltString { value: "code" }: String(BoltString { value: "Neo.ClientError.Database.DatabaseNotFound" })} } })"#;
+        let e = neo4rs::Error::UnexpectedMessage(dump.into());
+        assert_eq!(
+            server_failure(&e).map(|(code, _)| code).as_deref(),
+            Some("Neo.ClientError.Database.DatabaseNotFound")
+        );
+        assert_eq!(
+            describe(&e),
+            "Neo.ClientError.Database.DatabaseNotFound: Cannot open database: nosuchdb - \
+             Database '/data/databases/nosuchdb' does not exist"
+        );
+        let f = classify(&e);
+        assert_eq!(f.class, FailureClass::Permanent);
+        assert!(!f.message.contains("BoltString"), "{}", f.message);
+        // Escapes in the dump are read back; line breaks become spaces.
+        let dump = r#"Failure { BoltString { value: "message" }: String(BoltString { value: "say \"hi\"\nthere" }), BoltString { value: "code" }: String(BoltString { value: "Neo.ClientError.Statement.SyntaxError" }) }"#;
+        assert_eq!(
+            describe(&neo4rs::Error::UnexpectedMessage(dump.into())),
+            "Neo.ClientError.Statement.SyntaxError: say \"hi\" there"
+        );
+        // Anything else keeps the driver's own words.
+        assert_eq!(
+            describe(&neo4rs::Error::ConnectionError),
+            "connection error"
+        );
+        let odd = neo4rs::Error::UnexpectedMessage("unexpected response for PULL: Ignored".into());
+        assert_eq!(describe(&odd), "unexpected response for PULL: Ignored");
+    }
+
+    #[test]
     fn versions_compare() {
         assert!(version_at_least("5.26.0", 5, 11));
         assert!(version_at_least("5.11", 5, 11));
         assert!(!version_at_least("5.10.3", 5, 11));
         assert!(!version_at_least("4.4.0", 5, 11));
         assert!(!version_at_least("", 5, 11));
-    }
-
-    #[test]
-    fn cosine_and_top_k() {
-        assert!((cosine(&[1.0, 0.0], &[1.0, 0.0]) - 1.0).abs() < 1e-6);
-        assert!(cosine(&[1.0, 0.0], &[0.0, 1.0]).abs() < 1e-6);
-        assert!(cosine(&[1.0], &[1.0, 0.0]).is_nan());
-        let top = top_k(
-            vec![
-                (0.1, "a".into()),
-                (0.9, "b".into()),
-                (f32::NAN, "c".into()),
-                (0.5, "d".into()),
-            ],
-            2,
-        );
-        assert_eq!(top, vec![(0.9, "b".to_string()), (0.5, "d".to_string())]);
     }
 }

@@ -18,7 +18,7 @@
 //! again whole (writing is idempotent, so rows of the record that had landed
 //! are merged onto themselves).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 
 use kg_core::{EmbeddingTarget, EntityId, Label, PropertyValue, Record, RelType};
@@ -275,12 +275,74 @@ fn dedup(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
+/// The last chunk (id and index) of the most recent documents, so that
+/// `NEXT_CHUNK` links a window's first chunk of a document to its
+/// predecessor in an earlier window ([`plan_linked`]).
+///
+/// Bounded: it remembers [`ChunkTail::DOCUMENTS`] documents, the ones whose
+/// chunks came last. That is plenty for what ingest sends (a document's
+/// chunks in order, one document after the other); a document interleaved
+/// with more than that many others may lose a link at a window boundary.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkTail {
+    /// Oldest first: (document id, index, chunk id).
+    recent: VecDeque<(String, u32, String)>,
+}
+
+impl ChunkTail {
+    /// How many documents it remembers.
+    pub const DOCUMENTS: usize = 64;
+
+    /// Remembers nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Documents remembered.
+    pub fn len(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// Whether it remembers no document.
+    pub fn is_empty(&self) -> bool {
+        self.recent.is_empty()
+    }
+
+    /// The last chunk seen of `document`: its index and id.
+    pub fn last_chunk(&self, document: &str) -> Option<(u32, &str)> {
+        self.recent
+            .iter()
+            .rev()
+            .find(|(d, _, _)| d == document)
+            .map(|(_, index, id)| (*index, id.as_str()))
+    }
+
+    fn remember(&mut self, document: &str, index: u32, id: &str) {
+        self.recent.retain(|(d, _, _)| d != document);
+        self.recent
+            .push_back((document.to_owned(), index, id.to_owned()));
+        while self.recent.len() > Self::DOCUMENTS {
+            self.recent.pop_front();
+        }
+    }
+}
+
 /// Plans a window of records into groups, in a fixed order (nodes first).
 /// `SetAside` records produce no rows; the writer reports them.
 ///
 /// `NEXT_CHUNK` links chunks of one document whose indices follow each other
 /// within the window (the ingest stage emits a document's chunks together).
+/// [`plan_linked`] also links across windows.
 pub fn plan(records: &[Record]) -> Vec<Group> {
+    plan_linked(records, &mut ChunkTail::new())
+}
+
+/// [`plan`], with `NEXT_CHUNK` across windows: a document's first chunk in
+/// this window is linked to the last one `tail` remembers of it from an
+/// earlier window when their indices follow each other (the link row
+/// belongs to this window's chunk record; the earlier chunk is only named).
+/// Then `tail` remembers this window's last chunk of each of its documents.
+pub fn plan_linked(records: &[Record], tail: &mut ChunkTail) -> Vec<Group> {
     let mut groups: BTreeMap<GroupKey, Vec<PlannedRow>> = BTreeMap::new();
     let mut push = |key: GroupKey, record: usize, row: Row| {
         groups.entry(key).or_default().push(PlannedRow {
@@ -463,11 +525,16 @@ pub fn plan(records: &[Record]) -> Vec<Group> {
             Record::SetAside(_) => {}
         }
     }
-    for chunks in chunk_order.values() {
-        let mut prev: Option<(u32, &str)> = None;
+    // Which chunk of each document came last in the window (by position):
+    // the tail is updated in that order, so it keeps the documents most
+    // likely to go on in the next window.
+    let mut last: Vec<(usize, &str, u32, &str)> = Vec::with_capacity(chunk_order.len());
+    for (&document, chunks) in &chunk_order {
+        // The first chunk in the window may follow one from before.
+        let mut prev: Option<(u32, &str)> = tail.last_chunk(document);
         for (&index, &(id, record)) in chunks {
             if let Some((pi, pid)) = prev {
-                if pi + 1 == index {
+                if pi.checked_add(1) == Some(index) {
                     push(
                         GroupKey::NextChunk,
                         record,
@@ -477,6 +544,14 @@ pub fn plan(records: &[Record]) -> Vec<Group> {
             }
             prev = Some((index, id));
         }
+        let at = chunks.values().map(|(_, r)| *r).max().unwrap_or(0);
+        if let Some((&index, &(id, _))) = chunks.iter().next_back() {
+            last.push((at, document, index, id));
+        }
+    }
+    last.sort_unstable();
+    for (_, document, index, id) in last {
+        tail.remember(document, index, id);
     }
     let mut out: Vec<Group> = groups
         .into_iter()
@@ -652,5 +727,70 @@ mod tests {
             .collect();
         let id = |i: u32| ChunkId::new(&doc, i, &format!("text {i}")).to_string();
         assert_eq!(pairs, vec![(id(0), id(1)), (id(1), id(2))]);
+    }
+
+    #[test]
+    fn next_chunk_links_a_window_to_the_tail_of_the_one_before() {
+        let doc = |n: &str| DocumentId::from_content_sha256(n);
+        let (a, b) = (doc("aa"), doc("bb"));
+        let chunk = |d: &DocumentId, i: u32| {
+            Record::Chunk(Chunk {
+                id: ChunkId::new(d, i, &format!("text {i}")),
+                document_id: d.clone(),
+                index: i,
+                text: format!("text {i}"),
+                tokens: 2,
+                source: "b.txt".into(),
+                page_start: None,
+                page_end: None,
+            })
+        };
+        let id = |d: &DocumentId, i: u32| ChunkId::new(d, i, &format!("text {i}")).to_string();
+        let links = |groups: &[Group]| -> Vec<(String, String, Vec<usize>)> {
+            let mut l: Vec<_> = groups
+                .iter()
+                .filter(|g| g.key == GroupKey::NextChunk)
+                .flat_map(|g| g.rows.iter())
+                .map(|r| {
+                    (
+                        r.row.str("from").to_owned(),
+                        r.row.str("to").to_owned(),
+                        r.records.clone(),
+                    )
+                })
+                .collect();
+            l.sort();
+            l
+        };
+        let mut tail = ChunkTail::new();
+        let first = plan_linked(&[chunk(&a, 0), chunk(&a, 1), chunk(&b, 0)], &mut tail);
+        assert_eq!(links(&first), vec![(id(&a, 0), id(&a, 1), vec![1])]);
+        assert_eq!(tail.last_chunk(a.as_str()), Some((1, id(&a, 1).as_str())));
+        // The next window goes on with both documents; b skips an index.
+        let second = plan_linked(&[chunk(&a, 2), chunk(&b, 2), chunk(&a, 3)], &mut tail);
+        let mut want = vec![
+            (id(&a, 1), id(&a, 2), vec![0]),
+            (id(&a, 2), id(&a, 3), vec![2]),
+        ];
+        want.sort();
+        assert_eq!(links(&second), want);
+        // The chunk from before is only named: no chunk row for it.
+        let chunk_rows = second
+            .iter()
+            .find(|g| g.key == GroupKey::Chunks)
+            .map(|g| g.rows.len());
+        assert_eq!(chunk_rows, Some(3));
+        // Without a tail (plain `plan`) nothing links across windows.
+        assert_eq!(links(&plan(&[chunk(&a, 4)])), vec![]);
+        // Bounded: the oldest documents are forgotten first.
+        let mut tail = ChunkTail::new();
+        for n in 0..(ChunkTail::DOCUMENTS + 5) {
+            plan_linked(&[chunk(&doc(&format!("{n:04x}")), 0)], &mut tail);
+        }
+        assert_eq!(tail.len(), ChunkTail::DOCUMENTS);
+        assert!(tail.last_chunk(doc("0000").as_str()).is_none());
+        assert!(tail
+            .last_chunk(doc(&format!("{:04x}", ChunkTail::DOCUMENTS + 4)).as_str())
+            .is_some());
     }
 }

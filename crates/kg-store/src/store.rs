@@ -7,18 +7,19 @@
 //!
 //! The methods return `impl Future + Send` so that a writer can be spawned
 //! on a multi-threaded runtime. To pick a backend at run time, use
-//! [`AnyStore`].
+//! [`crate::AnyStore`].
+//!
+//! This module knows no backend: the backends ([`crate::neo4j`],
+//! [`crate::embedded`]) import it, never the other way round.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use kg_core::{DocumentId, Record};
+use tokio::sync::mpsc;
 
-use crate::config::StoreConfig;
-use crate::embedded::EmbeddedStore;
 use crate::error::{BatchFailure, StoreError};
-use crate::neo4j::Neo4jStore;
 use crate::plan::Batch;
 
 /// Writes batches, one transaction each.
@@ -236,105 +237,41 @@ pub trait GraphStore: GraphSink {
         }
     }
 
-    /// Reads the graph in `scope` back as records: documents, chunks,
-    /// entities (with the chunks that mention them), relations, embeddings,
-    /// CSV nodes and edges. Written back through a [`crate::BatchWriter`],
-    /// they rebuild the same graph.
+    /// Streams the graph in `scope` back as records into `out`, and says
+    /// how many it sent: documents; chunks ordered by document and index,
+    /// each followed by its embedding; entities (with the chunks that
+    /// mention them), each followed by its embedding; relations; CSV nodes
+    /// and edges. Written back through a [`crate::BatchWriter`], they
+    /// rebuild the same graph, `NEXT_CHUNK` links included (the writer links
+    /// consecutive chunks of a document, across its windows too).
+    ///
+    /// Memory does not grow with the graph: Neo4j is read page by page
+    /// (keyset pages in a fixed order, never `SKIP`), SQLite row by row,
+    /// and `out` is a bounded channel the caller drains. A receiver that
+    /// goes away ends the read early (`Ok` with the count sent so far).
     fn read_records(
         &self,
         scope: &Scope,
-    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
-}
+        out: mpsc::Sender<Record>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-/// Either backend, chosen at run time from a [`StoreConfig`].
-pub enum AnyStore {
-    /// Neo4j over Bolt (boxed: the pool is much bigger than a path).
-    Neo4j(Box<Neo4jStore>),
-    /// The embedded SQLite store.
-    Embedded(EmbeddedStore),
-}
-
-impl AnyStore {
-    /// Opens the configured backend; for Neo4j, verifies connectivity first
-    /// (fails within the connect timeout, naming the URI).
-    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
-        Ok(match config {
-            StoreConfig::Neo4j(c) => Self::Neo4j(Box::new(Neo4jStore::connect(c.clone()).await?)),
-            StoreConfig::Embedded(c) => Self::Embedded(EmbeddedStore::open(c)?),
-        })
-    }
-}
-
-impl AnyStore {
-    /// Bolt connections in use and the pool size; `None` for the embedded
-    /// store (no connections).
-    pub fn connections(&self) -> Option<(usize, usize)> {
-        match self {
-            Self::Neo4j(s) => Some((s.connections_in_use(), s.max_connections())),
-            Self::Embedded(_) => None,
-        }
-    }
-}
-
-impl GraphSink for AnyStore {
-    async fn write_batch(&self, batch: Arc<Batch>) -> Result<(), BatchFailure> {
-        match self {
-            Self::Neo4j(s) => s.write_batch(batch).await,
-            Self::Embedded(s) => s.write_batch(batch).await,
-        }
-    }
-}
-
-impl GraphStore for AnyStore {
-    fn backend(&self) -> &'static str {
-        match self {
-            Self::Neo4j(s) => s.backend(),
-            Self::Embedded(s) => s.backend(),
-        }
-    }
-
-    async fn ensure_schema(&self, vector_dims: Option<usize>) -> Result<SchemaReport, StoreError> {
-        match self {
-            Self::Neo4j(s) => s.ensure_schema(vector_dims).await,
-            Self::Embedded(s) => s.ensure_schema(vector_dims).await,
-        }
-    }
-
-    async fn search(&self, query_vector: &[f32], k: usize) -> Result<SearchHits, StoreError> {
-        match self {
-            Self::Neo4j(s) => s.search(query_vector, k).await,
-            Self::Embedded(s) => s.search(query_vector, k).await,
-        }
-    }
-
-    async fn counts(&self, scope: &Scope) -> Result<GraphCounts, StoreError> {
-        match self {
-            Self::Neo4j(s) => s.counts(scope).await,
-            Self::Embedded(s) => s.counts(scope).await,
-        }
-    }
-
-    async fn earlier_versions(
+    /// [`Self::read_records`] collected into a vector: for tests and small
+    /// graphs (it holds the whole scope in memory).
+    fn read_all(
         &self,
-        current: &[CurrentDocument],
-    ) -> Result<Vec<DocumentId>, StoreError> {
-        match self {
-            Self::Neo4j(s) => s.earlier_versions(current).await,
-            Self::Embedded(s) => s.earlier_versions(current).await,
-        }
-    }
-
-    async fn remove_document(&self, id: &DocumentId) -> Result<Removed, StoreError> {
-        match self {
-            Self::Neo4j(s) => s.remove_document(id).await,
-            Self::Embedded(s) => s.remove_document(id).await,
-        }
-    }
-
-    async fn read_records(&self, scope: &Scope) -> Result<Vec<Record>, StoreError> {
-        match self {
-            Self::Neo4j(s) => s.read_records(scope).await,
-            Self::Embedded(s) => s.read_records(scope).await,
+        scope: &Scope,
+    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send {
+        async move {
+            let (tx, mut rx) = mpsc::channel(1_024);
+            let mut out = Vec::new();
+            let collect = async {
+                while let Some(r) = rx.recv().await {
+                    out.push(r);
+                }
+            };
+            let (read, ()) = tokio::join!(self.read_records(scope, tx), collect);
+            read?;
+            Ok(out)
         }
     }
 }
@@ -348,72 +285,52 @@ impl<T: GraphSink> GraphSink for Arc<T> {
     }
 }
 
-/// A sink that keeps only counts in memory: measures the writer's own
-/// overhead (benchmarks) and lets tests inject failures.
-#[derive(Default)]
-pub struct MemorySink {
-    rows: std::sync::atomic::AtomicU64,
-    batches: std::sync::Mutex<Vec<(u64, String, usize)>>,
-    attempts: std::sync::Mutex<std::collections::HashMap<u64, u32>>,
-    fail_when: Option<FailRule>,
-}
-
-/// Which batches a [`MemorySink`] fails, and how.
-#[derive(Clone)]
-pub struct FailRule(
-    /// Fails a batch when this returns `Some(failure)`; called with the
-    /// batch and the attempt number of that batch (0-based).
-    #[allow(clippy::type_complexity)]
-    pub Arc<dyn Fn(&Batch, u32) -> Option<BatchFailure> + Send + Sync>,
-);
-
-impl MemorySink {
-    /// A sink that accepts everything.
-    pub fn new() -> Self {
-        Self::default()
+impl<T: GraphStore> GraphStore for Arc<T> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
     }
 
-    /// A sink that fails batches as `rule` says.
-    pub fn failing(rule: FailRule) -> Self {
-        Self {
-            fail_when: Some(rule),
-            ..Self::default()
-        }
+    fn ensure_schema(
+        &self,
+        vector_dims: Option<usize>,
+    ) -> impl Future<Output = Result<SchemaReport, StoreError>> + Send {
+        (**self).ensure_schema(vector_dims)
     }
 
-    /// Rows accepted so far.
-    pub fn rows(&self) -> u64 {
-        self.rows.load(std::sync::atomic::Ordering::Relaxed)
+    fn search(
+        &self,
+        query_vector: &[f32],
+        k: usize,
+    ) -> impl Future<Output = Result<SearchHits, StoreError>> + Send {
+        (**self).search(query_vector, k)
     }
 
-    /// `(batch number, group, rows)` of each accepted batch.
-    pub fn batches(&self) -> Vec<(u64, String, usize)> {
-        self.batches.lock().map(|b| b.clone()).unwrap_or_default()
+    fn counts(
+        &self,
+        scope: &Scope,
+    ) -> impl Future<Output = Result<GraphCounts, StoreError>> + Send {
+        (**self).counts(scope)
     }
-}
 
-impl GraphSink for MemorySink {
-    async fn write_batch(&self, batch: Arc<Batch>) -> Result<(), BatchFailure> {
-        if let Some(rule) = &self.fail_when {
-            let attempt = match self.attempts.lock() {
-                Ok(mut a) => {
-                    let n = a.entry(batch.number).or_insert(0);
-                    *n += 1;
-                    *n - 1
-                }
-                Err(_) => 0,
-            };
-            if let Some(f) = (rule.0)(&batch, attempt) {
-                return Err(f);
-            }
-        }
-        self.rows.fetch_add(
-            batch.rows.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        if let Ok(mut b) = self.batches.lock() {
-            b.push((batch.number, batch.key.to_string(), batch.rows.len()));
-        }
-        Ok(())
+    fn earlier_versions(
+        &self,
+        current: &[CurrentDocument],
+    ) -> impl Future<Output = Result<Vec<DocumentId>, StoreError>> + Send {
+        (**self).earlier_versions(current)
+    }
+
+    fn remove_document(
+        &self,
+        id: &DocumentId,
+    ) -> impl Future<Output = Result<Removed, StoreError>> + Send {
+        (**self).remove_document(id)
+    }
+
+    fn read_records(
+        &self,
+        scope: &Scope,
+        out: mpsc::Sender<Record>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        (**self).read_records(scope, out)
     }
 }

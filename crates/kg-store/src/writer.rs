@@ -1,20 +1,35 @@
-//! The batch writer: records in, transactions out, metrics back.
+//! The batch writer: records in, transactions out, acknowledgements and
+//! metrics back.
 //!
 //! Design, in the order things happen:
 //!
-//! - **Windows.** Records are read from the input in windows of at most
-//!   [`WriterConfig::window_records`], so memory is bounded by two windows,
-//!   not the corpus. Each window is planned ([`crate::plan`]) into groups;
-//!   the next window is read and planned, on a blocking thread, while the
-//!   current one's transactions run, so planning does not wait on the
-//!   server nor the server on planning.
+//! - **Windows, by size and time.** The input is cut into windows by
+//!   [`kg_core::batch::batches`]: a window closes when it holds
+//!   [`WriterConfig::window_records`] records, when
+//!   [`WriterConfig::window_linger`] has passed since its first record came
+//!   (so a trickle is written without waiting for a full window), or when
+//!   the input ends. Memory is bounded by two windows, not the corpus. Each
+//!   window is planned ([`mod@crate::plan`]) into groups; the next window is read
+//!   and planned, on a blocking thread, while the current one's transactions
+//!   run, so planning does not wait on the server nor the server on planning.
+//! - **`NEXT_CHUNK` across windows.** The planner links consecutive chunks
+//!   of a document within a window, and the writer remembers the last chunk
+//!   of the most recent documents ([`ChunkTail`], 64 documents) so that a
+//!   window's first chunk of a document is linked to its predecessor from an
+//!   earlier window, for every caller of the writer. This assumes what
+//!   ingest does: a document's chunks come in order, one document after the
+//!   other (a document interleaved with more than 64 others may lose a
+//!   link at a window boundary; nothing else is lost). The remembered chunk
+//!   is only named by the link: it is not written again, nor acknowledged
+//!   again.
 //! - **Nodes, then relationships.** Node groups are written first, one
 //!   group at a time with up to [`WriterConfig::node_concurrency`] of its
 //!   batches in flight (the planner merges rows naming the same node, so
-//!   those batches never race to MERGE one node). Relationship batches then run one after
-//!   another: a relationship locks both of its end nodes, and two batches
-//!   sharing nodes in opposite order deadlock in Neo4j.
-//! - **Adaptive batch size.** Each kind of group has its own [`BatchSizer`]:
+//!   those batches never race to MERGE one node). Relationship batches then
+//!   run one after another: a relationship locks both of its end nodes, and
+//!   two batches sharing nodes in opposite order deadlock in Neo4j.
+//! - **Adaptive batch size.** Inside a window, each kind of group has its own
+//!   [`BatchSizer`]:
 //!   it starts near 1,000 rows and hill-climbs on measured throughput
 //!   (rows/s), probing a size half again larger or smaller and keeping the
 //!   faster one, so it settles where the server writes fastest rather than
@@ -26,33 +41,59 @@
 //!   round trip per few rows; a fixed large size risks timeouts on big rows.
 //! - **One transaction per batch, retried.** A transient failure (transient
 //!   server error, deadlock, connection reset, leader switch, timeout) is
-//!   retried with exponential backoff and jitter. A permanent failure (or a
-//!   transient one that outlives the retries) rolls the batch back, writes
-//!   the records behind it to the dead-letter JSON Lines file, and the writer
-//!   goes on with the next batch. When the store looks unreachable for
-//!   [`WriterConfig::max_unreachable_batches`] batches in a row, the writer
-//!   stops trying and dead-letters what comes next: nothing is lost, and
-//!   the run ends quickly with exit code 3 instead of retrying for hours.
-//!   Every [`WriterConfig::unreachable_retry_after`] a write tries the store
-//!   once more (one attempt of one batch), so a long run picks up again
-//!   when the server comes back; [`rerun_dead_letters`] tries it at once.
+//!   retried by kg-core's [`RetryPolicy`] (exponential backoff, random
+//!   jitter; [`BatchFailure`] says what is worth a retry). A permanent
+//!   failure (or a transient one that outlives the retries) rolls the batch
+//!   back, writes the records behind it to the dead-letter JSON Lines file,
+//!   and the writer goes on with the next batch. When the store looks
+//!   unreachable for [`WriterConfig::max_unreachable_batches`] batches in a
+//!   row, the writer stops trying and dead-letters what comes next: nothing
+//!   is lost, and the run ends quickly with exit code 3 instead of retrying
+//!   for hours. Every [`WriterConfig::unreachable_retry_after`] a write
+//!   tries the store once more (one attempt of one batch), so a long run
+//!   picks up again when the server comes back; [`rerun_dead_letters`]
+//!   tries it at once.
+//! - **Acknowledgements.** After a window's transactions end, the writer
+//!   sends one `Vec<`[`Ack`]`>` with one entry per record of the window
+//!   (SetAside records excepted: they are reported, not written):
+//!   [`AckOutcome::Committed`] when every row planned from the record
+//!   committed, else [`AckOutcome::Failed`] with the batch and the reason:
+//!   `batch_failed` (the record is in the dead-letter file) or `cancelled`.
+//! - **Cancellation.** When [`WriterConfig::cancel`] fires, a batch waiting
+//!   to retry wakes at once and gives up, no new batch starts, the writer
+//!   stops reading its input, and the write returns with its report. The
+//!   records it had taken and not written are acknowledged `cancelled` and
+//!   are not dead-lettered (a re-run writes them); a transaction already
+//!   running is let finish.
+//! - **Schema.** [`BatchWriter::open`] creates the constraints and indexes
+//!   at once and the vector index on `Chunk.embedding` when the first chunk
+//!   embedding arrives (its length is the dimension); [`BatchWriter::new`]
+//!   does no schema work.
 //! - **Report.** [`WriteReport`] holds the metrics; [`WriteReport::check`]
 //!   turns failed batches into [`StoreError::BatchesFailed`] for the CLI's
 //!   exit code 3. [`rerun_dead_letters`] writes a dead-letter file again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
-use kg_core::{jsonl, Record, SetAside, Stage};
+use kg_core::batch::{batches, BatchLimits};
+use kg_core::retry::{GaveUp, RetryFailure, RetryPolicy, ScheduledRetry};
+use kg_core::{jsonl, EmbeddingTarget, Record, RecordKey, SetAside, SetAsideReason, Stage};
+use std::future::Future;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::error::{BatchFailure, FailureClass, StoreError};
-use crate::plan::{plan, Batch, Group, GroupKey, Phase};
-use crate::store::GraphSink;
+use crate::error::{BatchFailure, StoreError};
+use crate::plan::{plan_linked, Batch, ChunkTail, Group, GroupKey, Phase, PlannedRow};
+use crate::store::{GraphSink, GraphStore, SchemaReport};
 
 /// Metric (histogram, seconds): each transaction's time, by `group` (the
 /// kind of rows) and `outcome` (`committed` or `failed`). Recorded through
@@ -65,48 +106,44 @@ pub const BATCH_ROWS: &str = "kg_store_batch_rows";
 /// Metric (counter): transactions retried after a transient failure.
 pub const RETRIES: &str = "kg_store_retries_total";
 
-/// Retry policy for transient failures.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Attempts per batch, the first included.
-    pub max_attempts: u32,
-    /// Wait before the second attempt; doubles each time.
-    pub initial_backoff: Duration,
-    /// Longest wait between attempts.
-    pub max_backoff: Duration,
+/// What became of one record of a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Every row planned from the record committed.
+    Committed,
+    /// At least one row of the record did not commit.
+    Failed {
+        /// [`SetAsideReason::BatchFailed`]: a batch behind the record kept
+        /// failing, and the record is in the dead-letter file.
+        /// [`SetAsideReason::Cancelled`]: the write was cancelled before
+        /// the record's rows were all written; it is not dead-lettered, and
+        /// a re-run writes it.
+        reason: SetAsideReason,
+        /// The number of (one of) the batch(es) that did not commit
+        /// ([`FailedBatch::number`]); 0 when the record's rows never got a
+        /// batch (cancelled before).
+        batch: u64,
+    },
 }
 
-impl Default for RetryPolicy {
-    /// 8 attempts, 200 ms doubling to 5 s: about 16 s in all, enough for a
-    /// server restart or a leader election.
-    fn default() -> Self {
-        Self {
-            max_attempts: 8,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(5),
-        }
-    }
+/// The acknowledgement of one record: its key and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The record ([`Record::key`]).
+    pub key: RecordKey,
+    /// Committed, or failed and why.
+    pub outcome: AckOutcome,
 }
 
-impl RetryPolicy {
-    /// The wait after failed attempt `attempt` (0-based), with ±25% jitter
-    /// so that concurrent retries do not stampede.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let base = self
-            .initial_backoff
-            .saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX))
-            .min(self.max_backoff);
-        // Cheap jitter from the clock: good enough to spread retries.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
-        base.mul_f64(factor)
-    }
+/// The writer's retry policy by default: 8 attempts, backoff from 200 ms
+/// doubling to 5 s with random jitter (about 16 s in all: enough for a
+/// server restart or a leader election).
+pub fn default_retry_policy() -> RetryPolicy {
+    // Cannot fail: 8 attempts >= 1, and 5 s >= 200 ms.
+    RetryPolicy::new(8, Duration::from_millis(200), Duration::from_secs(5)).unwrap_or_default()
 }
 
-/// How the writer batches, retries and dead-letters.
+/// How the writer windows, batches, retries and dead-letters.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
     /// Rows in a kind's first batch (default 1,000).
@@ -125,20 +162,27 @@ pub struct WriterConfig {
     /// Neo4j cluster with cores to spare; on the ArcadeDB test server, two
     /// concurrent MERGE transactions on one label were slower than one.
     pub node_concurrency: usize,
-    /// Records per window (default 20,000).
+    /// Most records per window (default 20,000).
     pub window_records: usize,
-    /// Retries of transient failures.
+    /// Longest a window waits for more records after its first one came
+    /// (default 100 ms): a slow input is written as it comes.
+    pub window_linger: Duration,
+    /// Retries of transient failures ([`default_retry_policy`]: 8 attempts,
+    /// 200 ms doubling to 5 s).
     pub retry: RetryPolicy,
     /// After this many batches in a row failed because the store was
     /// unreachable, the writer gives up on it: batches are dead-lettered
     /// without trying (default 3).
     pub max_unreachable_batches: usize,
     /// Once given up on, the store is tried again, with one attempt of one
-    /// batch, by the first write that starts this long after (default 30 s);
-    /// [`rerun_dead_letters`] tries it at once.
+    /// batch, by the first window that starts this long after (default
+    /// 30 s); [`rerun_dead_letters`] tries it at once.
     pub unreachable_retry_after: Duration,
     /// Where failed batches' records go (JSON Lines of kg-core records).
     pub dead_letter: PathBuf,
+    /// Stops the write when it fires (see the module docs); by default a
+    /// token nothing fires.
+    pub cancel: CancellationToken,
 }
 
 impl Default for WriterConfig {
@@ -151,10 +195,12 @@ impl Default for WriterConfig {
             batch_timeout: Duration::from_secs(60),
             node_concurrency: 1,
             window_records: 20_000,
-            retry: RetryPolicy::default(),
+            window_linger: Duration::from_millis(100),
+            retry: default_retry_policy(),
             max_unreachable_batches: 3,
             unreachable_retry_after: Duration::from_secs(30),
             dead_letter: PathBuf::from("kg-store-dead-letter.jsonl"),
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -344,6 +390,8 @@ pub struct FailedBatch {
 pub struct WriteReport {
     /// Records read (SetAside ones included).
     pub records: u64,
+    /// Windows the input was cut into.
+    pub windows: u64,
     /// Rows written (in committed batches).
     pub rows: u64,
     /// Batches committed.
@@ -361,6 +409,10 @@ pub struct WriteReport {
     /// Inputs set aside: SetAside records passed through from earlier
     /// stages, and one per failed batch.
     pub set_aside: Vec<SetAside>,
+    /// Records read but not (wholly) written because the write was
+    /// cancelled: acknowledged `cancelled`, not dead-lettered, not in
+    /// `set_aside`.
+    pub cancelled_records: u64,
     /// Wall time of the whole write.
     pub total_time: Duration,
     /// Sum of the committed transactions' times.
@@ -370,12 +422,18 @@ pub struct WriteReport {
 impl WriteReport {
     /// Committed batches over all batches, 0..=1 (1 when there were none).
     pub fn success_rate(&self) -> f64 {
-        let all = self.batches + self.failed_batches.len() as u64;
+        let all = self.all_batches();
         if all == 0 {
             1.0
         } else {
             self.batches as f64 / all as f64
         }
+    }
+
+    /// Every batch that ended, committed or failed for good (`batches`
+    /// counts only the committed ones).
+    pub fn all_batches(&self) -> u64 {
+        self.batches + self.failed_batches.len() as u64
     }
 
     /// Rows written per second of wall time.
@@ -394,7 +452,13 @@ impl WriteReport {
         !self.set_aside.is_empty()
     }
 
-    /// `Err` listing the failed batches when there were any.
+    /// Whether the write was cancelled with records left unwritten.
+    pub fn was_cancelled(&self) -> bool {
+        self.cancelled_records > 0
+    }
+
+    /// `Err` listing the failed batches when there were any (cancelled
+    /// records are not failures: see [`Self::was_cancelled`]).
     pub fn check(&self) -> Result<(), StoreError> {
         if self.failed_batches.is_empty() {
             return Ok(());
@@ -430,6 +494,7 @@ impl WriteReport {
 
     fn absorb(&mut self, other: WriteReport) {
         self.records += other.records;
+        self.windows += other.windows;
         self.rows += other.rows;
         self.batches += other.batches;
         self.batch_sizes.extend(other.batch_sizes);
@@ -440,8 +505,24 @@ impl WriteReport {
             self.dead_letter = other.dead_letter;
         }
         self.set_aside.extend(other.set_aside);
+        self.cancelled_records += other.cancelled_records;
         self.batch_time += other.batch_time;
     }
+}
+
+/// Creates the vector index on `Chunk.embedding` with the given dimensions
+/// (set by [`BatchWriter::open`], where the sink is a [`GraphStore`]).
+type VectorIndexHook<S> =
+    for<'a> fn(
+        &'a S,
+        usize,
+    ) -> Pin<Box<dyn Future<Output = Result<SchemaReport, StoreError>> + Send + 'a>>;
+
+fn vector_index_hook<S: GraphStore>(
+    store: &S,
+    dims: usize,
+) -> Pin<Box<dyn Future<Output = Result<SchemaReport, StoreError>> + Send + '_>> {
+    Box::pin(store.ensure_schema(Some(dims)))
 }
 
 /// Writes records to a [`GraphSink`] in adaptive, retried batches.
@@ -449,13 +530,108 @@ pub struct BatchWriter<S> {
     sink: S,
     config: WriterConfig,
     sizers: Mutex<HashMap<&'static str, BatchSizer>>,
-    next_batch: std::sync::atomic::AtomicU64,
-    unreachable_streak: std::sync::atomic::AtomicUsize,
+    next_batch: AtomicU64,
+    unreachable_streak: AtomicUsize,
     /// When the writer gave up on an unreachable store.
     given_up_at: Mutex<Option<Instant>>,
     /// Trying a given-up store again: one attempt per batch, no retries.
-    probing: std::sync::atomic::AtomicBool,
+    probing: AtomicBool,
     dead_letter: Mutex<Option<BufWriter<File>>>,
+    /// The last chunk of the most recent documents, across windows and
+    /// writes.
+    tail: Arc<Mutex<ChunkTail>>,
+    /// Set by [`BatchWriter::open`]: the vector index, once.
+    vector_index: Option<VectorIndexHook<S>>,
+    vector_index_tried: AtomicBool,
+}
+
+/// A window, planned.
+struct PlannedWindow {
+    records: Arc<Vec<Record>>,
+    groups: Vec<Group>,
+    /// The length of the window's first chunk vector.
+    chunk_dims: Option<usize>,
+}
+
+/// What became of one record of the window being written (the worst of
+/// its rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Committed,
+    Cancelled(u64),
+    /// Dead-lettered.
+    Failed(u64),
+}
+
+/// The records of a window and what became of them so far.
+struct WindowState<'w> {
+    records: &'w [Record],
+    status: Vec<Status>,
+}
+
+impl WindowState<'_> {
+    /// Marks `records` cancelled (unless they failed already).
+    fn cancel(&mut self, records: &[usize], batch: u64) {
+        for &i in records {
+            if let Some(s @ Status::Committed) = self.status.get_mut(i) {
+                *s = Status::Cancelled(batch);
+            }
+        }
+    }
+
+    /// Marks `records` failed, returning those not dead-lettered before.
+    fn fail(&mut self, records: &[usize], batch: u64) -> Vec<&Record> {
+        let mut fresh = Vec::new();
+        for &i in records {
+            let (Some(s), Some(r)) = (self.status.get_mut(i), self.records.get(i)) else {
+                continue;
+            };
+            if !matches!(s, Status::Failed(_)) {
+                *s = Status::Failed(batch);
+                fresh.push(r);
+            }
+        }
+        fresh
+    }
+
+    fn acks(&self) -> Vec<Ack> {
+        self.records
+            .iter()
+            .zip(&self.status)
+            .filter(|(r, _)| !matches!(r, Record::SetAside(_)))
+            .map(|(r, s)| Ack {
+                key: r.key(),
+                outcome: match *s {
+                    Status::Committed => AckOutcome::Committed,
+                    Status::Cancelled(batch) => AckOutcome::Failed {
+                        reason: SetAsideReason::Cancelled,
+                        batch,
+                    },
+                    Status::Failed(batch) => AckOutcome::Failed {
+                        reason: SetAsideReason::BatchFailed,
+                        batch,
+                    },
+                },
+            })
+            .collect()
+    }
+
+    fn cancelled(&self) -> u64 {
+        self.records
+            .iter()
+            .zip(&self.status)
+            .filter(|(r, s)| matches!(s, Status::Cancelled(_)) && !matches!(r, Record::SetAside(_)))
+            .count() as u64
+    }
+}
+
+/// How one batch ended.
+enum BatchResult {
+    Committed,
+    /// Failed for good: dead-lettered.
+    Failed(BatchFailure),
+    /// The write was cancelled while the batch waited to retry.
+    Cancelled(BatchFailure),
 }
 
 struct Outcome {
@@ -464,21 +640,41 @@ struct Outcome {
     records: Vec<usize>,
     attempts: u32,
     elapsed: Duration,
-    result: Result<(), BatchFailure>,
+    result: BatchResult,
+}
+
+impl<S: GraphStore> BatchWriter<S> {
+    /// A writer to `store` that makes sure of the schema: the uniqueness
+    /// constraints and lookup indexes now ([`GraphStore::ensure_schema`]
+    /// without dimensions), and the vector index on `Chunk.embedding` when
+    /// the first chunk embedding comes, with its length as the dimension
+    /// (once per writer; a store that cannot have one says why once, and
+    /// the write goes on). Callers who know the dimension in advance can
+    /// also call `ensure_schema(Some(dims))` themselves.
+    pub async fn open(store: S, config: WriterConfig) -> Result<Self, StoreError> {
+        let report = store.ensure_schema(None).await?;
+        tracing::debug!(constraints = ?report.constraints, "schema ensured");
+        let mut writer = Self::new(store, config);
+        writer.vector_index = Some(vector_index_hook::<S>);
+        Ok(writer)
+    }
 }
 
 impl<S: GraphSink> BatchWriter<S> {
-    /// A writer to `sink`.
+    /// A writer to `sink`. No schema work: see [`BatchWriter::open`].
     pub fn new(sink: S, config: WriterConfig) -> Self {
         Self {
             sink,
             config,
             sizers: Mutex::new(HashMap::new()),
-            next_batch: std::sync::atomic::AtomicU64::new(1),
-            unreachable_streak: std::sync::atomic::AtomicUsize::new(0),
+            next_batch: AtomicU64::new(1),
+            unreachable_streak: AtomicUsize::new(0),
             given_up_at: Mutex::new(None),
-            probing: std::sync::atomic::AtomicBool::new(false),
+            probing: AtomicBool::new(false),
             dead_letter: Mutex::new(None),
+            tail: Arc::new(Mutex::new(ChunkTail::new())),
+            vector_index: None,
+            vector_index_tried: AtomicBool::new(false),
         }
     }
 
@@ -497,43 +693,63 @@ impl<S: GraphSink> BatchWriter<S> {
         &self.config
     }
 
-    /// Writes a vector of records (convenience over [`Self::write_stream`]).
+    /// Writes a vector of records, with no acknowledgements (convenience
+    /// over [`Self::write_stream`]).
     pub async fn write_records(&self, records: Vec<Record>) -> Result<WriteReport, StoreError> {
-        self.write_stream(futures::stream::iter(records)).await
+        self.write_stream(futures::stream::iter(records), None)
+            .await
     }
 
-    /// Writes records from a channel until it closes.
+    /// Writes records from a channel until it closes (or the write is
+    /// cancelled); see [`Self::write_stream`] for `acks`.
     pub async fn write_channel(
         &self,
-        rx: tokio::sync::mpsc::Receiver<Record>,
+        mut rx: mpsc::Receiver<Record>,
+        acks: Option<mpsc::Sender<Vec<Ack>>>,
     ) -> Result<WriteReport, StoreError> {
-        self.write_stream(tokio_stream_from(rx)).await
+        self.write_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)), acks)
+            .await
     }
 
-    /// Writes every record of `records`, window by window. `Err` only when
-    /// the dead-letter file cannot be written (then nothing would be safe);
-    /// failed batches are in the report ([`WriteReport::check`]).
+    /// Writes every record of `records`, window by window, until the input
+    /// ends or [`WriterConfig::cancel`] fires.
+    ///
+    /// With `acks`, after each window's transactions end, one `Vec<Ack>`
+    /// goes there with one [`Ack`] per record of the window that is not a
+    /// `SetAside` (none for a window of SetAside records only). The writer
+    /// waits for room in that channel, so keep receiving; a receiver that
+    /// is gone is not an error. Records the writer never took from the
+    /// input (after a cancellation) are not acknowledged.
+    ///
+    /// `Err` only when the dead-letter file cannot be written (then nothing
+    /// would be safe); failed batches are in the report
+    /// ([`WriteReport::check`]).
     pub async fn write_stream(
         &self,
         records: impl Stream<Item = Record>,
+        acks: Option<mpsc::Sender<Vec<Ack>>>,
     ) -> Result<WriteReport, StoreError> {
         let started = Instant::now();
         let mut report = WriteReport::default();
-        let mut windows = std::pin::pin!(records.chunks(self.config.window_records.max(1)));
+        // On cancellation the input ends: the window being filled goes out
+        // at once (and is acknowledged as cancelled), nothing more is read.
+        let input = records.take_until(self.config.cancel.clone().cancelled_owned());
+        let limits = BatchLimits::new(self.config.window_records.max(1), self.config.window_linger);
+        let mut windows = std::pin::pin!(batches(input, limits, |_: &Record| 1));
         let mut planned = match windows.next().await {
-            Some(window) => Some(plan_window(window).await),
+            Some(window) => Some(self.plan_window(window).await),
             None => None,
         };
-        while let Some((window, groups)) = planned.take() {
+        while let Some(window) = planned.take() {
             // Pipelined: the next window is read and planned (on a blocking
             // thread) while this one's transactions run.
             let next = async {
                 match windows.next().await {
-                    Some(window) => Some(plan_window(window).await),
+                    Some(window) => Some(self.plan_window(window).await),
                     None => None,
                 }
             };
-            let (part, next) = futures::join!(self.write_window(&window, groups), next);
+            let (part, next) = futures::join!(self.write_window(window, acks.as_ref()), next);
             report.absorb(part?);
             planned = next;
         }
@@ -541,71 +757,163 @@ impl<S: GraphSink> BatchWriter<S> {
         report.total_time = started.elapsed();
         tracing::info!(
             records = report.records,
+            windows = report.windows,
             rows = report.rows,
             batches = report.batches,
             failed = report.failed_batches.len(),
+            cancelled_records = report.cancelled_records,
             rows_per_sec = report.rows_per_sec() as u64,
             "store write finished"
         );
         Ok(report)
     }
 
+    /// Plans a window on a blocking thread, so that planning overlaps the
+    /// transactions of the window before (planning is CPU work: a few µs a
+    /// row). Windows are planned in order, so the chunk tail passes from
+    /// one to the next.
+    async fn plan_window(&self, window: Vec<Record>) -> PlannedWindow {
+        let records = Arc::new(window);
+        let (shared, tail) = (Arc::clone(&records), Arc::clone(&self.tail));
+        let plan_here = move || {
+            let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+            plan_linked(&shared, &mut tail)
+        };
+        let groups = match tokio::task::spawn_blocking(plan_here.clone()).await {
+            Ok(groups) => groups,
+            // A panic in the planner is a bug: let it surface as if planned here.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled (the runtime is shutting down): plan here.
+            Err(_) => plan_here(),
+        };
+        let chunk_dims = records.iter().find_map(|r| match r {
+            Record::Embedding(e) if e.target == EmbeddingTarget::Chunk && !e.vector.is_empty() => {
+                Some(e.vector.len())
+            }
+            _ => None,
+        });
+        PlannedWindow {
+            records,
+            groups,
+            chunk_dims,
+        }
+    }
+
     async fn write_window(
         &self,
-        window: &[Record],
-        groups: Vec<Group>,
+        window: PlannedWindow,
+        acks: Option<&mpsc::Sender<Vec<Ack>>>,
     ) -> Result<WriteReport, StoreError> {
         // Also between windows of one long write (one channel for a whole
         // run): a store that came back is found again.
         self.maybe_try_again();
+        let PlannedWindow {
+            records,
+            groups,
+            chunk_dims,
+        } = window;
         let mut report = WriteReport {
-            records: window.len() as u64,
+            records: records.len() as u64,
+            windows: 1,
             ..WriteReport::default()
         };
-        for r in window {
+        for r in records.iter() {
             if let Record::SetAside(s) = r {
                 report.set_aside.push(s.clone());
             }
         }
-        let mut dead: HashSet<usize> = HashSet::new();
-        let (nodes, rels): (Vec<Group>, Vec<Group>) = groups
-            .into_iter()
-            .partition(|g| g.key.phase() == Phase::Nodes);
-        // One node group at a time, its batches concurrently: batches of
-        // one group never share a node (see `plan`), but two groups may
-        // (chunks and chunk embeddings both MERGE the same Chunk).
-        for group in nodes {
-            self.write_groups(
-                vec![group],
-                self.config.node_concurrency.max(1),
-                window,
-                &mut dead,
-                &mut report,
-            )
-            .await?;
+        let mut state = WindowState {
+            records: &records,
+            status: vec![Status::Committed; records.len()],
+        };
+        if self.config.cancel.is_cancelled() {
+            // Nothing of this window starts.
+            for g in &groups {
+                for row in &g.rows {
+                    state.cancel(&row.records, 0);
+                }
+            }
+        } else {
+            if let Some(dims) = chunk_dims {
+                self.ensure_vector_index(dims).await;
+            }
+            let (nodes, rels): (Vec<Group>, Vec<Group>) = groups
+                .into_iter()
+                .partition(|g| g.key.phase() == Phase::Nodes);
+            // One node group at a time, its batches concurrently: batches of
+            // one group never share a node (see `plan`), but two groups may
+            // (chunks and chunk embeddings both MERGE the same Chunk).
+            for group in nodes {
+                self.write_groups(
+                    vec![group],
+                    self.config.node_concurrency.max(1),
+                    &mut state,
+                    &mut report,
+                )
+                .await?;
+            }
+            self.write_groups(rels, 1, &mut state, &mut report).await?;
         }
-        self.write_groups(rels, 1, window, &mut dead, &mut report)
-            .await?;
+        report.cancelled_records = state.cancelled();
+        if let Some(tx) = acks {
+            let acks = state.acks();
+            if !acks.is_empty() && tx.send(acks).await.is_err() {
+                tracing::debug!("nobody receives the store's acknowledgements any more");
+            }
+        }
         Ok(report)
     }
 
+    /// The vector index, once per writer opened on a [`GraphStore`].
+    async fn ensure_vector_index(&self, dims: usize) {
+        let Some(hook) = self.vector_index else {
+            return;
+        };
+        if self.vector_index_tried.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        match hook(&self.sink, dims).await {
+            Ok(SchemaReport {
+                vector_index: true, ..
+            }) => tracing::info!(dims, "vector index on Chunk.embedding ensured"),
+            Ok(report) => tracing::info!(
+                dims,
+                "no vector index on Chunk.embedding: {}",
+                report.vector_index_skipped.unwrap_or_default()
+            ),
+            Err(e) => tracing::warn!(
+                dims,
+                "cannot create the vector index on Chunk.embedding (search still works, slower): {e}"
+            ),
+        }
+    }
+
     /// Writes groups with at most `concurrency` batches in flight, cutting
-    /// each batch at the size its kind's sizer says at that moment.
+    /// each batch at the size its kind's sizer says at that moment. Once
+    /// the write is cancelled, no batch starts: the rows left are marked
+    /// cancelled, and the batches in flight end.
     async fn write_groups(
         &self,
         groups: Vec<Group>,
         concurrency: usize,
-        window: &[Record],
-        dead: &mut HashSet<usize>,
+        state: &mut WindowState<'_>,
         report: &mut WriteReport,
     ) -> Result<(), StoreError> {
-        let mut queue: VecDeque<(GroupKey, std::vec::IntoIter<crate::plan::PlannedRow>)> = groups
+        let mut queue: VecDeque<(GroupKey, std::vec::IntoIter<PlannedRow>)> = groups
             .into_iter()
             .map(|g| (g.key, g.rows.into_iter()))
             .collect();
         let mut in_flight = FuturesUnordered::new();
         loop {
             while in_flight.len() < concurrency {
+                if self.config.cancel.is_cancelled() {
+                    for (_, rows) in queue.drain(..) {
+                        for row in rows {
+                            state.cancel(&row.records, 0);
+                        }
+                    }
+                    break;
+                }
                 let Some((key, rows)) = queue.front_mut() else {
                     break;
                 };
@@ -621,9 +929,7 @@ impl<S: GraphSink> BatchWriter<S> {
                     continue;
                 }
                 let batch = Arc::new(Batch {
-                    number: self
-                        .next_batch
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    number: self.next_batch.fetch_add(1, Ordering::Relaxed),
                     key: key.clone(),
                     rows: batch_rows,
                 });
@@ -634,7 +940,7 @@ impl<S: GraphSink> BatchWriter<S> {
             let Some(outcome) = in_flight.next().await else {
                 break;
             };
-            self.record_outcome(outcome, window, dead, report)?;
+            self.record_outcome(outcome, state, report)?;
         }
         Ok(())
     }
@@ -660,105 +966,114 @@ impl<S: GraphSink> BatchWriter<S> {
         )
     }
 
+    /// One batch, one transaction per attempt, retried by the policy.
     async fn run_batch(&self, batch: Arc<Batch>, records: Vec<usize>) -> Outcome {
-        let max = if self.probing.load(std::sync::atomic::Ordering::Relaxed) {
-            1
+        // A store the writer is trying again after giving up gets one
+        // attempt per batch until one commits.
+        let policy: Cow<'_, RetryPolicy> = if self.probing.load(Ordering::Relaxed) {
+            Cow::Owned(RetryPolicy::new(1, Duration::ZERO, Duration::ZERO).unwrap_or_default())
         } else {
-            self.config.retry.max_attempts.max(1)
+            Cow::Borrowed(&self.config.retry)
         };
-        let mut attempts = 0;
-        loop {
-            if self.store_given_up() {
-                return Outcome {
-                    batch,
-                    records,
-                    attempts,
-                    elapsed: Duration::ZERO,
-                    result: Err(BatchFailure {
+        let tried = AtomicU32::new(0);
+        let skipped = AtomicBool::new(false);
+        let last_elapsed = Mutex::new(Duration::ZERO);
+        let attempt = |_: u32| {
+            let (batch, tried, skipped, last_elapsed) = (&batch, &tried, &skipped, &last_elapsed);
+            async move {
+                if self.store_given_up() {
+                    skipped.store(true, Ordering::Relaxed);
+                    return Err(BatchFailure {
                         unreachable: true,
-                        ..BatchFailure::transient(
+                        ..BatchFailure::permanent(
                             "not attempted: the store was unreachable for the batches before",
                         )
+                    });
+                }
+                tried.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                let result = match tokio::time::timeout(
+                    self.config.batch_timeout,
+                    self.sink.write_batch(batch.clone()),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(BatchFailure {
+                        too_big: true,
+                        ..BatchFailure::transient(format!(
+                            "transaction timed out after {:?}",
+                            self.config.batch_timeout
+                        ))
                     }),
                 };
-            }
-            attempts += 1;
-            let started = Instant::now();
-            let result = match tokio::time::timeout(
-                self.config.batch_timeout,
-                self.sink.write_batch(batch.clone()),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(BatchFailure {
-                    too_big: true,
-                    ..BatchFailure::transient(format!(
-                        "transaction timed out after {:?}",
-                        self.config.batch_timeout
-                    ))
-                }),
-            };
-            let elapsed = started.elapsed();
-            metrics::histogram!(
-                TRANSACTION_SECONDS,
-                "group" => batch.key.kind(),
-                "outcome" => if result.is_ok() { "committed" } else { "failed" }
-            )
-            .record(elapsed.as_secs_f64());
-            match result {
-                Ok(()) => {
-                    metrics::histogram!(BATCH_ROWS, "group" => batch.key.kind())
-                        .record(batch.rows.len() as f64);
-                    self.store_answered();
-                    return Outcome {
-                        batch,
-                        records,
-                        attempts,
-                        elapsed,
-                        result: Ok(()),
-                    };
+                let elapsed = started.elapsed();
+                if let Ok(mut e) = last_elapsed.lock() {
+                    *e = elapsed;
                 }
-                Err(f) => {
+                metrics::histogram!(
+                    TRANSACTION_SECONDS,
+                    "group" => batch.key.kind(),
+                    "outcome" => if result.is_ok() { "committed" } else { "failed" }
+                )
+                .record(elapsed.as_secs_f64());
+                if let Err(f) = &result {
                     if f.too_big {
                         self.with_sizer(batch.key.kind(), BatchSizer::on_too_big);
                     }
-                    if f.class == FailureClass::Transient && attempts < max {
-                        metrics::counter!(RETRIES, "group" => batch.key.kind()).increment(1);
-                        let wait = self.config.retry.backoff(attempts - 1);
-                        tracing::warn!(
-                            batch = batch.number,
-                            group = %batch.key,
-                            attempt = attempts,
-                            error = %f.message,
-                            "transient failure, retrying in {wait:?}"
-                        );
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    if !f.unreachable {
-                        // The server answered (even "not now"): it is there.
-                        self.store_answered();
-                    } else {
-                        let streak = self
-                            .unreachable_streak
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                            + 1;
-                        if streak >= self.config.max_unreachable_batches.max(1) {
-                            if let Ok(mut at) = self.given_up_at.lock() {
-                                at.get_or_insert_with(Instant::now);
-                            }
+                }
+                result
+            }
+        };
+        let on_retry = |f: &BatchFailure, r: ScheduledRetry| {
+            metrics::counter!(RETRIES, "group" => batch.key.kind()).increment(1);
+            tracing::warn!(
+                batch = batch.number,
+                group = %batch.key,
+                attempt = r.failed_attempt,
+                error = %f.message,
+                "transient failure, retrying in {:?}",
+                r.delay
+            );
+        };
+        let result = policy.run(&self.config.cancel, attempt, on_retry).await;
+        let attempts = tried.load(Ordering::Relaxed);
+        let elapsed = last_elapsed.lock().map(|e| *e).unwrap_or_default();
+        let result = match result {
+            Ok(()) => {
+                metrics::histogram!(BATCH_ROWS, "group" => batch.key.kind())
+                    .record(batch.rows.len() as f64);
+                self.store_answered();
+                BatchResult::Committed
+            }
+            Err(RetryFailure {
+                error,
+                gave_up: GaveUp::Cancelled,
+                ..
+            }) => BatchResult::Cancelled(error),
+            Err(RetryFailure { error, .. }) => {
+                if skipped.load(Ordering::Relaxed) {
+                    // Not tried: says nothing new about the store.
+                } else if !error.unreachable {
+                    // The server answered (even "not now"): it is there.
+                    self.store_answered();
+                } else {
+                    let streak = self.unreachable_streak.fetch_add(1, Ordering::Relaxed) + 1;
+                    if streak >= self.config.max_unreachable_batches.max(1) {
+                        if let Ok(mut at) = self.given_up_at.lock() {
+                            at.get_or_insert_with(Instant::now);
                         }
                     }
-                    return Outcome {
-                        batch,
-                        records,
-                        attempts,
-                        elapsed,
-                        result: Err(f),
-                    };
                 }
+                BatchResult::Failed(error)
             }
+        };
+        Outcome {
+            batch,
+            records,
+            attempts,
+            elapsed,
+            result,
         }
     }
 
@@ -777,11 +1092,10 @@ impl<S: GraphSink> BatchWriter<S> {
         let due = at.is_none_or(|t| t.elapsed() >= self.config.unreachable_retry_after);
         if due {
             *at = None;
-            self.probing
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.probing.store(true, Ordering::Relaxed);
             self.unreachable_streak.store(
                 self.config.max_unreachable_batches.max(1) - 1,
-                std::sync::atomic::Ordering::Relaxed,
+                Ordering::Relaxed,
             );
         }
     }
@@ -794,32 +1108,28 @@ impl<S: GraphSink> BatchWriter<S> {
 
     /// The store answered: closes the breaker (no streak, full retries).
     fn store_answered(&self) {
-        self.unreachable_streak
-            .store(0, std::sync::atomic::Ordering::Relaxed);
-        self.probing
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.unreachable_streak.store(0, Ordering::Relaxed);
+        self.probing.store(false, Ordering::Relaxed);
         if let Ok(mut at) = self.given_up_at.lock() {
             *at = None;
         }
     }
 
     fn store_given_up(&self) -> bool {
-        self.unreachable_streak
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.unreachable_streak.load(Ordering::Relaxed)
             >= self.config.max_unreachable_batches.max(1)
     }
 
     fn record_outcome(
         &self,
         outcome: Outcome,
-        window: &[Record],
-        dead: &mut HashSet<usize>,
+        state: &mut WindowState<'_>,
         report: &mut WriteReport,
     ) -> Result<(), StoreError> {
         let rows = outcome.batch.rows.len();
         report.retries += u64::from(outcome.attempts.saturating_sub(1));
         match outcome.result {
-            Ok(()) => {
+            BatchResult::Committed => {
                 report.rows += rows as u64;
                 report.batches += 1;
                 report.batch_sizes.push(rows);
@@ -835,7 +1145,18 @@ impl<S: GraphSink> BatchWriter<S> {
                     "batch committed"
                 );
             }
-            Err(f) => {
+            BatchResult::Cancelled(f) => {
+                tracing::info!(
+                    batch = outcome.batch.number,
+                    group = %outcome.batch.key,
+                    rows,
+                    attempts = outcome.attempts,
+                    last_error = %f.message,
+                    "batch cancelled while waiting to retry; its records are left for a re-run"
+                );
+                state.cancel(&outcome.records, outcome.batch.number);
+            }
+            BatchResult::Failed(f) => {
                 tracing::error!(
                     batch = outcome.batch.number,
                     group = %outcome.batch.key,
@@ -844,19 +1165,14 @@ impl<S: GraphSink> BatchWriter<S> {
                     error = %f.message,
                     "batch failed; its records go to the dead-letter file"
                 );
-                let fresh: Vec<&Record> = outcome
-                    .records
-                    .iter()
-                    .filter(|i| dead.insert(**i))
-                    .filter_map(|i| window.get(*i))
-                    .collect();
+                let fresh = state.fail(&outcome.records, outcome.batch.number);
                 self.dead_letter_records(&fresh)?;
                 report.dead_lettered_records += fresh.len() as u64;
                 report.dead_letter = Some(self.config.dead_letter.clone());
                 report.set_aside.push(SetAside {
                     stage: Stage::Store,
                     item: format!("batch {} ({})", outcome.batch.number, outcome.batch.key),
-                    reason: kg_core::SetAsideReason::BatchFailed,
+                    reason: SetAsideReason::BatchFailed,
                     detail: format!(
                         "{rows} rows, {} attempts: {}; records in {}",
                         outcome.attempts,
@@ -877,6 +1193,9 @@ impl<S: GraphSink> BatchWriter<S> {
     }
 
     fn dead_letter_records(&self, records: &[&Record]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         let path = &self.config.dead_letter;
         let err = |e: std::io::Error| StoreError::DeadLetter {
             path: path.clone(),
@@ -921,25 +1240,6 @@ impl<S: GraphSink> BatchWriter<S> {
         }
         Ok(())
     }
-}
-
-/// Plans a window on a blocking thread, so that planning overlaps the
-/// transactions of the window before (planning is CPU work: a few µs a row).
-async fn plan_window(window: Vec<Record>) -> (Arc<Vec<Record>>, Vec<Group>) {
-    let window = Arc::new(window);
-    let shared = Arc::clone(&window);
-    let groups = match tokio::task::spawn_blocking(move || plan(&shared)).await {
-        Ok(groups) => groups,
-        // A panic in the planner is a bug: let it surface as if planned here.
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        // Cancelled (the runtime is shutting down): plan here.
-        Err(_) => plan(&window),
-    };
-    (window, groups)
-}
-
-fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<Record>) -> impl Stream<Item = Record> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Reads a dead-letter file's records (a bad line is an error naming it).
@@ -991,7 +1291,8 @@ pub async fn rerun_dead_letters<S: GraphSink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{FailRule, MemorySink};
+    use crate::memory::{FailRule, MemorySink};
+    use crate::plan::Row;
     use kg_core::{Chunk, ChunkId, Document, DocumentId, MediaType};
 
     fn corpus(docs: usize, chunks_per_doc: usize) -> Vec<Record> {
@@ -1028,11 +1329,7 @@ mod tests {
     fn config(dir: &Path) -> WriterConfig {
         WriterConfig {
             dead_letter: dir.join("dead.jsonl"),
-            retry: RetryPolicy {
-                max_attempts: 3,
-                initial_backoff: Duration::from_millis(1),
-                max_backoff: Duration::from_millis(5),
-            },
+            retry: RetryPolicy::new(3, Duration::from_millis(1), Duration::from_millis(5)).unwrap(),
             ..WriterConfig::default()
         }
     }
@@ -1264,7 +1561,9 @@ mod tests {
         }));
         let mut cfg = config(dir.path()).fixed_batch_rows(100);
         cfg.node_concurrency = 1;
-        cfg.unreachable_retry_after = Duration::from_millis(100);
+        // Long enough that the write right after the first one comes
+        // before it on a busy machine.
+        cfg.unreachable_retry_after = Duration::from_secs(1);
         let writer = BatchWriter::new(MemorySink::failing(rule), cfg);
         let records = corpus(1, 1_000);
         let report = writer.write_records(records.clone()).await.unwrap();
@@ -1296,14 +1595,14 @@ mod tests {
         assert!(again.failed_batches.iter().all(|b| b.attempts == 0));
         // Once the retry interval is over, one attempt of one batch, no
         // retries, then given up again.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
         let probe = writer.write_records(corpus(1, 10)).await.unwrap();
         assert_eq!(probe.failed_batches[0].attempts, 1, "{probe:?}");
         assert!(probe.failed_batches[1..].iter().all(|b| b.attempts == 0));
         assert_eq!(probe.retries, 0);
         // The store is back: after the interval the next write lands.
         down.store(false, std::sync::atomic::Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
         writer
             .write_records(corpus(1, 10))
             .await
@@ -1385,22 +1684,305 @@ mod tests {
         assert_eq!(rerun_dead_letters(&healthy).await.unwrap().records, 0);
     }
 
-    #[tokio::test]
-    async fn channel_input_is_written_window_by_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = config(dir.path());
-        cfg.window_records = 100;
-        let writer = BatchWriter::new(MemorySink::new(), cfg);
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let producer = tokio::spawn(async move {
-            for r in corpus(4, 99) {
-                tx.send(r).await.unwrap();
+    /// A sink that keeps every committed row, for checks of what exactly
+    /// was written.
+    #[derive(Default)]
+    struct RecordingSink(Mutex<Vec<(GroupKey, Row)>>);
+
+    impl RecordingSink {
+        fn rows_of(&self, key: &GroupKey) -> Vec<Row> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, r)| r.clone())
+                .collect()
+        }
+    }
+
+    impl GraphSink for RecordingSink {
+        async fn write_batch(&self, batch: Arc<Batch>) -> Result<(), BatchFailure> {
+            let mut rows = self.0.lock().unwrap();
+            rows.extend(batch.rows.iter().map(|r| (batch.key.clone(), r.clone())));
+            Ok(())
+        }
+    }
+
+    /// Documents of various sizes, one after the other, as ingest sends them.
+    fn uneven_corpus() -> Vec<Record> {
+        let mut out = Vec::new();
+        for (d, n) in [1usize, 250, 17, 3, 400, 64, 2, 129]
+            .into_iter()
+            .enumerate()
+        {
+            let mut doc = corpus(1, n);
+            // Distinct documents: corpus(1, _) always makes document 0.
+            let sha = kg_core::sha256_hex(format!("uneven {d}").as_bytes());
+            let id = DocumentId::from_content_sha256(&sha);
+            for r in doc.iter_mut() {
+                match r {
+                    Record::Document(x) => x.id = id.clone(),
+                    Record::Chunk(c) => {
+                        c.document_id = id.clone();
+                        c.id = ChunkId::new(&id, c.index, &c.text);
+                    }
+                    _ => {}
+                }
+            }
+            out.extend(doc);
+        }
+        out
+    }
+
+    fn expected_links(records: &[Record]) -> Vec<(String, String)> {
+        let mut by_doc: HashMap<String, Vec<(u32, String)>> = HashMap::new();
+        for r in records {
+            if let Record::Chunk(c) = r {
+                by_doc
+                    .entry(c.document_id.to_string())
+                    .or_default()
+                    .push((c.index, c.id.to_string()));
+            }
+        }
+        let mut links = Vec::new();
+        for chunks in by_doc.values_mut() {
+            chunks.sort();
+            for w in chunks.windows(2) {
+                links.push((w[0].1.clone(), w[1].1.clone()));
+            }
+        }
+        links.sort();
+        links
+    }
+
+    async fn send_all(records: Vec<Record>, capacity: usize) -> mpsc::Receiver<Record> {
+        let (tx, rx) = mpsc::channel(capacity);
+        tokio::spawn(async move {
+            for r in records {
+                if tx.send(r).await.is_err() {
+                    return;
+                }
             }
         });
-        let report = writer.write_channel(rx).await.unwrap();
-        producer.await.unwrap();
-        assert_eq!(report.records, 400);
-        // Each document and its 99 chunks fill one window exactly.
-        assert_eq!(report.rows, 4 * (1 + 99 + 99 + 98));
+        rx
+    }
+
+    /// A document's chunks straddle windows (small ones here, cut by size
+    /// and by time as the producer trickles): every consecutive pair is
+    /// linked exactly once, the chunk carried from the window before is
+    /// neither written again nor acknowledged again, and every record is
+    /// acknowledged once.
+    #[tokio::test]
+    async fn next_chunk_links_cross_windows_and_every_record_is_acked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = uneven_corpus();
+        let chunks = records
+            .iter()
+            .filter(|r| matches!(r, Record::Chunk(_)))
+            .count();
+        let mut cfg = config(dir.path());
+        cfg.window_records = 97;
+        let writer = BatchWriter::new(RecordingSink::default(), cfg);
+        let (ack_tx, mut ack_rx) = mpsc::channel(4);
+        let rx = send_all(records.clone(), 16).await;
+        let acks = tokio::spawn(async move {
+            let mut all = Vec::new();
+            let mut sends = 0;
+            while let Some(window) = ack_rx.recv().await {
+                sends += 1;
+                all.extend(window);
+            }
+            (sends, all)
+        });
+        let report = writer.write_channel(rx, Some(ack_tx)).await.unwrap();
+        report.check().unwrap();
+        let (sends, acks) = acks.await.unwrap();
+        assert!(report.windows >= 10, "{} windows", report.windows);
+        assert_eq!(sends, report.windows);
+        let links: Vec<(String, String)> = {
+            let mut l: Vec<_> = writer
+                .sink()
+                .rows_of(&GroupKey::NextChunk)
+                .iter()
+                .map(|r| (r.str("from").to_owned(), r.str("to").to_owned()))
+                .collect();
+            l.sort();
+            l
+        };
+        assert_eq!(links, expected_links(&records));
+        assert_eq!(links.len(), chunks - 8);
+        // The carried chunk is named by the link, not written again.
+        assert_eq!(writer.sink().rows_of(&GroupKey::Chunks).len(), chunks);
+        // One ack per record, all committed.
+        let mut keys: Vec<String> = acks.iter().map(|a| format!("{:?}", a.key)).collect();
+        keys.sort();
+        let mut want: Vec<String> = records.iter().map(|r| format!("{:?}", r.key())).collect();
+        want.sort();
+        assert_eq!(keys, want);
+        assert!(acks.iter().all(|a| a.outcome == AckOutcome::Committed));
+    }
+
+    /// The tail survives between writes of one writer: a caller that cuts
+    /// its own windows (one `write_records` each) still gets every link.
+    #[tokio::test]
+    async fn next_chunk_links_across_separate_writes_of_one_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = uneven_corpus();
+        let writer = BatchWriter::new(RecordingSink::default(), config(dir.path()));
+        for part in records.chunks(50) {
+            writer
+                .write_records(part.to_vec())
+                .await
+                .unwrap()
+                .check()
+                .unwrap();
+        }
+        let mut links: Vec<(String, String)> = writer
+            .sink()
+            .rows_of(&GroupKey::NextChunk)
+            .iter()
+            .map(|r| (r.str("from").to_owned(), r.str("to").to_owned()))
+            .collect();
+        links.sort();
+        assert_eq!(links, expected_links(&records));
+    }
+
+    /// One batch fails for good: exactly the records behind it (the ones in
+    /// the dead-letter file) are acknowledged `batch_failed` with its
+    /// number, every other record `committed`, each record once.
+    #[tokio::test]
+    async fn a_failed_batch_fails_exactly_the_acks_of_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = uneven_corpus();
+        // The chunk batch holding chunk 100 of the 250-chunk document.
+        let victim = records
+            .iter()
+            .find_map(|r| match r {
+                Record::Chunk(c) if c.index == 100 => Some(c.id.to_string()),
+                _ => None,
+            })
+            .unwrap();
+        let rule = FailRule(Arc::new(move |b: &Batch, _| {
+            (b.key == GroupKey::Chunks && b.rows.iter().any(|r| r.str("id") == victim))
+                .then(|| BatchFailure::permanent("Neo.ClientError.Statement.TypeError"))
+        }));
+        let mut cfg = config(dir.path()).fixed_batch_rows(40);
+        cfg.window_records = 300;
+        let writer = BatchWriter::new(MemorySink::failing(rule), cfg);
+        let (ack_tx, mut ack_rx) = mpsc::channel(64);
+        let report = writer
+            .write_channel(send_all(records.clone(), 64).await, Some(ack_tx))
+            .await
+            .unwrap();
+        assert!(report.windows >= 3, "{report:?}");
+        assert_eq!(report.failed_batches.len(), 1, "{report:?}");
+        let failed_number = report.failed_batches[0].number;
+        let mut acks = Vec::new();
+        while let Some(w) = ack_rx.recv().await {
+            acks.extend(w);
+        }
+        assert_eq!(acks.len(), records.len());
+        let dead: Vec<RecordKey> = read_dead_letters(&dir.path().join("dead.jsonl"))
+            .unwrap()
+            .iter()
+            .map(Record::key)
+            .collect();
+        assert_eq!(dead.len(), 40);
+        for ack in &acks {
+            if dead.contains(&ack.key) {
+                assert_eq!(
+                    ack.outcome,
+                    AckOutcome::Failed {
+                        reason: SetAsideReason::BatchFailed,
+                        batch: failed_number
+                    }
+                );
+            } else {
+                assert_eq!(ack.outcome, AckOutcome::Committed, "{:?}", ack.key);
+            }
+        }
+        let mut keys: Vec<String> = acks.iter().map(|a| format!("{:?}", a.key)).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(
+            keys.len(),
+            records.len(),
+            "an ack per record, no record twice"
+        );
+    }
+
+    /// A store failing transiently forever, a backoff of 30 s, and a
+    /// cancellation 100 ms in: the batch waiting to retry wakes and gives
+    /// up, no other batch starts, every record is acknowledged `cancelled`,
+    /// and nothing is dead-lettered.
+    #[tokio::test]
+    async fn cancellation_wakes_the_backoff_and_acks_everything_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let attempts = Arc::new(AtomicU32::new(0));
+        let seen = attempts.clone();
+        let rule = FailRule(Arc::new(move |_: &Batch, _| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Some(BatchFailure::transient(
+                "Neo.TransientError.General.DatabaseUnavailable",
+            ))
+        }));
+        let cancel = CancellationToken::new();
+        let cfg = WriterConfig {
+            dead_letter: dir.path().join("dead.jsonl"),
+            retry: RetryPolicy::new(8, Duration::from_secs(30), Duration::from_secs(30)).unwrap(),
+            cancel: cancel.clone(),
+            ..WriterConfig::default()
+        };
+        let writer = Arc::new(BatchWriter::new(MemorySink::failing(rule), cfg));
+        let records = uneven_corpus();
+        let (ack_tx, mut ack_rx) = mpsc::channel(64);
+        let write = {
+            let (writer, records) = (writer.clone(), records.clone());
+            tokio::spawn(async move {
+                writer
+                    .write_stream(futures::stream::iter(records), Some(ack_tx))
+                    .await
+            })
+        };
+        // Cancel once the first batch is waiting to retry.
+        while attempts.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cancel.cancel();
+        // A hang guard, far below the 15 s the first backoff waits at least.
+        let report = tokio::time::timeout(Duration::from_secs(10), write)
+            .await
+            .expect("the write did not return after the cancellation")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            1,
+            "no second attempt, no other batch"
+        );
+        assert_eq!(report.batches, 0);
+        assert!(report.failed_batches.is_empty(), "{report:?}");
+        assert_eq!(report.cancelled_records, records.len() as u64);
+        assert!(report.was_cancelled());
+        report.check().unwrap();
+        let mut acks = Vec::new();
+        while let Some(w) = ack_rx.recv().await {
+            acks.extend(w);
+        }
+        assert_eq!(acks.len(), records.len());
+        assert!(acks.iter().all(|a| matches!(
+            a.outcome,
+            AckOutcome::Failed {
+                reason: SetAsideReason::Cancelled,
+                ..
+            }
+        )));
+        // The batch that was tried is named; the others never had one.
+        assert!(acks
+            .iter()
+            .any(|a| matches!(a.outcome, AckOutcome::Failed { batch: 1, .. })));
+        assert!(!dir.path().join("dead.jsonl").exists());
     }
 }

@@ -164,12 +164,8 @@ async fn bolt_server_killed_mid_write_then_rerun_matches_undisturbed_counts() {
     let records = big_corpus(&tag);
     let want = undisturbed_counts(&records).await;
 
-    // Retries span ~40 s: longer than the restart takes.
-    let retry = RetryPolicy {
-        max_attempts: 10,
-        initial_backoff: Duration::from_millis(250),
-        max_backoff: Duration::from_secs(5),
-    };
+    // Retries span 19 to 38 s (jitter): longer than the restart takes.
+    let retry = RetryPolicy::new(12, Duration::from_millis(250), Duration::from_secs(5)).unwrap();
     let (writer, write) = write_until_half_way(&server, dir.path(), &records, retry).await;
     server.kill().await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -201,7 +197,7 @@ async fn bolt_server_killed_mid_write_then_rerun_matches_undisturbed_counts() {
     let back = canonical(
         writer
             .sink()
-            .read_records(&Scope::Ids(node_ids(&fixture(&tag))))
+            .read_all(&Scope::Ids(node_ids(&fixture(&tag))))
             .await
             .unwrap(),
     );
@@ -225,11 +221,8 @@ async fn bolt_server_down_past_retries_dead_letters_then_rerun_completes() {
 
     // Two quick attempts per batch: the writer gives up long before the
     // server is back.
-    let retry = RetryPolicy {
-        max_attempts: 2,
-        initial_backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_millis(200),
-    };
+    let retry =
+        RetryPolicy::new(2, Duration::from_millis(100), Duration::from_millis(200)).unwrap();
     let (writer, write) = write_until_half_way(&server, dir.path(), &records, retry).await;
     server.kill().await.unwrap();
     let report = write.await.unwrap().unwrap();
@@ -261,7 +254,7 @@ async fn bolt_server_down_past_retries_dead_letters_then_rerun_completes() {
     let back = canonical(
         writer
             .sink()
-            .read_records(&Scope::Ids(node_ids(&fixture(&tag))))
+            .read_all(&Scope::Ids(node_ids(&fixture(&tag))))
             .await
             .unwrap(),
     );

@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kg_core::Label;
-use kg_store::{BatchWriter, GraphStore, Neo4jConfig, Neo4jStore, StoreError};
+use kg_core::{Embedding, EmbeddingTarget, Label, Record};
+use kg_store::{BatchWriter, GraphCounts, GraphStore, Neo4jConfig, Neo4jStore, Scope, StoreError};
 use neo4rs::query;
 
 async fn connect() -> Neo4jStore {
@@ -31,9 +31,149 @@ async fn run(store: &Neo4jStore, text: &str) {
 #[tokio::test]
 async fn bolt_round_trip_reads_back_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let store = connect().await;
-    store.ensure_schema(Some(16)).await.unwrap();
-    check_round_trip(store, dir.path(), &unique_tag("rt")).await;
+    check_round_trip(connect().await, dir.path(), &unique_tag("rt")).await;
+}
+
+/// 50,000 chunks through `write_channel` in windows of 6,000 records, then
+/// of the default 20,000: `NEXT_CHUNK` links every consecutive pair
+/// (counted on the server from the test's own documents, which are removed
+/// afterwards: 150,000 rows are too many to leave on a shared server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bolt_next_chunk_is_complete_across_windows() {
+    for window in [Some(6_000), None] {
+        let dir = tempfile::tempdir().unwrap();
+        check_next_chunk_across_windows(
+            connect().await,
+            dir.path(),
+            &unique_tag("links"),
+            window,
+            |writer, records| async move {
+                let counts = own_chunk_links(writer.sink(), &records).await;
+                for r in &records {
+                    if let Record::Document(d) = r {
+                        writer.sink().remove_document(&d.id).await.unwrap();
+                    }
+                }
+                counts
+            },
+        )
+        .await;
+    }
+}
+
+/// `HAS_CHUNK` and `NEXT_CHUNK` of the documents among `records`.
+async fn own_chunk_links(store: &Neo4jStore, records: &[Record]) -> GraphCounts {
+    let docs: Vec<String> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Document(d) => Some(d.id.to_string()),
+            _ => None,
+        })
+        .collect();
+    let mut counts = GraphCounts::default();
+    for (name, text) in [
+        (
+            "HAS_CHUNK",
+            "UNWIND $docs AS d MATCH (:Document {id: d})-[r:HAS_CHUNK]->(:Chunk) RETURN count(r) AS n",
+        ),
+        (
+            "NEXT_CHUNK",
+            "UNWIND $docs AS d MATCH (:Document {id: d})-[:HAS_CHUNK]->(:Chunk)-[r:NEXT_CHUNK]->(:Chunk) \
+             RETURN count(r) AS n",
+        ),
+    ] {
+        let mut txn = store.graph().start_txn().await.unwrap();
+        let mut rows = txn
+            .execute(query(text).param("docs", docs.clone()))
+            .await
+            .unwrap();
+        let mut n = 0i64;
+        while let Some(r) = rows.next(txn.handle()).await.unwrap() {
+            n += r.get::<i64>("n").unwrap();
+        }
+        txn.commit().await.unwrap();
+        counts.relationships.insert(name.into(), n as u64);
+    }
+    counts
+}
+
+/// Reading back goes page by page (more than two pages here), in document
+/// and index order, and stops early when the receiver goes away.
+#[tokio::test]
+async fn bolt_read_back_pages_in_order_and_stops_when_the_receiver_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = unique_tag("pages");
+    let mut records = long_corpus(&tag, 2_500);
+    let chunk_ids: Vec<String> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Chunk(c) => Some(c.id.to_string()),
+            _ => None,
+        })
+        .collect();
+    for (i, id) in chunk_ids.iter().enumerate() {
+        records.push(Record::Embedding(Embedding {
+            id: id.clone(),
+            target: EmbeddingTarget::Chunk,
+            vector: vec![1.0, i as f32, 0.5, -1.0],
+            model: "fake-embed".into(),
+        }));
+    }
+    let writer = BatchWriter::new(connect().await, writer_config(dir.path()));
+    write_ok(&writer, records.clone()).await;
+    let scope = Scope::Ids(node_ids(&records));
+    let back = writer.sink().read_all(&scope).await.unwrap();
+    assert_eq!(back.len(), records.len());
+    assert_eq!(canonical(back.clone()), canonical(records.clone()));
+    // The chunks of one document come in index order, each followed by its
+    // vector.
+    let mut last: Option<(String, u32)> = None;
+    for pair in back
+        .iter()
+        .skip_while(|r| matches!(r, Record::Document(_)))
+        .collect::<Vec<_>>()
+        .chunks(2)
+    {
+        let (Record::Chunk(c), Record::Embedding(e)) = (pair[0], pair[1]) else {
+            panic!("expected a chunk and its vector, got {pair:?}");
+        };
+        assert_eq!(c.id.as_str(), e.id);
+        let key = (c.document_id.to_string(), c.index);
+        assert!(
+            last.as_ref().is_none_or(|l| *l < key),
+            "{last:?} then {key:?}"
+        );
+        last = Some(key);
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let read = writer.sink().read_records(&scope, tx);
+    let take_five = async move {
+        for _ in 0..5 {
+            rx.recv().await.unwrap();
+        }
+    };
+    let (sent, ()) = tokio::join!(read, take_five);
+    let sent = sent.unwrap();
+    assert!((5..100).contains(&sent), "sent {sent}");
+}
+
+/// A database the server does not have: one line naming it and the URI,
+/// not the driver's dump of the server's answer, and never the password.
+#[tokio::test]
+async fn bolt_unknown_database_fails_naming_it_and_the_uri() {
+    let mut cfg = neo4j_config();
+    cfg.database = "nosuchdb".into();
+    let uri = cfg.display_uri();
+    let password = cfg.password.expose().to_owned();
+    let err = connect_err(cfg).await;
+    assert!(
+        matches!(&err, StoreError::UnknownDatabase { database, .. } if database == "nosuchdb"),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("\"nosuchdb\"") && msg.contains(&uri), "{msg}");
+    assert!(!msg.contains('\n') && !msg.contains("BoltString"), "{msg}");
+    assert!(password.is_empty() || !msg.contains(&password), "{msg}");
 }
 
 #[tokio::test]

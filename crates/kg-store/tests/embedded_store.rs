@@ -3,11 +3,16 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+
 use common::*;
-use kg_core::Label;
+use kg_core::{DocumentId, Label, Record};
 use kg_store::{
-    export_embedded, BatchWriter, EmbeddedConfig, EmbeddedStore, GraphStore, MemorySink, Scope,
+    export_embedded, Batch, BatchFailure, BatchWriter, CurrentDocument, EmbeddedConfig,
+    EmbeddedStore, GraphCounts, GraphSink, GraphStore, MemorySink, Removed, SchemaReport, Scope,
+    SearchHits, StoreError,
 };
+use tokio::sync::mpsc;
 
 fn open(dir: &std::path::Path) -> EmbeddedStore {
     EmbeddedStore::open(&EmbeddedConfig {
@@ -120,7 +125,7 @@ async fn embedded_entity_relation_named_mentions_is_not_a_chunk_mention() {
     write_ok(&writer, records.clone()).await;
     let back = writer
         .sink()
-        .read_records(&Scope::Ids(node_ids(&records)))
+        .read_all(&Scope::Ids(node_ids(&records)))
         .await
         .unwrap();
     let target = back
@@ -189,7 +194,9 @@ async fn embedded_store_persists_and_exports_its_records() {
     // embedded store: the same graph comes out.
     let reopened = open(dir.path());
     let other_dir = tempfile::tempdir().unwrap();
-    let target = BatchWriter::new(open(other_dir.path()), writer_config(other_dir.path()));
+    let target = BatchWriter::open(open(other_dir.path()), writer_config(other_dir.path()))
+        .await
+        .unwrap();
     let report = export_embedded(&reopened, &target).await.unwrap();
     report.check().unwrap();
     let scope = Scope::Ids(node_ids(&records));
@@ -198,14 +205,151 @@ async fn embedded_store_persists_and_exports_its_records() {
         expected_counts()
     );
     assert_eq!(
-        canonical(target.sink().read_records(&Scope::All).await.unwrap()),
+        canonical(target.sink().read_all(&Scope::All).await.unwrap()),
         expected_read_back(&records)
+    );
+    // Through windows of three records, NEXT_CHUNK is rebuilt all the same:
+    // chunks come back in document and index order.
+    let small_dir = tempfile::tempdir().unwrap();
+    let mut small = writer_config(small_dir.path());
+    small.window_records = 3;
+    let small = BatchWriter::new(open(small_dir.path()), small);
+    let report = export_embedded(&reopened, &small).await.unwrap();
+    report.check().unwrap();
+    assert!(report.windows >= 5, "{} windows", report.windows);
+    assert_eq!(
+        small.sink().counts(&scope).await.unwrap(),
+        expected_counts()
     );
     // The in-memory sink sees the same number of rows as a first write.
     let mem = BatchWriter::new(MemorySink::new(), writer_config(dir.path()));
     let r = export_embedded(&reopened, &mem).await.unwrap();
     assert_eq!(r.rows, mem.sink().rows());
     assert!(r.rows > 0);
+}
+
+/// A reader whose consumer goes away stops early, without an error.
+#[tokio::test]
+async fn embedded_read_back_stops_when_the_receiver_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = fixture(&unique_tag("stop"));
+    let writer = BatchWriter::new(open(dir.path()), writer_config(dir.path()));
+    write_ok(&writer, records).await;
+    let all = writer.sink().read_all(&Scope::All).await.unwrap().len() as u64;
+    let (tx, mut rx) = mpsc::channel(1);
+    let read = writer.sink().read_records(&Scope::All, tx);
+    let take_three = async move {
+        for _ in 0..3 {
+            rx.recv().await.unwrap();
+        }
+        // rx dropped here.
+    };
+    let (sent, ()) = tokio::join!(read, take_three);
+    let sent = sent.unwrap();
+    assert!((3..all).contains(&sent), "sent {sent} of {all}");
+}
+
+/// 50,000 chunks through `write_channel` in windows of 6,000 records, then
+/// of the default 20,000: `NEXT_CHUNK` links every consecutive pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_next_chunk_is_complete_across_windows() {
+    for window in [Some(6_000), None] {
+        let dir = tempfile::tempdir().unwrap();
+        check_next_chunk_across_windows(
+            open(dir.path()),
+            dir.path(),
+            &unique_tag("links"),
+            window,
+            |writer, _| async move { writer.sink().counts(&Scope::All).await.unwrap() },
+        )
+        .await;
+    }
+}
+
+/// An embedded store that says which schema calls it got.
+struct SchemaCalls {
+    inner: EmbeddedStore,
+    calls: Arc<Mutex<Vec<Option<usize>>>>,
+}
+
+impl GraphSink for SchemaCalls {
+    async fn write_batch(&self, batch: Arc<Batch>) -> Result<(), BatchFailure> {
+        self.inner.write_batch(batch).await
+    }
+}
+
+impl GraphStore for SchemaCalls {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn ensure_schema(&self, dims: Option<usize>) -> Result<SchemaReport, StoreError> {
+        self.calls.lock().unwrap().push(dims);
+        self.inner.ensure_schema(dims).await
+    }
+    async fn search(&self, v: &[f32], k: usize) -> Result<SearchHits, StoreError> {
+        self.inner.search(v, k).await
+    }
+    async fn counts(&self, scope: &Scope) -> Result<GraphCounts, StoreError> {
+        self.inner.counts(scope).await
+    }
+    async fn earlier_versions(
+        &self,
+        current: &[CurrentDocument],
+    ) -> Result<Vec<DocumentId>, StoreError> {
+        self.inner.earlier_versions(current).await
+    }
+    async fn remove_document(&self, id: &DocumentId) -> Result<Removed, StoreError> {
+        self.inner.remove_document(id).await
+    }
+    async fn read_records(
+        &self,
+        scope: &Scope,
+        out: mpsc::Sender<Record>,
+    ) -> Result<u64, StoreError> {
+        self.inner.read_records(scope, out).await
+    }
+}
+
+/// `open` ensures the constraints at once and the vector index when the
+/// first chunk vector comes, with its length, once per writer (through
+/// windows and writes); `new` does no schema work.
+#[tokio::test]
+async fn embedded_open_ensures_the_schema_and_the_vector_index_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let store = SchemaCalls {
+        inner: open(dir.path()),
+        calls: calls.clone(),
+    };
+    let mut config = writer_config(dir.path());
+    config.window_records = 5;
+    let writer = BatchWriter::open(store, config).await.unwrap();
+    assert_eq!(*calls.lock().unwrap(), vec![None]);
+    // No chunk vector yet: no vector index.
+    let records = fixture(&unique_tag("schema"));
+    let without_vectors: Vec<Record> = records
+        .iter()
+        .filter(|r| !matches!(r, Record::Embedding(_)))
+        .cloned()
+        .collect();
+    write_ok(&writer, without_vectors).await;
+    assert_eq!(*calls.lock().unwrap(), vec![None]);
+    // The fixture's chunk vectors have 16 dimensions; several windows and
+    // two writes carry them.
+    write_ok(&writer, records.clone()).await;
+    write_ok(&writer, records.clone()).await;
+    assert_eq!(*calls.lock().unwrap(), vec![None, Some(16)]);
+
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let plain = BatchWriter::new(
+        SchemaCalls {
+            inner: open(dir.path()),
+            calls: calls.clone(),
+        },
+        writer_config(dir.path()),
+    );
+    write_ok(&plain, records).await;
+    assert!(calls.lock().unwrap().is_empty());
 }
 
 #[tokio::test]

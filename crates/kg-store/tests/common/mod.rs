@@ -448,7 +448,8 @@ pub fn expected_counts() -> GraphCounts {
 pub async fn check_round_trip<S: GraphStore>(store: S, dir: &Path, tag: &str) {
     let records = fixture(tag);
     let scope = Scope::Ids(node_ids(&records));
-    let writer = BatchWriter::new(store, writer_config(dir));
+    // Opened: the writer makes sure of the schema itself.
+    let writer = BatchWriter::open(store, writer_config(dir)).await.unwrap();
     let report = writer.write_records(records.clone()).await.unwrap();
     report.check().unwrap();
     assert_eq!(report.records, records.len() as u64);
@@ -457,7 +458,39 @@ pub async fn check_round_trip<S: GraphStore>(store: S, dir: &Path, tag: &str) {
     assert!(report.rows > records.len() as u64, "{report:?}");
     let counts = writer.sink().counts(&scope).await.unwrap();
     assert_eq!(counts, expected_counts());
-    let back = writer.sink().read_records(&scope).await.unwrap();
+    // Streamed back through a channel of one: the reader waits for the
+    // consumer, record by record.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let mut back = Vec::new();
+    let collect = async {
+        while let Some(r) = rx.recv().await {
+            back.push(r);
+        }
+    };
+    let (sent, ()) = tokio::join!(writer.sink().read_records(&scope, tx), collect);
+    assert_eq!(sent.unwrap(), back.len() as u64);
+    // Chunks come in document and index order, each followed by its vector.
+    let order: Vec<String> = back
+        .iter()
+        .filter_map(|r| match r {
+            Record::Chunk(c) => Some(format!("chunk {} {}", c.document_id, c.index)),
+            Record::Embedding(e) if e.target == EmbeddingTarget::Chunk => Some("vector".into()),
+            _ => None,
+        })
+        .collect();
+    let mut want_order: Vec<(String, u32)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Chunk(c) => Some((c.document_id.to_string(), c.index)),
+            _ => None,
+        })
+        .collect();
+    want_order.sort();
+    let want_order: Vec<String> = want_order
+        .into_iter()
+        .flat_map(|(d, i)| [format!("chunk {d} {i}"), "vector".to_owned()])
+        .collect();
+    assert_eq!(order, want_order);
     let got = canonical(back);
     let want = expected_read_back(&records);
     if got != want {
@@ -488,7 +521,7 @@ pub async fn check_idempotent<S: GraphStore>(store: S, dir: &Path, tag: &str) {
         .check()
         .unwrap();
     let first = writer.sink().counts(&scope).await.unwrap();
-    let first_back = canonical(writer.sink().read_records(&scope).await.unwrap());
+    let first_back = canonical(writer.sink().read_all(&scope).await.unwrap());
     writer
         .write_records(records.clone())
         .await
@@ -496,7 +529,7 @@ pub async fn check_idempotent<S: GraphStore>(store: S, dir: &Path, tag: &str) {
         .check()
         .unwrap();
     let second = writer.sink().counts(&scope).await.unwrap();
-    let second_back = canonical(writer.sink().read_records(&scope).await.unwrap());
+    let second_back = canonical(writer.sink().read_all(&scope).await.unwrap());
     assert_eq!(first, second);
     assert_eq!(first, expected_counts());
     assert_eq!(first_back, second_back);
@@ -521,7 +554,7 @@ pub async fn check_idempotent<S: GraphStore>(store: S, dir: &Path, tag: &str) {
         .unwrap();
     let back = writer
         .sink()
-        .read_records(&Scope::Ids(vec![ian.id.to_string()]))
+        .read_all(&Scope::Ids(vec![ian.id.to_string()]))
         .await
         .unwrap();
     assert!(back.contains(&Record::Entity(ian)), "{back:?}");
@@ -572,7 +605,7 @@ pub async fn check_hostile_data<S: GraphStore>(store: S, dir: &Path, tag: &str) 
         writer.sink().counts(&scope).await.unwrap(),
         expected_counts()
     );
-    let back = canonical(writer.sink().read_records(&scope).await.unwrap());
+    let back = canonical(writer.sink().read_all(&scope).await.unwrap());
     assert_eq!(back, expected_read_back(&records));
 }
 
@@ -877,7 +910,7 @@ pub async fn check_supersede<S: GraphStore>(
     }
     assert_eq!(after, want);
 
-    let back = writer.sink().read_records(&scope).await.unwrap();
+    let back = writer.sink().read_all(&scope).await.unwrap();
     assert!(
         !back
             .iter()
@@ -908,4 +941,105 @@ pub async fn check_supersede<S: GraphStore>(
     let again = writer.sink().supersede(&current).await.unwrap();
     assert_eq!(again, kg_store::Superseded::default());
     assert_eq!(writer.sink().counts(&scope).await.unwrap(), want);
+}
+
+/// `chunks` chunk records in documents of very different sizes (from one
+/// chunk to 2,999; many straddle a window boundary), one document after the
+/// other, as ingest sends them; short texts, so that the test is about
+/// links, not bytes. (Not bigger documents: the ArcadeDB test server takes
+/// time growing with a document's chunk count for each HAS_CHUNK it adds.)
+pub fn long_corpus(tag: &str, chunks: usize) -> Vec<Record> {
+    let sizes = [2_999usize, 1, 1_250, 40, 3, 2_000, 7, 500, 2, 1_111];
+    let mut out = Vec::new();
+    let (mut left, mut d) = (chunks, 0usize);
+    while left > 0 {
+        let n = sizes[d % sizes.len()].min(left);
+        left -= n;
+        let sha = sha256_hex(format!("{tag} long {d}").as_bytes());
+        let doc = DocumentId::from_content_sha256(&sha);
+        let source = format!("{tag}/long/{d}.txt");
+        out.push(Record::Document(Document {
+            id: doc.clone(),
+            source: source.clone(),
+            title: None,
+            sha256: sha,
+            pages: None,
+            media_type: MediaType::Text,
+            bytes: n as u64 * 20,
+        }));
+        for i in 0..n as u32 {
+            let text = format!("chunk {i} of {d} [{tag}]");
+            out.push(Record::Chunk(Chunk {
+                id: ChunkId::new(&doc, i, &text),
+                document_id: doc.clone(),
+                index: i,
+                text,
+                tokens: 5,
+                source: source.clone(),
+                page_start: None,
+                page_end: None,
+            }));
+        }
+        d += 1;
+    }
+    out
+}
+
+/// Writes [`long_corpus`] (50,000 chunks) through `write_channel` with
+/// windows of `window_records` (at least three of them) and checks that
+/// `NEXT_CHUNK` is complete: chunks − documents links, every record
+/// acknowledged committed once. `count` counts what was written, by
+/// relationship type, in whatever way suits the backend.
+pub async fn check_next_chunk_across_windows<S, F, Fut>(
+    store: S,
+    dir: &Path,
+    tag: &str,
+    window_records: Option<usize>,
+    count: F,
+) where
+    S: GraphStore,
+    F: FnOnce(std::sync::Arc<BatchWriter<S>>, Vec<Record>) -> Fut,
+    Fut: std::future::Future<Output = GraphCounts>,
+{
+    let records = long_corpus(tag, 50_000);
+    let documents = records
+        .iter()
+        .filter(|r| matches!(r, Record::Document(_)))
+        .count() as u64;
+    assert!(documents >= 5, "{documents} documents");
+    let mut config = writer_config(dir);
+    if let Some(n) = window_records {
+        config.window_records = n;
+    }
+    let writer = std::sync::Arc::new(BatchWriter::open(store, config).await.unwrap());
+    let (tx, rx) = tokio::sync::mpsc::channel(1_000);
+    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel(16);
+    let input = records.clone();
+    let producer = tokio::spawn(async move {
+        for r in input {
+            tx.send(r).await.unwrap();
+        }
+    });
+    let acks = tokio::spawn(async move {
+        let mut acks = Vec::new();
+        while let Some(window) = ack_rx.recv().await {
+            acks.extend(window);
+        }
+        acks
+    });
+    let report = writer.write_channel(rx, Some(ack_tx)).await.unwrap();
+    producer.await.unwrap();
+    report.check().unwrap();
+    assert!(report.windows >= 3, "{} windows", report.windows);
+    let acks = acks.await.unwrap();
+    assert_eq!(acks.len(), records.len());
+    assert!(acks
+        .iter()
+        .all(|a| a.outcome == kg_store::AckOutcome::Committed));
+    let counts = count(writer, records).await;
+    assert_eq!(
+        counts.relationships.get("NEXT_CHUNK"),
+        Some(&(50_000 - documents))
+    );
+    assert_eq!(counts.relationships.get("HAS_CHUNK"), Some(&50_000));
 }

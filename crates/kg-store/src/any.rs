@@ -1,0 +1,116 @@
+//! [`AnyStore`]: either backend, chosen at run time.
+//!
+//! The one module that knows both backends; they know only the traits
+//! ([`crate::store`]) and the helpers they share (the private `shared`
+//! module).
+
+use std::sync::Arc;
+
+use kg_core::{DocumentId, Record};
+use tokio::sync::mpsc;
+
+use crate::config::StoreConfig;
+use crate::embedded::EmbeddedStore;
+use crate::error::{BatchFailure, StoreError};
+use crate::neo4j::Neo4jStore;
+use crate::plan::Batch;
+use crate::store::{
+    CurrentDocument, GraphCounts, GraphSink, GraphStore, Removed, SchemaReport, Scope, SearchHits,
+};
+
+/// Either backend, chosen at run time from a [`StoreConfig`].
+pub enum AnyStore {
+    /// Neo4j over Bolt (boxed: the pool is much bigger than a path).
+    Neo4j(Box<Neo4jStore>),
+    /// The embedded SQLite store.
+    Embedded(EmbeddedStore),
+}
+
+impl AnyStore {
+    /// Opens the configured backend; for Neo4j, verifies connectivity first
+    /// (fails within the connect timeout, naming the URI).
+    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        Ok(match config {
+            StoreConfig::Neo4j(c) => Self::Neo4j(Box::new(Neo4jStore::connect(c.clone()).await?)),
+            StoreConfig::Embedded(c) => Self::Embedded(EmbeddedStore::open(c)?),
+        })
+    }
+}
+
+impl AnyStore {
+    /// Bolt connections in use and the pool size; `None` for the embedded
+    /// store (no connections).
+    pub fn connections(&self) -> Option<(usize, usize)> {
+        match self {
+            Self::Neo4j(s) => Some((s.connections_in_use(), s.max_connections())),
+            Self::Embedded(_) => None,
+        }
+    }
+}
+
+impl GraphSink for AnyStore {
+    async fn write_batch(&self, batch: Arc<Batch>) -> Result<(), BatchFailure> {
+        match self {
+            Self::Neo4j(s) => s.write_batch(batch).await,
+            Self::Embedded(s) => s.write_batch(batch).await,
+        }
+    }
+}
+
+impl GraphStore for AnyStore {
+    fn backend(&self) -> &'static str {
+        match self {
+            Self::Neo4j(s) => s.backend(),
+            Self::Embedded(s) => s.backend(),
+        }
+    }
+
+    async fn ensure_schema(&self, vector_dims: Option<usize>) -> Result<SchemaReport, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.ensure_schema(vector_dims).await,
+            Self::Embedded(s) => s.ensure_schema(vector_dims).await,
+        }
+    }
+
+    async fn search(&self, query_vector: &[f32], k: usize) -> Result<SearchHits, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.search(query_vector, k).await,
+            Self::Embedded(s) => s.search(query_vector, k).await,
+        }
+    }
+
+    async fn counts(&self, scope: &Scope) -> Result<GraphCounts, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.counts(scope).await,
+            Self::Embedded(s) => s.counts(scope).await,
+        }
+    }
+
+    async fn earlier_versions(
+        &self,
+        current: &[CurrentDocument],
+    ) -> Result<Vec<DocumentId>, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.earlier_versions(current).await,
+            Self::Embedded(s) => s.earlier_versions(current).await,
+        }
+    }
+
+    async fn remove_document(&self, id: &DocumentId) -> Result<Removed, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.remove_document(id).await,
+            Self::Embedded(s) => s.remove_document(id).await,
+        }
+    }
+
+    async fn read_records(
+        &self,
+        scope: &Scope,
+        out: mpsc::Sender<Record>,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.read_records(scope, out).await,
+            Self::Embedded(s) => s.read_records(scope, out).await,
+        }
+    }
+}
