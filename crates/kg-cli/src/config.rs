@@ -615,13 +615,14 @@ impl Settings {
         }
         // Ranges checked here, before anything runs: `kg config` and every
         // command refuse a value the stages would refuse later.
-        let ranged = |key: &'static str, max: u64, expected: &'static str| -> Result<usize, ConfigError> {
-            let n = num(key, 1)?.unwrap_or_default();
-            if n > max {
-                return Err(bad(key, expected));
-            }
-            Ok(n as usize)
-        };
+        let ranged =
+            |key: &'static str, max: u64, expected: &'static str| -> Result<usize, ConfigError> {
+                let n = num(key, 1)?.unwrap_or_default();
+                if n > max {
+                    return Err(bad(key, expected));
+                }
+                Ok(n as usize)
+            };
         let to_u32 = |key: &'static str| -> Result<Option<u32>, ConfigError> {
             num(key, 1)?
                 .map(|n| u32::try_from(n).map_err(|_| bad(key, "at most 4294967295")))
@@ -819,7 +820,10 @@ mod tests {
             assert!(err.contains(key), "{err}");
         }
         let l = layers(&[("llm.concurrency", "50")], &[], "");
-        assert_eq!(Settings::from_resolved(&resolve(&l)).unwrap().concurrency, 50);
+        assert_eq!(
+            Settings::from_resolved(&resolve(&l)).unwrap().concurrency,
+            50
+        );
     }
 
     #[test]

@@ -215,7 +215,10 @@ mod tests {
             .unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, LockError::Busy { .. }), "{msg}");
-        assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
         // A pipe's stages use different locks and do not conflict.
         let embed = DataDirLock::acquire(dir.path(), &[Resource::EmbedCache], false, &cancel)
             .await

@@ -99,11 +99,14 @@ pub fn init(format: LogFormat, filter: &str) -> Logging {
     }
 }
 
+/// The stages a [`Progress`] follows, with their figures.
+type Stages = Arc<Mutex<Vec<(&'static str, Arc<Counts>)>>>;
+
 /// Progress display: bars on a terminal, periodic log lines otherwise.
 #[derive(Clone, Default)]
 pub struct Progress {
     bars: Option<MultiProgress>,
-    stages: Arc<Mutex<Vec<(&'static str, Arc<Counts>)>>>,
+    stages: Stages,
 }
 
 /// One stage's figures, shared by its bar and the reporter.

@@ -103,18 +103,6 @@ impl StageError {
     }
 }
 
-/// The result of a stage task: its own error, or its panic.
-fn joined<T, E: std::error::Error + 'static>(
-    stage: &'static str,
-    result: Result<Result<T, E>, tokio::task::JoinError>,
-) -> Result<T, StageError> {
-    match result {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(StageError::failed(stage, &e)),
-        Err(e) => Err(join_error(stage, e)),
-    }
-}
-
 fn join_error(stage: &'static str, e: tokio::task::JoinError) -> StageError {
     if e.is_panic() {
         let payload = e.into_panic();
@@ -463,12 +451,7 @@ impl FirstError {
 }
 
 /// `kg run`: every stage at once, streaming (see the module docs).
-pub async fn run<S>(
-    stages: Stages<S>,
-    paths: Vec<PathBuf>,
-    ctx: Ctx,
-    bars: RunBars,
-) -> RunOutcome
+pub async fn run<S>(stages: Stages<S>, paths: Vec<PathBuf>, ctx: Ctx, bars: RunBars) -> RunOutcome
 where
     S: GraphStore + 'static,
 {
@@ -551,8 +534,7 @@ where
                 metrics::counter!(m::LLM_RATE_LIMITED).absolute(d.rate_limited);
                 metrics::counter!(m::CACHE_HITS, "stage" => "extract").absolute(d.cache_hits);
                 metrics::counter!(m::TOKENS, "kind" => "prompt").absolute(d.prompt_tokens);
-                metrics::counter!(m::TOKENS, "kind" => "completion")
-                    .absolute(d.completion_tokens);
+                metrics::counter!(m::TOKENS, "kind" => "completion").absolute(d.completion_tokens);
                 d
             };
             let run = extractor.run(stream_of(extract_rx), out_tx, ctx2.cancel.clone());

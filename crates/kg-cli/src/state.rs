@@ -345,7 +345,7 @@ impl RunState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kg_core::{ExtractedEntity, Label, Stage};
+    use kg_core::Stage;
 
     #[test]
     fn state_survives_reopen_and_tracks_documents_and_dead_letters() {
@@ -379,7 +379,10 @@ mod tests {
         // nor for one that would extract where this one did not.
         assert!(s.is_done_with(&doc, &with_llm).unwrap());
         assert!(!s
-            .is_done_with(&doc, &stages_key(Some(("m".into(), "v2".into())), Some("e")))
+            .is_done_with(
+                &doc,
+                &stages_key(Some(("m".into(), "v2".into())), Some("e"))
+            )
             .unwrap());
         assert!(!s.is_done_with(&doc, &stages_key(None, Some("e"))).unwrap());
         s.document_done(&doc, 1, &stages_key(None, Some("e")))
@@ -451,7 +454,10 @@ mod upgrade_tests {
             .unwrap();
         }
         let (state, log) = open_logging(dir.path());
-        assert!(log.contains("dropped 1 entries of the per-chunk extraction_cache"), "{log}");
+        assert!(
+            log.contains("dropped 1 entries of the per-chunk extraction_cache"),
+            "{log}"
+        );
         let d1 = DocumentId::from_raw("d1".to_string());
         assert!(state
             .is_done_with(&d1, "extract=m@kg-extract-v1;embed=e")

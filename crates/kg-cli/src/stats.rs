@@ -192,7 +192,11 @@ impl Tally {
             },
             Record::Chunk(_) => Tally::Chunk,
             Record::Extraction(x) => Tally::Extraction {
-                entities: x.entities.iter().map(|e| hash64(&[e.id.as_str()])).collect(),
+                entities: x
+                    .entities
+                    .iter()
+                    .map(|e| hash64(&[e.id.as_str()]))
+                    .collect(),
                 relations: x
                     .relations
                     .iter()

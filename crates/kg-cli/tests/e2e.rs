@@ -73,6 +73,13 @@ fn with_llm(mut cmd: Command, llm: &FakeLlmHandle) -> Command {
     cmd
 }
 
+/// LLM answers kept in a data dir's extraction cache.
+fn cached_answers(data_dir: &Path) -> u64 {
+    kg_extract::cache::ResponseCache::open(&data_dir.join("cache"))
+        .unwrap()
+        .len() as u64
+}
+
 fn run_ok(mut cmd: Command) -> Output {
     common::run_ok(&mut cmd)
 }
@@ -88,7 +95,7 @@ fn graph(data_dir: &Path) -> (kg_store::GraphCounts, BTreeSet<String>) {
         .unwrap();
         let counts = store.counts(&Scope::All).await.unwrap();
         let keys = store
-            .read_records(&Scope::All)
+            .read_all(&Scope::All)
             .await
             .unwrap()
             .iter()
@@ -278,10 +285,7 @@ fn a_run_killed_with_sigkill_resumes_without_repeating_calls_or_duplicating_node
     let calls_before_resume = llm.chat_requests();
 
     // What the killed run had extracted and cached.
-    let cached = kg_cli::state::RunState::open(&killed.join("kg-data"))
-        .unwrap()
-        .extraction_cache_len()
-        .unwrap();
+    let cached = cached_answers(&killed.join("kg-data"));
     assert!(
         cached > 0 && cached < chunks_extracted,
         "cached {cached} of {chunks_extracted}"
@@ -414,7 +418,7 @@ fn a_renamed_file_keeps_one_document_through_its_next_edit() {
             })
             .unwrap();
             store
-                .read_records(&Scope::All)
+                .read_all(&Scope::All)
                 .await
                 .unwrap()
                 .into_iter()
@@ -755,10 +759,7 @@ fn ctrl_c_finishes_in_flight_work_and_exits_with_the_summary() {
 
     // Everything answered before the interrupt was kept: the re-run calls
     // the LLM only for the rest.
-    let cached = kg_cli::state::RunState::open(&tmp.path().join("kg-data"))
-        .unwrap()
-        .extraction_cache_len()
-        .unwrap();
+    let cached = cached_answers(&tmp.path().join("kg-data"));
     assert_eq!(cached, calls, "every answer received was cached");
     let mut again = with_llm(kg(tmp.path()), llm.handle());
     again.arg("run").arg(&docs);

@@ -211,7 +211,7 @@ async fn snapshot<S: GraphStore>(store: &S, scope: &Scope) -> Snapshot {
     Snapshot {
         counts: store.counts(scope).await.unwrap(),
         records: store
-            .read_records(scope)
+            .read_all(scope)
             .await
             .unwrap()
             .iter()
@@ -227,7 +227,7 @@ async fn embedded_graph(data_dir: &Path) -> (EmbeddedStore, Vec<Record>, Vec<Str
         data_dir: data_dir.to_path_buf(),
     })
     .unwrap();
-    let records = store.read_records(&Scope::All).await.unwrap();
+    let records = store.read_all(&Scope::All).await.unwrap();
     let mut ids: Vec<String> = records
         .iter()
         .filter_map(|r| match r {

@@ -13,21 +13,15 @@ pub use search::search;
 pub use stages::{embed, extract, ingest, render_estimate};
 pub use store::store;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context as _;
-use kg_core::{Chunk, Record, Stage};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::build;
 use crate::config::Settings;
-use crate::jsonl_io;
 use crate::lock::{DataDirLock, Resource};
 use crate::logging::Progress;
-use crate::pipeline::{self, stream_of, Ctx, DocTracker, RunBars};
+use crate::pipeline::Ctx;
 use crate::state::RunState;
 use crate::stats::RunStats;
 

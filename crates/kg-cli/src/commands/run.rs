@@ -4,20 +4,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use kg_core::{Chunk, Record, Stage};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
+use super::stages::{estimate_chunks, render_estimate};
+use super::store::replay_dead_letters;
 use super::{App, Exit, NO_LLM_NOTE};
 use crate::build;
-use crate::config::Settings;
-use crate::jsonl_io;
 use crate::lock::Resource;
-use crate::pipeline::{self, stream_of, Ctx, DocTracker, RunBars};
-#[allow(unused_imports)]
-use super::stages::{estimate_chunks, render_estimate};
-#[allow(unused_imports)]
-use super::store::replay_dead_letters;
+use crate::pipeline::{self, RunBars};
 
 /// `kg run PATH...`.
 pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::Result<Exit> {
@@ -26,7 +20,11 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
         return dry_run_run(app, ingest, paths).await;
     }
     let _lock = app
-        .lock(&[Resource::Store, Resource::ExtractCache, Resource::EmbedCache])
+        .lock(&[
+            Resource::Store,
+            Resource::ExtractCache,
+            Resource::EmbedCache,
+        ])
         .await?;
     let state = app.open_state()?;
     let ctx = app.ctx(state);

@@ -1,19 +1,8 @@
 //! `kg search`.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use anyhow::Context as _;
-use kg_core::{Chunk, Record, Stage};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-use super::{App, Exit, NO_LLM_NOTE};
+use super::{App, Exit};
 use crate::build;
-use crate::config::Settings;
-use crate::jsonl_io;
-use crate::lock::Resource;
-use crate::pipeline::{self, stream_of, Ctx, DocTracker, RunBars};
+use crate::pipeline;
 
 /// `kg search TEXT -k N [--json]`.
 pub async fn search(app: &mut App, text: &str, k: usize, json: bool) -> anyhow::Result<Exit> {

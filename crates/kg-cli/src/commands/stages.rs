@@ -2,7 +2,6 @@
 //! and out.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use kg_core::{Chunk, Record, Stage};
@@ -14,7 +13,7 @@ use crate::build;
 use crate::config::Settings;
 use crate::jsonl_io;
 use crate::lock::Resource;
-use crate::pipeline::{self, stream_of, Ctx, DocTracker, RunBars};
+use crate::pipeline::{self, stream_of, Ctx};
 
 /// `kg ingest PATH... [-o FILE]`.
 pub async fn ingest(
@@ -176,8 +175,7 @@ pub async fn extract(
             Ok(app.finish(app.cancel.is_cancelled()))
         }
         Err(e) => {
-            app.stats
-                .add_llm_usage(&extractor.progress().snapshot());
+            app.stats.add_llm_usage(&extractor.progress().snapshot());
             app.finish(true);
             Err(pipeline::StageError::failed("extract", &e).into())
         }

@@ -5,16 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use kg_core::{Chunk, Record, Stage};
+use kg_core::{Record, Stage};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::{App, Exit, NO_LLM_NOTE};
+use super::{App, Exit};
 use crate::build;
-use crate::config::Settings;
 use crate::jsonl_io;
 use crate::lock::Resource;
-use crate::pipeline::{self, stream_of, Ctx, DocTracker, RunBars};
+use crate::pipeline::{self, stream_of, DocTracker};
 
 /// `kg store [-i FILE...]`, or `--from-embedded`.
 pub async fn store(
@@ -104,7 +102,10 @@ pub async fn store(
 /// Writes again what an earlier run's store could not (its dead-letter
 /// file), before the new input: batches that commit now leave the file,
 /// those that fail again go to a fresh one.
-pub(super) async fn replay_dead_letters(app: &mut App, writer: &kg_store::BatchWriter<kg_store::AnyStore>) {
+pub(super) async fn replay_dead_letters(
+    app: &mut App,
+    writer: &kg_store::BatchWriter<kg_store::AnyStore>,
+) {
     match kg_store::rerun_dead_letters(writer).await {
         Ok(report) if report.records > 0 => {
             app.stats.record_write(&report);
