@@ -41,7 +41,7 @@ use futures::Stream;
 use kg_core::{
     Chunk, ChunkId, DocumentId, EmbeddingTarget, Record, RecordKey, SetAside, SetAsideReason,
 };
-use kg_store::{Ack, AckOutcome, BatchWriter, CurrentDocument, GraphStore};
+use kg_store::{Ack, AckOutcome, BatchWriter, CurrentDocument, GraphSink, GraphStore};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -453,7 +453,7 @@ impl FirstError {
 /// `kg run`: every stage at once, streaming (see the module docs).
 pub async fn run<S>(stages: Stages<S>, paths: Vec<PathBuf>, ctx: Ctx, bars: RunBars) -> RunOutcome
 where
-    S: GraphStore + 'static,
+    S: GraphSink + 'static,
 {
     let Stages {
         ingest: ingest_config,
@@ -1082,6 +1082,87 @@ mod tests {
             state.document_status(&a.id).unwrap(),
             Some(DocStatus::InProgress)
         );
+    }
+
+    /// Vectors without a model: the pipeline test needs an embedder, not
+    /// good vectors.
+    struct CountingEmbedder;
+
+    impl kg_embed::Embedder for CountingEmbedder {
+        fn model_id(&self) -> &str {
+            "test/len"
+        }
+        fn dimensions(&self) -> Option<usize> {
+            Some(2)
+        }
+        fn batch_limits(&self) -> kg_embed::BatchLimits {
+            kg_embed::BatchLimits {
+                max_inputs: 8,
+                max_tokens: None,
+                concurrency: 2,
+            }
+        }
+        fn count_tokens(&self, text: &str) -> usize {
+            text.split_whitespace().count()
+        }
+        fn embed<'a>(
+            &'a self,
+            texts: &'a [String],
+        ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<f32>>, kg_embed::EmbedError>> {
+            Box::pin(async move {
+                Ok(texts
+                    .iter()
+                    .map(|t| vec![t.len() as f32, 1.0])
+                    .collect())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_store_ends_the_run_with_its_message() {
+        use kg_store::memory::{FailRule, MemorySink};
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("notes.md");
+        let text: String = (0..40)
+            .map(|i| format!("Paragraph {i} says something about the harbour and its ships.\n\n"))
+            .collect();
+        std::fs::write(&input, text).unwrap();
+        let state = Arc::new(RunState::open(&dir.path().join("state")).unwrap());
+        let ctx = Ctx {
+            stats: Arc::new(RunStats::default()),
+            state: state.clone(),
+            cancel: CancellationToken::new(),
+        };
+        let sink = MemorySink::failing(FailRule(Arc::new(|_, _| {
+            panic!("injected store panic");
+        })));
+        let stages = Stages {
+            ingest: kg_ingest::IngestConfig::default(),
+            extractor: None,
+            embedder: EmbedStage {
+                embedder: Arc::new(CountingEmbedder),
+                cache: None,
+            },
+            writer: Arc::new(BatchWriter::new(sink, kg_store::WriterConfig::default())),
+        };
+        let progress = crate::logging::Progress::default();
+        let bars = RunBars {
+            ingest: progress.stage("ingest"),
+            extract: progress.stage("extract"),
+            embed: progress.stage("embed"),
+            store: progress.stage("store"),
+        };
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(60),
+            run(stages, vec![input], ctx, bars),
+        )
+        .await
+        .expect("the run ends after the panic instead of hanging");
+        let error = outcome.error.expect("the panic is the run's error");
+        assert!(matches!(error, StageError::Panicked { stage: "store", .. }), "{error}");
+        assert!(error.to_string().contains("injected store panic"), "{error}");
+        assert!(outcome.unfinished_documents >= 1);
+        assert!(outcome.documents.is_empty(), "nothing is done");
     }
 
     #[tokio::test]

@@ -766,3 +766,236 @@ fn ctrl_c_finishes_in_flight_work_and_exits_with_the_summary() {
     run_ok(again);
     assert_eq!(llm.chat_requests(), 30);
 }
+
+#[test]
+fn a_rejected_embedding_key_stops_the_run_naming_the_url_not_the_key() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = runtime
+        .block_on(kg_fake_llm::FakeLlm::start(kg_fake_llm::FakeConfig {
+            api_key: Some("sk-the-right-key".into()),
+            ..kg_fake_llm::FakeConfig::default()
+        }))
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    // Enough chunks for many embedding batches: a run that went on after
+    // the first 401 would send them all.
+    for i in 0..8 {
+        let text: String = (0..60)
+            .map(|p| {
+                format!(
+                    "Paragraph {p} of file {i} is about the harbour, its ships and the cargo \
+                     they carry between the islands in the summer months.\n\n"
+                )
+            })
+            .collect();
+        std::fs::write(docs.join(format!("f{i}.md")), text).unwrap();
+    }
+    let secret = "sk-wrong-key-abcdefghijklmnop";
+    let out = kg(tmp.path())
+        .env("KG_EMBEDDER", "openai")
+        .env("KG_EMBED_MODEL", "text-embedding-3-small")
+        .env("KG_EMBED_BATCH", "4")
+        .env("KG_EMBED_CONCURRENCY", "4")
+        .env("KG_EMBED_BASE_URL", fake.base_url())
+        .env("OPENAI_API_KEY", secret)
+        .arg("run")
+        .arg(&docs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let counters = fake.counters();
+    assert!(
+        counters.embedding_requests >= 1 && counters.embedding_requests <= 2,
+        "{} embedding requests after a 401",
+        counters.embedding_requests
+    );
+    assert!(stderr.contains(&fake.base_url()), "{stderr}");
+    assert!(
+        !stderr.contains("abcdefghij") && !stdout.contains("abcdefghij"),
+        "{stderr}"
+    );
+    runtime.block_on(fake.shutdown());
+}
+
+#[test]
+fn ctrl_c_while_a_slow_pdf_is_read_returns_and_reports_it_unfinished() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("note.md"),
+        "# Harbour\n\nThe harbour opens at dawn.\n",
+    )
+    .unwrap();
+    // A PDF that never finishes arriving: a named pipe that kg reads while
+    // this test holds its writing end open.
+    let slow = docs.join("slow.pdf");
+    let status = Command::new("mkfifo").arg(&slow).status().unwrap();
+    assert!(status.success(), "mkfifo failed");
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let fifo = slow.clone();
+    std::thread::spawn(move || {
+        let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        w.write_all(b"%PDF-1.7\n%\xE2\xE3\xCF\xD3\n").unwrap();
+        let _ = opened_tx.send(w);
+    });
+    let mut cmd = kg(tmp.path());
+    cmd.arg("run")
+        .arg(&docs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // kg has opened the pipe: the PDF read is under way and blocked.
+    let writer = opened_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("kg never opened the slow PDF");
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    // The PDF timeout is 60 s: an exit well before it can only come from
+    // the interrupt (a hang guard, not a speed limit).
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "kg waited for the PDF instead of stopping"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(writer);
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(stderr.contains("not finished"), "{stderr}");
+    // The next run reads the file again: here it is a plain PDF now.
+    std::fs::remove_file(&slow).unwrap();
+    let mut again = kg(tmp.path());
+    again.arg("run").arg(&docs);
+    let again = run_ok(again);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("kg summary"));
+}
+
+/// A long plain-text manual: `paragraphs` paragraphs of 3–6 sentences,
+/// words drawn from a fixed vocabulary by a seeded generator.
+fn manual(paragraphs: usize, seed: u64) -> Vec<String> {
+    const WORDS: &[&str] = &[
+        "package", "maintainer", "upload", "archive", "release", "mirror", "keyring",
+        "signature", "changelog", "source", "binary", "policy", "bug", "report", "team",
+        "developer", "sponsor", "build", "daemon", "queue", "testing", "unstable", "stable",
+        "security", "advisory", "freeze", "migration", "dependency", "library", "version",
+        "harbour", "lighthouse", "ferry", "island", "cargo", "tide", "compass", "anchor",
+    ];
+    let mut state = seed;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..paragraphs)
+        .map(|p| {
+            let sentences = 3 + (next() % 4) as usize;
+            let mut para = String::new();
+            for s in 0..sentences {
+                let words = 8 + (next() % 12) as usize;
+                let mut sentence: Vec<&str> = (0..words)
+                    .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
+                    .collect();
+                sentence.push(if s % 2 == 0 { "Debian" } else { "Purdue" });
+                let text = sentence.join(" ");
+                let mut chars = text.chars();
+                let first = chars.next().map(|c| c.to_ascii_uppercase()).unwrap_or('X');
+                para.push_str(&format!("{first}{} number {p}-{s}. ", chars.as_str()));
+            }
+            para.trim_end().to_string()
+        })
+        .collect()
+}
+
+/// `kg run` of `docs` into `dir` with chat and embeddings on the fake.
+fn run_on_fake(dir: &Path, docs: &Path, fake: &FakeLlmHandle) {
+    let mut cmd = with_llm(kg(dir), fake);
+    cmd.env("KG_EMBEDDER", "openai")
+        .env("KG_EMBED_MODEL", "text-embedding-3-small")
+        .env("KG_CHUNK_TOKENS", "128")
+        .arg("run")
+        .arg(docs);
+    run_ok(cmd);
+}
+
+#[test]
+fn an_edit_costs_only_the_chunks_it_changes() {
+    let llm = Llm::start(Duration::ZERO);
+    let fake = llm.handle();
+    let paragraphs = manual(420, 7);
+    let tmp = tempfile::tempdir().unwrap();
+    let (work, fresh) = (tmp.path().join("work"), tmp.path().join("fresh"));
+    let docs = work.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::create_dir_all(&fresh).unwrap();
+    let file = docs.join("manual.txt");
+    std::fs::write(&file, paragraphs.join("\n\n")).unwrap();
+    run_on_fake(&work, &docs, fake);
+    let (counts, _) = graph(&work);
+    assert!(counts.chunks >= 120, "only {} chunks", counts.chunks);
+
+    let edits: [(&str, Box<dyn Fn(&mut Vec<String>)>); 2] = [
+        (
+            "a paragraph in the middle rewritten",
+            Box::new(|p: &mut Vec<String>| {
+                let mid = p.len() / 2;
+                p[mid] = "The ferry schedule changed in the winter: the harbour master now \
+                          publishes it weekly, and the lighthouse keeper signs every copy."
+                    .to_string();
+            }),
+        ),
+        (
+            "a sentence inserted near the start",
+            Box::new(|p: &mut Vec<String>| {
+                p[2].insert_str(0, "A new sentence about the compass opens this paragraph. ");
+            }),
+        ),
+    ];
+    let mut current = paragraphs;
+    for (what, edit) in edits {
+        edit(&mut current);
+        std::fs::write(&file, current.join("\n\n")).unwrap();
+        let before = fake.counters();
+        run_on_fake(&work, &docs, fake);
+        let after = fake.counters();
+        let chats = after.chat_requests - before.chat_requests;
+        let embedded = after.embedded_inputs - before.embedded_inputs;
+        assert!(chats <= 3, "{what}: {chats} chat calls");
+        assert!(embedded <= 3, "{what}: {embedded} texts embedded");
+
+        // The graph equals a fresh build of the new version.
+        let fresh_docs = fresh.join("docs");
+        let _ = std::fs::remove_dir_all(&fresh);
+        std::fs::create_dir_all(&fresh_docs).unwrap();
+        std::fs::write(fresh_docs.join("manual.txt"), current.join("\n\n")).unwrap();
+        run_on_fake(&fresh, &fresh_docs, fake);
+        let (edited_counts, edited_keys) = graph(&work);
+        let (fresh_counts, fresh_keys) = graph(&fresh);
+        assert_eq!(edited_counts, fresh_counts, "{what}");
+        assert_eq!(edited_keys, fresh_keys, "{what}");
+    }
+}
