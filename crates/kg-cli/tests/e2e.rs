@@ -956,7 +956,8 @@ fn an_edit_costs_only_the_chunks_it_changes() {
     std::fs::write(&file, paragraphs.join("\n\n")).unwrap();
     run_on_fake(&work, &docs, fake);
     let (counts, _) = graph(&work);
-    assert!(counts.chunks >= 120, "only {} chunks", counts.chunks);
+    let chunks = counts.nodes.get("Chunk").copied().unwrap_or(0);
+    assert!(chunks >= 120, "only {chunks} chunks");
 
     let edits: [(&str, Box<dyn Fn(&mut Vec<String>)>); 2] = [
         (
@@ -998,4 +999,142 @@ fn an_edit_costs_only_the_chunks_it_changes() {
         assert_eq!(edited_counts, fresh_counts, "{what}");
         assert_eq!(edited_keys, fresh_keys, "{what}");
     }
+}
+
+#[test]
+fn a_data_dir_whose_store_was_deleted_rebuilds_it_from_the_caches() {
+    let llm = Llm::start(Duration::ZERO);
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("harbour.txt"), manual(30, 3).join("\n\n")).unwrap();
+    let mut first = with_llm(kg(tmp.path()), llm.handle());
+    first.arg("run").arg(&docs);
+    run_ok(first);
+    let calls = llm.chat_requests();
+    let (counts, keys) = graph(tmp.path());
+    assert!(counts.nodes.get("Chunk").copied().unwrap_or(0) > 0 && calls > 0);
+
+    // The graph goes; the run state and the caches stay.
+    for name in ["graph.sqlite", "graph.sqlite-wal", "graph.sqlite-shm"] {
+        let _ = std::fs::remove_file(tmp.path().join("kg-data").join(name));
+    }
+    let mut again = with_llm(kg(tmp.path()), llm.handle());
+    again.arg("run").arg(&docs);
+    let out = run_ok(again);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another store"), "{stderr}");
+    assert_eq!(llm.chat_requests(), calls, "answers came from the cache");
+    let (counts_after, keys_after) = graph(tmp.path());
+    assert_eq!(counts_after, counts);
+    assert_eq!(keys_after, keys);
+}
+
+#[test]
+fn a_lock_held_by_a_killed_run_is_free_at_once() {
+    let llm = Llm::start(Duration::from_millis(300));
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("harbour.txt"), manual(40, 11).join("\n\n")).unwrap();
+    let mut cmd = with_llm(kg(tmp.path()), llm.handle());
+    cmd.args(["run", "--concurrency", "1"])
+        .arg(&docs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    while llm.chat_requests() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no LLM call came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lock = tmp.path().join("kg-data/locks/store.lock");
+    assert!(lock.exists(), "the run holds no lock file");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // `--no-wait`: a lock still held would make this exit 1 at once.
+    let mut again = with_llm(kg(tmp.path()), llm.handle());
+    again.args(["--no-wait", "run"]).arg(&docs);
+    run_ok(again);
+}
+
+#[test]
+fn a_second_run_on_the_same_data_dir_refuses_with_no_wait() {
+    let llm = Llm::start(Duration::from_millis(300));
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("harbour.txt"), manual(40, 12).join("\n\n")).unwrap();
+    let mut cmd = with_llm(kg(tmp.path()), llm.handle());
+    cmd.args(["run", "--concurrency", "1"])
+        .arg(&docs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut first = cmd.spawn().unwrap();
+    let started = Instant::now();
+    while llm.chat_requests() < 1 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no LLM call came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut second = with_llm(kg(tmp.path()), llm.handle());
+    let out = second
+        .args(["--no-wait", "run"])
+        .arg(&docs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another kg"), "{stderr}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+}
+
+#[test]
+fn an_llm_on_a_closed_port_ends_the_run_fast_and_a_rerun_completes() {
+    // A port nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    // About 500 chunks of 64 tokens.
+    std::fs::write(docs.join("manual.txt"), manual(1_200, 5).join("\n\n")).unwrap();
+    let secret = "sk-closed-port-abcdefghijklmnop";
+    let started = Instant::now();
+    let out = kg(tmp.path())
+        .env("OPENAI_BASE_URL", &url)
+        .env("OPENAI_API_KEY", secret)
+        .env("KG_EMBEDDER", "openai")
+        .env("KG_EMBED_MODEL", "text-embedding-3-small")
+        .env("KG_CHUNK_TOKENS", "64")
+        .env("KG_CHUNK_OVERLAP", "8")
+        .arg("run")
+        .arg(&docs)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(!stderr.contains("abcdefghij"), "{stderr}");
+    eprintln!("closed port: exit 1 after {took:?}");
+
+    // The same data dir against a live server: every chunk once.
+    let llm = Llm::start(Duration::ZERO);
+    let mut again = with_llm(kg(tmp.path()), llm.handle());
+    again
+        .env("KG_EMBEDDER", "openai")
+        .env("KG_EMBED_MODEL", "text-embedding-3-small")
+        .env("KG_CHUNK_TOKENS", "64")
+        .env("KG_CHUNK_OVERLAP", "8")
+        .arg("run")
+        .arg(&docs);
+    run_ok(again);
+    let (counts, _) = graph(tmp.path());
+    let chunks = counts.nodes.get("Chunk").copied().unwrap_or(0);
+    assert!(chunks >= 400, "{chunks} chunks");
+    assert_eq!(llm.chat_requests(), chunks, "each chunk asked once");
 }

@@ -183,9 +183,18 @@ pub trait GraphStore: GraphSink {
         k: usize,
     ) -> impl Future<Output = Result<SearchHits, StoreError>> + Send;
 
-    /// Counts nodes and relationships in `scope`.
+    /// Counts nodes and relationships in `scope` (the identity marker of
+    /// [`Self::identity`] is not counted).
     fn counts(&self, scope: &Scope)
         -> impl Future<Output = Result<GraphCounts, StoreError>> + Send;
+
+    /// An id the store keeps for itself: drawn at random the first time it
+    /// is asked for, the same for as long as the store's data lives, and a
+    /// new one once the store is replaced or emptied (another database, a
+    /// deleted SQLite file, `MATCH (n) DETACH DELETE n`). A run state keeps
+    /// it to know that it describes this very store. Neo4j keeps it in one
+    /// `:KgStore` node, the embedded store in a table.
+    fn identity(&self) -> impl Future<Output = Result<String, StoreError>> + Send;
 
     /// The earlier versions of `current`'s sources: every document whose
     /// `source` is one of `current`'s but whose id is none of `current`'s
@@ -305,6 +314,10 @@ impl<T: GraphStore> GraphStore for Arc<T> {
         (**self).search(query_vector, k)
     }
 
+    fn identity(&self) -> impl Future<Output = Result<String, StoreError>> + Send {
+        (**self).identity()
+    }
+
     fn counts(
         &self,
         scope: &Scope,
@@ -333,4 +346,9 @@ impl<T: GraphStore> GraphStore for Arc<T> {
     ) -> impl Future<Output = Result<u64, StoreError>> + Send {
         (**self).read_records(scope, out)
     }
+}
+
+/// A fresh random store identity: 128 bits in hex.
+pub(crate) fn new_identity() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }

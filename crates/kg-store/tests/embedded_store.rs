@@ -364,3 +364,20 @@ async fn embedded_store_open_fails_on_unusable_dir() {
     assert!(matches!(err, kg_store::StoreError::Embedded { .. }));
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 }
+
+/// The identity lives in the SQLite file: the same after a reopen, new
+/// when the file is deleted.
+#[tokio::test]
+async fn embedded_identity_is_stable_until_the_file_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path()).identity().await.unwrap();
+    assert_eq!(first.len(), 32, "{first}");
+    assert_eq!(open(dir.path()).identity().await.unwrap(), first);
+    let data = dir.path().join("kg-data");
+    std::fs::remove_file(data.join("graph.sqlite")).unwrap();
+    for extra in ["graph.sqlite-wal", "graph.sqlite-shm"] {
+        let _ = std::fs::remove_file(data.join(extra));
+    }
+    let second = open(dir.path()).identity().await.unwrap();
+    assert_ne!(second, first);
+}
