@@ -1109,12 +1109,7 @@ mod tests {
             &'a self,
             texts: &'a [String],
         ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<f32>>, kg_embed::EmbedError>> {
-            Box::pin(async move {
-                Ok(texts
-                    .iter()
-                    .map(|t| vec![t.len() as f32, 1.0])
-                    .collect())
-            })
+            Box::pin(async move { Ok(texts.iter().map(|t| vec![t.len() as f32, 1.0]).collect()) })
         }
     }
 
@@ -1152,15 +1147,19 @@ mod tests {
             embed: progress.stage("embed"),
             store: progress.stage("store"),
         };
-        let outcome = tokio::time::timeout(
-            Duration::from_secs(60),
-            run(stages, vec![input], ctx, bars),
-        )
-        .await
-        .expect("the run ends after the panic instead of hanging");
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(60), run(stages, vec![input], ctx, bars))
+                .await
+                .expect("the run ends after the panic instead of hanging");
         let error = outcome.error.expect("the panic is the run's error");
-        assert!(matches!(error, StageError::Panicked { stage: "store", .. }), "{error}");
-        assert!(error.to_string().contains("injected store panic"), "{error}");
+        assert!(
+            matches!(error, StageError::Panicked { stage: "store", .. }),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("injected store panic"),
+            "{error}"
+        );
         assert!(outcome.unfinished_documents >= 1);
         assert!(outcome.documents.is_empty(), "nothing is done");
     }
