@@ -206,8 +206,11 @@ impl SentenceTransformers {
         let texts_path = scratch.join("texts.json");
         let vectors_path = scratch.join("vectors.json");
         let stderr_path = scratch.join("stderr.txt");
-        std::fs::write(&texts_path, serde_json::to_vec(texts).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            &texts_path,
+            serde_json::to_vec(texts).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
         let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
         let mut child = Command::new(&python)
             .arg("-c")
@@ -270,7 +273,9 @@ impl SentenceTransformers {
             .and_then(|()| self.input.flush())
             .map_err(|e| e.to_string())?;
         let line = self.read_line()?;
-        let seconds: f64 = line.parse().map_err(|_| format!("unexpected answer {line:?}"))?;
+        let seconds: f64 = line
+            .parse()
+            .map_err(|_| format!("unexpected answer {line:?}"))?;
         Ok(Duration::from_secs_f64(seconds))
     }
 
@@ -324,7 +329,9 @@ fn local_vs_sentence_transformers(smoke: bool) {
         SentenceTransformers::start(&dir, &texts, scratch.path())
     };
     // Warm-up: thread pools, buffers.
-    model.embed_blocking(&texts[..texts.len().min(32)]).expect("embed");
+    model
+        .embed_blocking(&texts[..texts.len().min(32)])
+        .expect("embed");
 
     let mut kg_rates = Vec::new();
     let mut st_rates = Vec::new();

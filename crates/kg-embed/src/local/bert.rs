@@ -108,7 +108,11 @@ impl BertConfig {
         }
         match self.position_embedding_type.as_deref() {
             None | Some("absolute") => {}
-            Some(other) => return Err(format!("position_embedding_type {other:?} is not supported")),
+            Some(other) => {
+                return Err(format!(
+                    "position_embedding_type {other:?} is not supported"
+                ))
+            }
         }
         self.act().map(|_| ())
     }
@@ -269,7 +273,11 @@ impl SafeTensors {
         let width = match info.dtype.as_str() {
             "F32" => 4,
             "F16" | "BF16" => 2,
-            other => return Err(format!("tensor {name} has dtype {other}, expected F32/F16/BF16")),
+            other => {
+                return Err(format!(
+                    "tensor {name} has dtype {other}, expected F32/F16/BF16"
+                ))
+            }
         };
         let [begin, end] = info.data_offsets;
         if end < begin || end > self.data_len || end - begin != (count * width) as u64 {
@@ -463,7 +471,9 @@ impl Bert {
         }
         let mut out = Vec::with_capacity(seqs.len());
         for (s, &off) in seqs.iter().zip(&offsets) {
-            let rows = ws.x.get(off * h..(off + s.ids.len()) * h).unwrap_or_default();
+            let rows =
+                ws.x.get(off * h..(off + s.ids.len()) * h)
+                    .unwrap_or_default();
             let mut v = vec![0.0f32; h];
             match pool {
                 Pooling::Mean => {
@@ -509,7 +519,10 @@ impl Bert {
                     .token_type
                     .get(tt as usize * h..(tt as usize + 1) * h)
                     .ok_or_else(|| format!("token type id {tt} is outside the model's"))?;
-                let position = self.position.get(pos * h..(pos + 1) * h).unwrap_or_default();
+                let position = self
+                    .position
+                    .get(pos * h..(pos + 1) * h)
+                    .unwrap_or_default();
                 for (((r, &w), &t), &p) in row.iter_mut().zip(word).zip(typ).zip(position) {
                     *r = w + t + p;
                 }
@@ -589,7 +602,9 @@ impl Bert {
                 resize(&mut scores, len * len);
                 let q = qkv.get(off * 3 * h + head * dh..).unwrap_or_default();
                 let k = qkv.get(off * 3 * h + h + head * dh..).unwrap_or_default();
-                let v = qkv.get(off * 3 * h + 2 * h + head * dh..).unwrap_or_default();
+                let v = qkv
+                    .get(off * 3 * h + 2 * h + head * dh..)
+                    .unwrap_or_default();
                 let stride = (3 * h) as isize;
                 // scores = scale · Q Kᵀ
                 gemm_checked(
@@ -701,9 +716,7 @@ fn fits(len: usize, rows: usize, cols: usize, rs: isize, cs: isize) -> bool {
     if rows == 0 || cols == 0 {
         return true;
     }
-    rs >= 0
-        && cs >= 0
-        && (rows - 1) * (rs as usize) + (cols - 1) * (cs as usize) < len
+    rs >= 0 && cs >= 0 && (rows - 1) * (rs as usize) + (cols - 1) * (cs as usize) < len
 }
 
 /// `dst (m×n) = [dst +] alpha · lhs (m×k) · rhs (k×n)`, bounds checked.
@@ -859,8 +872,7 @@ fn max8(x: &[f32]) -> f32 {
         .remainder()
         .iter()
         .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-    acc.iter()
-        .fold(tail, |m, &v| if v > m { v } else { m })
+    acc.iter().fold(tail, |m, &v| if v > m { v } else { m })
 }
 
 /// `row = LayerNorm(row + bias)` with the biased variance, like PyTorch.
@@ -881,7 +893,11 @@ fn layer_norm_body<const FMA: bool>(row: &mut [f32], bias: Option<&[f32]>, norm:
             *a = fmadd::<FMA>(d, d, *a);
         }
     }
-    let tail: f32 = chunks.remainder().iter().map(|&v| (v - mean) * (v - mean)).sum();
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| (v - mean) * (v - mean))
+        .sum();
     let var = (acc.iter().sum::<f32>() + tail) / n;
     let inv = 1.0 / (var + eps).sqrt();
     for ((r, &g), &b) in row.iter_mut().zip(&norm.gamma).zip(&norm.beta) {
@@ -908,7 +924,9 @@ fn activation_body<const FMA: bool>(x: &mut [f32], act: Act) {
     match act {
         Act::GeluErf => x.iter_mut().for_each(|v| *v = gelu_erf::<FMA>(*v)),
         Act::GeluTanh => x.iter_mut().for_each(|v| *v = gelu_tanh::<FMA>(*v)),
-        Act::Relu => x.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 }),
+        Act::Relu => x
+            .iter_mut()
+            .for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 }),
     }
 }
 
@@ -1023,7 +1041,10 @@ mod tests {
         let mut row: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin() * 5.0).collect();
         let max = row.iter().cloned().fold(f32::MIN, f32::max);
         let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
-        let want: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp() / sum).collect();
+        let want: Vec<f64> = row
+            .iter()
+            .map(|&v| ((v - max) as f64).exp() / sum)
+            .collect();
         softmax(&mut row);
         for (g, w) in row.iter().zip(&want) {
             assert!((*g as f64 - w).abs() < 1e-6);
