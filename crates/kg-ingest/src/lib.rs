@@ -67,7 +67,7 @@ mod walk;
 pub use chunk::{Chunker, PagedText};
 pub use config::{
     ColumnType, CsvEncoding, CsvFileMapping, CsvMapping, IngestConfig, NodeEnd, NodeMapping,
-    PdfEngine, RelationMapping,
+    PdfEngine, RelationMapping, Renamed,
 };
 pub use error::{IngestError, SetAsideReason};
 pub use kg_core::Record;
