@@ -4,7 +4,8 @@
 //! - [`Embedder`] is what both sources implement: a model id, a dimension, the
 //!   batch shape it wants, and `embed(texts) -> vectors`.
 //! - [`LocalEmbedder`] runs a sentence-transformers BERT folder (MiniLM and
-//!   kin) on the CPU with candle: no network, no key.
+//!   kin) on the CPU with kg-embed's own BERT forward pass: no network, no
+//!   key.
 //! - [`OpenAiEmbedder`] calls any `/v1/embeddings` server: many inputs per
 //!   request (by count and a tiktoken budget), bounded concurrency, retries
 //!   honouring `Retry-After`, requests- and tokens-per-minute limits.
