@@ -848,9 +848,11 @@ fn ctrl_c_while_a_slow_pdf_is_read_returns_and_reports_it_unfinished() {
         w.write_all(b"%PDF-1.7\n%\xE2\xE3\xCF\xD3\n").unwrap();
         let _ = opened_tx.send(w);
     });
+    // Named on the command line: a directory walk passes over named pipes.
     let mut cmd = kg(tmp.path());
     cmd.arg("run")
-        .arg(&docs)
+        .arg(docs.join("note.md"))
+        .arg(&slow)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
