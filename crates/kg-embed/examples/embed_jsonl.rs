@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
             let record = match record {
                 Ok(record) => record,
                 Err(e) => {
-                    eprintln!("skipped: {e}");
+                    eprintln!("not a record, passed over (the rest goes on): {e}");
                     continue;
                 }
             };

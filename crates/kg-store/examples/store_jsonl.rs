@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
                 Err(e) => {
-                    eprintln!("skipped: {e}");
+                    eprintln!("not a record, passed over (the rest goes on): {e}");
                     bad_lines += 1;
                 }
             }
