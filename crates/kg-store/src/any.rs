@@ -93,6 +93,27 @@ impl GraphStore for AnyStore {
         }
     }
 
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        note: &str,
+        ttl: std::time::Duration,
+        now_ms: i64,
+    ) -> Result<crate::lease::LeaseState, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.try_lease(name, holder, note, ttl, now_ms).await,
+            Self::Embedded(s) => s.try_lease(name, holder, note, ttl, now_ms).await,
+        }
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Neo4j(s) => s.release_lease(name, holder).await,
+            Self::Embedded(s) => s.release_lease(name, holder).await,
+        }
+    }
+
     async fn earlier_versions(
         &self,
         current: &[CurrentDocument],

@@ -735,6 +735,81 @@ impl GraphStore for EmbeddedStore {
         .await
     }
 
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        note: &str,
+        ttl: std::time::Duration,
+        now_ms: i64,
+    ) -> Result<crate::lease::LeaseState, StoreError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let (holder, note) = (holder.to_owned(), note.to_owned());
+        let keys = lease_keys(name);
+        self.blocking(move |c| {
+            // IMMEDIATE: the write lock first, then the read, so two
+            // processes on one file serialise.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS kg_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            )?;
+            let get = |key: &str| -> rusqlite::Result<Option<String>> {
+                tx.query_row("SELECT value FROM kg_meta WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()
+            };
+            let current = get(&keys[0])?;
+            let expires: i64 = get(&keys[2])?.and_then(|v| v.parse().ok()).unwrap_or(0);
+            let free = current.as_deref().is_none_or(|h| h == holder) || expires < now_ms;
+            if !free {
+                let other =
+                    get(&keys[1])?.unwrap_or_else(|| "a kg that did not say who it is".to_owned());
+                tx.commit()?;
+                return Ok(crate::lease::LeaseState::Held {
+                    note: other,
+                    expires_in: crate::lease::until(expires, now_ms),
+                });
+            }
+            let until = now_ms.saturating_add(ttl_ms).to_string();
+            for (key, value) in keys.iter().zip([&holder, &note, &until]) {
+                tx.execute(
+                    "INSERT INTO kg_meta (key, value) VALUES (?1, ?2) \
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [key, value],
+                )?;
+            }
+            tx.commit()?;
+            Ok(crate::lease::LeaseState::Granted)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let holder = holder.to_owned();
+        let keys = lease_keys(name);
+        self.blocking(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS kg_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            )?;
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM kg_meta WHERE key = ?1",
+                    [&keys[0]],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if current.as_deref() == Some(holder.as_str()) {
+                for key in &keys {
+                    tx.execute("DELETE FROM kg_meta WHERE key = ?1", [key])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
     async fn counts(&self, scope: &Scope) -> Result<GraphCounts, StoreError> {
         let scope = scope.clone();
         self.blocking(move |c| {
@@ -1088,4 +1163,9 @@ fn stream_records(
         }
     }
     Ok(())
+}
+
+/// The `kg_meta` keys of lease `name`: holder, note, expiry.
+fn lease_keys(name: &str) -> [String; 3] {
+    ["holder", "note", "expires_ms"].map(|k| format!("lease:{name}:{k}"))
 }

@@ -404,6 +404,35 @@ impl Neo4jStore {
         Ok(rows)
     }
 
+    /// [`Self::fetch`], retried while the server calls the failure
+    /// transient (a deadlock, or an optimistic store's conflict on a record
+    /// another transaction changed): for short transactions on one hot
+    /// record, such as the writer lease.
+    async fn fetch_retrying(&self, q: Query, what: &str) -> Result<Vec<neo4rs::Row>, StoreError> {
+        let mut attempt = 0u32;
+        loop {
+            let once = async {
+                let (mut txn, _in_use) = self.begin().await?;
+                let mut stream = txn.execute(q.clone()).await?;
+                let mut rows = Vec::new();
+                while let Some(row) = stream.next(txn.handle()).await? {
+                    rows.push(row);
+                }
+                txn.commit().await?;
+                Ok::<_, neo4rs::Error>(rows)
+            };
+            match once.await {
+                Ok(rows) => return Ok(rows),
+                Err(e) if attempt < 20 && classify(&e).class == FailureClass::Transient => {
+                    attempt += 1;
+                    let jitter = rand::random::<u64>() % (20 * u64::from(attempt));
+                    tokio::time::sleep(std::time::Duration::from_millis(5 + jitter)).await;
+                }
+                Err(e) => return Err(q_err(what)(e)),
+            }
+        }
+    }
+
     /// Runs one statement in its own transaction.
     async fn exec(&self, q: Query, what: &str) -> Result<(), StoreError> {
         let (mut txn, _in_use) = self.begin().await.map_err(q_err(what))?;
@@ -1080,13 +1109,72 @@ impl GraphStore for Neo4jStore {
             })
     }
 
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        note: &str,
+        ttl: std::time::Duration,
+        now_ms: i64,
+    ) -> Result<crate::lease::LeaseState, StoreError> {
+        let identity = self.identity().await?;
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        // Writing the marker first takes its write lock (Neo4j) before the
+        // lease is created or read, so two takers serialise; an optimistic
+        // store (ArcadeDB) fails one of two concurrent writers at commit.
+        let q = query(
+            "MATCH (m:KgStore {identity: $identity}) \
+             SET m.lease_touched_ms = $now \
+             WITH m MERGE (l:KgLease {name: $name}) \
+             WITH l, (l.holder IS NULL OR l.holder = $holder OR l.expires_ms < $now) AS free \
+             SET l.holder = CASE WHEN free THEN $holder ELSE l.holder END, \
+                 l.note = CASE WHEN free THEN $note ELSE l.note END, \
+                 l.expires_ms = CASE WHEN free THEN $now + $ttl ELSE l.expires_ms END \
+             RETURN l.holder AS holder, l.note AS note, l.expires_ms AS expires",
+        )
+        .param("identity", identity)
+        .param("name", name)
+        .param("now", now_ms)
+        .param("holder", holder)
+        .param("note", note)
+        .param("ttl", ttl_ms);
+        let rows = self.fetch_retrying(q, "writer lease").await?;
+        let row = rows.first().ok_or_else(|| StoreError::Query {
+            backend: "neo4j",
+            what: "writer lease".into(),
+            detail: "the :KgStore marker went away while the lease was taken".into(),
+        })?;
+        if row.get::<String>("holder").ok().as_deref() == Some(holder) {
+            return Ok(crate::lease::LeaseState::Granted);
+        }
+        let expires = row.get::<i64>("expires").unwrap_or(now_ms);
+        Ok(crate::lease::LeaseState::Held {
+            note: row
+                .get::<String>("note")
+                .unwrap_or_else(|_| "a kg that did not say who it is".to_owned()),
+            expires_in: crate::lease::until(expires, now_ms),
+        })
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let q = query(
+            "MATCH (l:KgLease {name: $name}) WHERE l.holder = $holder \
+             SET l.holder = null, l.note = null, l.expires_ms = null",
+        )
+        .param("name", name)
+        .param("holder", holder);
+        self.fetch_retrying(q, "writer lease release")
+            .await
+            .map(drop)
+    }
+
     async fn counts(&self, scope: &Scope) -> Result<GraphCounts, StoreError> {
         let mut counts = GraphCounts::default();
         let rows = self
             .fetch(
                 scope_params(
                     query(
-                        "MATCH (n) WHERE NOT n:KgStore AND ($all OR n.id IN $ids) \
+                        "MATCH (n) WHERE NOT n:KgStore AND NOT n:KgLease AND ($all OR n.id IN $ids) \
                          RETURN labels(n) AS labels, count(*) AS c",
                     ),
                     scope,

@@ -196,6 +196,30 @@ pub trait GraphStore: GraphSink {
     /// `:KgStore` node, the embedded store in a table.
     fn identity(&self) -> impl Future<Output = Result<String, StoreError>> + Send;
 
+    /// Takes or renews the store's lease `name` (kg's runs take
+    /// [`crate::lease::WRITER`]) for `holder` until `ttl` from `now_ms`
+    /// (milliseconds since the Unix epoch, the caller's clock): granted when
+    /// nobody holds it, `holder` already holds it, or the last holder's
+    /// lease has expired; else says who holds it and for how long still.
+    /// `note` is what another kg shows of this holder. One transaction that
+    /// serialises with any other taker: two machines asking at once cannot
+    /// both be granted. See [`crate::lease`].
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        note: &str,
+        ttl: std::time::Duration,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<crate::lease::LeaseState, StoreError>> + Send;
+
+    /// Gives lease `name` up if `holder` holds it (else changes nothing).
+    fn release_lease(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// The earlier versions of `current`'s sources: every document whose
     /// `source` is one of `current`'s but whose id is none of `current`'s
     /// ids (two files with the same content share one document, which
@@ -323,6 +347,25 @@ impl<T: GraphStore> GraphStore for Arc<T> {
         scope: &Scope,
     ) -> impl Future<Output = Result<GraphCounts, StoreError>> + Send {
         (**self).counts(scope)
+    }
+
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        note: &str,
+        ttl: std::time::Duration,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<crate::lease::LeaseState, StoreError>> + Send {
+        (**self).try_lease(name, holder, note, ttl, now_ms)
+    }
+
+    fn release_lease(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).release_lease(name, holder)
     }
 
     fn earlier_versions(

@@ -295,6 +295,19 @@ impl GraphStore for SchemaCalls {
     async fn identity(&self) -> Result<String, StoreError> {
         self.inner.identity().await
     }
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        note: &str,
+        ttl: std::time::Duration,
+        now_ms: i64,
+    ) -> Result<kg_store::lease::LeaseState, StoreError> {
+        self.inner.try_lease(name, holder, note, ttl, now_ms).await
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.inner.release_lease(name, holder).await
+    }
     async fn earlier_versions(
         &self,
         current: &[CurrentDocument],
@@ -383,4 +396,27 @@ async fn embedded_identity_is_stable_until_the_file_is_deleted() {
     }
     let second = open(dir.path()).identity().await.unwrap();
     assert_ne!(second, first);
+}
+
+/// The writer lease in the SQLite file: one holder at a time, renewals,
+/// expiry, release by the holder only.
+#[tokio::test]
+async fn embedded_lease_has_one_holder_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    check_lease_contract(&open(dir.path()), "writer").await;
+}
+
+/// Eight handles on one file (eight connections) asking at once: one
+/// holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_lease_race_has_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = (0..8).map(|_| open(dir.path())).collect();
+    check_lease_race(stores, "writer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_lease_guard_waits_renews_and_is_told_when_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    check_lease_guard(std::sync::Arc::new(open(dir.path())), "writer").await;
 }
