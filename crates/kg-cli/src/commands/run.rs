@@ -38,6 +38,8 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
     let writer = Arc::new(build::writer(&app.settings, &app.cancel).await?);
     build::spawn_connection_gauge(&writer);
     check_store(app, &ctx, &writer).await?;
+    let lease = app.writer_lease(&ctx.state).await?;
+    lease.stop_on_loss(&app.cancel);
     replay_dead_letters(app, &writer).await;
     let bars = RunBars {
         ingest: app.progress.stage("ingest"),
@@ -61,8 +63,19 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
         bars,
     )
     .await;
+    if let Some(reason) = lease.lost_reason() {
+        // Another kg writes the store now: removing earlier versions could
+        // race it, so nothing more is written.
+        app.finish(true);
+        anyhow::bail!(
+            "{reason}; the run stopped ({} document(s) not finished): run it again once the \
+             other kg is done (nothing done so far is repeated)",
+            outcome.unfinished_documents
+        );
+    }
     let note = pipeline::replace_earlier_versions(writer.sink(), &ctx, outcome.documents).await;
     app.notes.extend(note);
+    lease.release().await;
     if let Some(e) = outcome.error {
         app.finish(true);
         return Err(e.into());
