@@ -454,3 +454,12 @@ async fn bolt_identity_is_stable_until_the_store_is_emptied() {
     assert_ne!(second, first);
     assert_eq!(store.identity().await.unwrap(), second);
 }
+
+#[tokio::test]
+async fn bolt_merge_entities_keeps_provenance_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = BatchWriter::open(connect().await, writer_config(dir.path()))
+        .await
+        .unwrap();
+    check_merge_entities(&writer, &unique_tag("merge")).await;
+}
