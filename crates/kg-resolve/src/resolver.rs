@@ -26,7 +26,7 @@
 //! group's name.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 
@@ -184,9 +184,12 @@ pub struct Resolver {
     config: ResolveConfig,
     buffer: Vec<KeyRec>,
     runs: Vec<File>,
-    touched: Option<HashSet<String>>,
+    touched: Option<Touched>,
     entities: u64,
 }
+
+/// Which ids a run touched (see [`Resolver::restrict_to`]).
+type Touched = Box<dyn Fn(&str) -> bool + Send>;
 
 impl Resolver {
     /// A resolver with `config`.
@@ -200,10 +203,10 @@ impl Resolver {
         }
     }
 
-    /// Only pairs with at least one of these ids count (a run resolves the
-    /// entities it touched against the whole graph).
-    pub fn restrict_to(&mut self, touched: HashSet<String>) {
-        self.touched = Some(touched);
+    /// Only pairs with at least one id for which `touched` says true count
+    /// (a run resolves the entities it wrote against the whole graph).
+    pub fn restrict_to(&mut self, touched: impl Fn(&str) -> bool + Send + 'static) {
+        self.touched = Some(Box::new(touched));
     }
 
     /// Adds one entity.
@@ -275,7 +278,7 @@ impl Resolver {
                     continue;
                 }
                 if let Some(t) = &touched {
-                    if !t.contains(&w.id) && !t.contains(&rec.id) {
+                    if !t(&w.id) && !t(&rec.id) {
                         continue;
                     }
                 }
@@ -625,7 +628,7 @@ mod tests {
     fn touched_restricts_pairs() {
         let config = ResolveConfig::default();
         let mut r = Resolver::new(config.clone());
-        r.restrict_to(HashSet::from(["3".to_string()]));
+        r.restrict_to(|id: &str| id == "3");
         for c in [
             cand("1", "Organization", "Acme Corp", 1),
             cand("2", "Organization", "ACME Corporation", 1),
