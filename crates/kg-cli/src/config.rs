@@ -854,6 +854,32 @@ mod tests {
     }
 
     #[test]
+    fn resolve_section_parses_and_refuses_bad_values() {
+        let l = layers(
+            &[],
+            &[("KG_RESOLVE_WINDOW", "12")],
+            "[resolve]\nmode = \"exact\"\nthreshold = 0.9\n",
+        );
+        let s = Settings::from_resolved(&resolve(&l)).unwrap();
+        assert_eq!(s.resolve.mode, kg_resolve::Mode::Exact);
+        assert_eq!(s.resolve.threshold, 0.9);
+        assert_eq!(s.resolve.window, 12);
+        let d = Settings::from_resolved(&[]).unwrap();
+        assert_eq!(d.resolve, kg_resolve::ResolveConfig::default());
+        for (key, value) in [
+            ("resolve.mode", "maybe"),
+            ("resolve.threshold", "1.5"),
+            ("resolve.window", "0"),
+        ] {
+            let l = layers(&[(key, value)], &[], "");
+            let err = Settings::from_resolved(&resolve(&l))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
     fn out_of_range_concurrency_is_refused_before_anything_runs() {
         for (key, value) in [("llm.concurrency", "51"), ("embed.concurrency", "0")] {
             let l = layers(&[(key, value)], &[], "");
