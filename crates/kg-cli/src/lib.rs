@@ -33,6 +33,7 @@ pub mod lock;
 pub mod logging;
 pub mod metrics_export;
 pub mod pipeline;
+pub mod resolution;
 pub mod search;
 pub mod state;
 pub mod stats;
@@ -138,6 +139,16 @@ pub fn main_with(
             }
             Command::Search { text, k, json, .. } => {
                 commands::search(&mut app, &text, usize::from(k), json).await
+            }
+            Command::Resolve { dry_run, .. } => commands::resolve(&mut app, dry_run).await,
+            Command::Delete {
+                paths,
+                document_id,
+                dry_run,
+                ..
+            } => commands::delete(&mut app, paths, document_id, dry_run).await,
+            Command::Prune { paths, dry_run, .. } => {
+                commands::prune(&mut app, paths, dry_run).await
             }
             Command::Config => Ok(Exit::Done),
         };

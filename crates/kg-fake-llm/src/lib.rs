@@ -35,6 +35,7 @@
 
 mod answer;
 mod fault;
+pub mod script;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -54,6 +55,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 pub use fault::{Fault, FaultRates};
+pub use script::{Script, ScriptEntry};
 
 /// The completion cap an [`Fault::EndlessJson`] answer runs to when the
 /// request sets neither `max_completion_tokens` nor `max_tokens` (a model's
@@ -99,6 +101,9 @@ pub struct FakeConfig {
     /// After this many embedding requests, switch to the second dimension
     /// (a model swapped under a running client).
     pub embedding_dim_switch: Option<(u64, usize)>,
+    /// Scripted extraction answers by marker in the chunk text (see
+    /// [`Script`]); empty: every answer is heuristic.
+    pub script: Script,
 }
 
 impl Default for FakeConfig {
@@ -119,6 +124,7 @@ impl Default for FakeConfig {
             reject_json_schema: false,
             embedding_dim: 64,
             embedding_dim_switch: None,
+            script: Script::default(),
         }
     }
 }
@@ -762,7 +768,11 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
     if hostile {
         state.live.hostile.fetch_add(1, Ordering::Relaxed);
     }
-    let found = answer::extraction(&request, &text, state.config.seed, hostile);
+    let found = state
+        .config
+        .script
+        .answer(&text)
+        .unwrap_or_else(|| answer::extraction(&request, &text, state.config.seed, hostile));
     let full = serde_json::to_string(&found).unwrap_or_else(|_| "{}".into());
     let (content, finish) = match fault {
         Some(Fault::NonJson) => (

@@ -4,6 +4,7 @@
 //! ([`crate::store`]) and the helpers they share (the private `shared`
 //! module).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use kg_core::{DocumentId, Record};
@@ -15,7 +16,8 @@ use crate::error::{BatchFailure, StoreError};
 use crate::neo4j::Neo4jStore;
 use crate::plan::Batch;
 use crate::store::{
-    CurrentDocument, GraphCounts, GraphSink, GraphStore, Removed, SchemaReport, Scope, SearchHits,
+    CurrentDocument, EntityMerge, EntityRow, GraphCounts, GraphSink, GraphStore, MergeOutcome,
+    Removed, SchemaReport, Scope, SearchHits,
 };
 
 /// Either backend, chosen at run time from a [`StoreConfig`].
@@ -139,6 +141,37 @@ impl GraphStore for AnyStore {
         match self {
             Self::Neo4j(s) => s.read_records(scope, out).await,
             Self::Embedded(s) => s.read_records(scope, out).await,
+        }
+    }
+
+    async fn stream_entities(&self, out: mpsc::Sender<EntityRow>) -> Result<u64, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.stream_entities(out).await,
+            Self::Embedded(s) => s.stream_entities(out).await,
+        }
+    }
+
+    async fn entity_vectors(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Vec<f32>>, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.entity_vectors(ids).await,
+            Self::Embedded(s) => s.entity_vectors(ids).await,
+        }
+    }
+
+    async fn merge_entities(&self, merge: &EntityMerge) -> Result<MergeOutcome, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.merge_entities(merge).await,
+            Self::Embedded(s) => s.merge_entities(merge).await,
+        }
+    }
+
+    async fn documents_under(&self, prefix: &str) -> Result<Vec<CurrentDocument>, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.documents_under(prefix).await,
+            Self::Embedded(s) => s.documents_under(prefix).await,
         }
     }
 }

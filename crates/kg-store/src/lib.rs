@@ -130,8 +130,8 @@ pub use memory::{FailRule, MemorySink};
 pub use neo4j::Neo4jStore;
 pub use plan::{plan, plan_linked, Batch, ChunkTail, Group, GroupKey, Param, Phase, Row};
 pub use store::{
-    CurrentDocument, EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, Removed,
-    SchemaReport, Scope, SearchHit, SearchHits, Superseded,
+    CurrentDocument, EntityMerge, EntityRow, EntitySummary, GraphCounts, GraphSink, GraphStore,
+    MergeOutcome, Neighbour, Removed, SchemaReport, Scope, SearchHit, SearchHits, Superseded,
 };
 pub use writer::{
     default_retry_policy, read_dead_letters, rerun_dead_letters, Ack, AckOutcome, BatchSizer,

@@ -480,3 +480,12 @@ async fn bolt_lease_race_has_one_winner() {
 async fn bolt_lease_guard_waits_renews_and_is_told_when_lost() {
     check_lease_guard(std::sync::Arc::new(connect().await), &unique_tag("guard")).await;
 }
+
+#[tokio::test]
+async fn bolt_merge_entities_keeps_provenance_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = BatchWriter::open(connect().await, writer_config(dir.path()))
+        .await
+        .unwrap();
+    check_merge_entities(&writer, &unique_tag("merge")).await;
+}

@@ -324,6 +324,27 @@ impl GraphStore for SchemaCalls {
     ) -> Result<u64, StoreError> {
         self.inner.read_records(scope, out).await
     }
+    async fn stream_entities(
+        &self,
+        out: mpsc::Sender<kg_store::EntityRow>,
+    ) -> Result<u64, StoreError> {
+        self.inner.stream_entities(out).await
+    }
+    async fn entity_vectors(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<f32>>, StoreError> {
+        self.inner.entity_vectors(ids).await
+    }
+    async fn merge_entities(
+        &self,
+        merge: &kg_store::EntityMerge,
+    ) -> Result<kg_store::MergeOutcome, StoreError> {
+        self.inner.merge_entities(merge).await
+    }
+    async fn documents_under(&self, prefix: &str) -> Result<Vec<CurrentDocument>, StoreError> {
+        self.inner.documents_under(prefix).await
+    }
 }
 
 /// `open` ensures the constraints at once and the vector index when the
@@ -419,4 +440,49 @@ async fn embedded_lease_race_has_one_winner() {
 async fn embedded_lease_guard_waits_renews_and_is_told_when_lost() {
     let dir = tempfile::tempdir().unwrap();
     check_lease_guard(std::sync::Arc::new(open(dir.path())), "writer").await;
+}
+
+#[tokio::test]
+async fn embedded_merge_entities_keeps_provenance_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = BatchWriter::open(open(dir.path()), writer_config(dir.path()))
+        .await
+        .unwrap();
+    check_merge_entities(&writer, &unique_tag("merge")).await;
+}
+
+/// Every entity streams once, in id order, with its mention count.
+#[tokio::test]
+async fn embedded_streams_entities_with_mention_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = BatchWriter::open(open(dir.path()), writer_config(dir.path()))
+        .await
+        .unwrap();
+    let tag = unique_tag("stream");
+    write_ok(&writer, fixture(&tag)).await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let collect = async {
+        let mut v = Vec::new();
+        while let Some(r) = rx.recv().await {
+            v.push(r);
+        }
+        v
+    };
+    let (sent, rows) = tokio::join!(writer.sink().stream_entities(tx), collect);
+    assert_eq!(sent.unwrap(), rows.len() as u64);
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
+    let ian = rows
+        .iter()
+        .find(|r| r.name.starts_with("Ian Murdock"))
+        .unwrap();
+    assert_eq!((ian.entity_type.as_str(), ian.mentions), ("Person", 2));
+    let docs = writer.sink().documents_under(&tag).await.unwrap();
+    assert_eq!(docs.len(), 2);
+    assert!(writer
+        .sink()
+        .documents_under("/nowhere")
+        .await
+        .unwrap()
+        .is_empty());
 }

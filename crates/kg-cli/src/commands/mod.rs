@@ -1,13 +1,18 @@
 //! The subcommands: each builds its stages from the settings ([`crate::build`]),
 //! wires them ([`crate::pipeline`] for `kg run`) and turns the result into an
 //! exit code. One file per command family: [`stages`] (`kg ingest`, `kg
-//! extract`, `kg embed`), [`store`], [`run`], [`search`].
+//! extract`, `kg embed`), [`store`], [`run`], [`search`], [`resolve`],
+//! [`delete`] (`kg delete`, `kg prune`).
 
+mod delete;
+mod resolve;
 mod run;
 mod search;
 mod stages;
 mod store;
 
+pub use delete::{delete, prune};
+pub use resolve::resolve;
 pub use run::run;
 pub use search::search;
 pub use stages::{embed, extract, ingest, render_estimate};
@@ -187,6 +192,11 @@ impl WriterLease {
             .lost()
             .is_cancelled()
             .then(|| self.lease.lost_reason().unwrap_or_default())
+    }
+
+    /// Fires when the lease is lost.
+    pub(crate) fn lost_token(&self) -> CancellationToken {
+        self.lease.lost()
     }
 
     /// Cancels `cancel` (stopping the run) if the lease is lost.

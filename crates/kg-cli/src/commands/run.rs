@@ -75,6 +75,9 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
     }
     let note = pipeline::replace_earlier_versions(writer.sink(), &ctx, outcome.documents).await;
     app.notes.extend(note);
+    if outcome.error.is_none() && !outcome.interrupted {
+        resolve_touched(app, writer.sink()).await;
+    }
     lease.release().await;
     if let Some(e) = outcome.error {
         app.finish(true);
@@ -135,4 +138,29 @@ async fn dry_run_run(
         .map_err(|e| pipeline::StageError::failed("ingest", &e))?;
     println!("{}", render_estimate(&estimate, &app.settings));
     Ok(Exit::Done)
+}
+
+/// The resolution step: the entities this run stored against the whole
+/// graph (`resolve.mode = fuzzy`, the default), one transaction per merge.
+/// A failure is a note, not a failed run: the graph is whole either way,
+/// and `kg resolve` does it again.
+async fn resolve_touched(app: &mut App, store: &kg_store::AnyStore) {
+    let config = app.settings.resolve.clone();
+    if config.mode != kg_resolve::Mode::Fuzzy || app.stats.distinct_counts().0 == 0 {
+        return;
+    }
+    let stats = app.stats.clone();
+    let touched: crate::resolution::Touched =
+        Some(Box::new(move |id: &str| stats.stored_entity(id)));
+    match crate::resolution::plan(store, &config, touched).await {
+        Ok(plan) if plan.groups.is_empty() => {}
+        Ok(plan) => {
+            let applied = crate::resolution::apply(store, &plan, &app.cancel).await;
+            app.notes.push(crate::resolution::note(&applied));
+        }
+        Err(e) => app.notes.push(format!(
+            "entity resolution did not run ({}); `kg resolve` runs it",
+            crate::logging::cause_chain(e.as_ref())
+        )),
+    }
 }

@@ -1222,3 +1222,110 @@ pub async fn check_lease_guard<S: GraphStore + 'static>(store: std::sync::Arc<S>
     assert!(reason.contains("kg three"), "{reason}");
     store.release_lease(name, "three").await.unwrap();
 }
+
+/// Merging entities (on the [`fixture`]): Bruce Perens into Ian Murdock
+/// (as if resolution had found them one). Every MENTIONS moves; LED moves
+/// and unites with the kept entity's own LED to Debian (chunk lists
+/// united, larger weight); SUCCEEDED, from one to the other, goes; the
+/// kept entity has the other name as an alias; a second run changes
+/// nothing.
+pub async fn check_merge_entities<S: GraphStore>(writer: &BatchWriter<S>, tag: &str) {
+    let mut records = fixture(tag);
+    let person = label("Person");
+    let org = label("Organization");
+    let ian = EntityId::new(&person, &format!("Ian Murdock {tag}"));
+    let bruce = EntityId::new(&person, &format!("Bruce Perens {tag}"));
+    let debian = EntityId::new(&org, &format!("Debian {tag}"));
+    let first_chunk = records
+        .iter()
+        .find_map(|r| match r {
+            Record::Chunk(c) if c.index == 0 && c.source.ends_with(".pdf") => Some(c.id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    records.push(Record::Relation(Relation {
+        source_id: ian.clone(),
+        target_id: debian.clone(),
+        rel_type: rel("LED"),
+        description: "led it at first".into(),
+        weight: 0.3,
+        chunk_ids: vec![first_chunk.clone()],
+    }));
+    let scope = Scope::Ids(node_ids(&records));
+    write_ok(writer, records).await;
+    let before = writer.sink().counts(&scope).await.unwrap();
+    assert_eq!(before.nodes["Entity:Person"], 2, "{before:?}");
+    assert_eq!(before.relationships["LED"], 2, "{before:?}");
+    let led_before: Vec<ChunkId> = writer
+        .sink()
+        .read_all(&scope)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Relation(x) if x.rel_type.as_str() == "LED" => Some(x.chunk_ids),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+
+    let merge = kg_store::EntityMerge {
+        keep: ian.to_string(),
+        name: format!("Ian Murdock {tag}"),
+        merged: vec![bruce.to_string()],
+    };
+    let done = writer.sink().merge_entities(&merge).await.unwrap();
+    assert_eq!(done.entities, 1, "{done:?}");
+    assert_eq!(done.self_loops, 1, "SUCCEEDED: {done:?}");
+    assert_eq!(done.relations, 1, "LED: {done:?}");
+    assert_eq!(done.mentions, 1, "{done:?}");
+
+    let after = writer.sink().counts(&scope).await.unwrap();
+    assert_eq!(after.nodes["Entity:Person"], 1, "{after:?}");
+    assert_eq!(after.relationships["LED"], 1, "{after:?}");
+    assert!(!after.relationships.contains_key("SUCCEEDED"), "{after:?}");
+    assert_eq!(
+        after.relationships["MENTIONS"],
+        before.relationships["MENTIONS"] - 1,
+        "Ian and Bruce were both mentioned by the third chunk"
+    );
+    let back = writer.sink().read_all(&scope).await.unwrap();
+    let kept = back
+        .iter()
+        .find_map(|r| match r {
+            Record::Entity(e) if e.id == ian => Some(e.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(kept.name, format!("Ian Murdock {tag}"));
+    assert!(
+        kept.aliases.contains(&format!("Bruce Perens {tag}")),
+        "{kept:?}"
+    );
+    assert!(kept.aliases.windows(2).all(|w| w[0] < w[1]), "{kept:?}");
+    assert_eq!(kept.chunk_ids.len(), 2, "{kept:?}");
+    assert!(!back
+        .iter()
+        .any(|r| matches!(r, Record::Entity(e) if e.id == bruce)));
+    let led: Vec<&Relation> = back
+        .iter()
+        .filter_map(|r| match r {
+            Record::Relation(x) if x.rel_type.as_str() == "LED" => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(led.len(), 1);
+    assert_eq!(led[0].source_id, ian);
+    let mut want: Vec<ChunkId> = led_before;
+    want.sort();
+    want.dedup();
+    assert_eq!(want.len(), 2);
+    let mut got = led[0].chunk_ids.clone();
+    got.sort();
+    assert_eq!(got, want, "chunk lists united");
+    assert!((led[0].weight - 0.6).abs() < 1e-6, "{:?}", led[0]);
+
+    let again = writer.sink().merge_entities(&merge).await.unwrap();
+    assert_eq!(again, kg_store::MergeOutcome::default());
+    assert_eq!(writer.sink().counts(&scope).await.unwrap(), after);
+}
