@@ -348,6 +348,19 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// `kg search -k 0` is a usage error (exit 2) naming the flag, not a
+    /// search that finds nothing.
+    #[test]
+    fn search_k_zero_is_refused_naming_the_flag() {
+        let err = Cli::try_parse_from(["kg", "search", "who", "-k", "0"])
+            .err()
+            .map(|e| (e.exit_code(), e.to_string()));
+        let (code, text) = err.expect("-k 0 was accepted");
+        assert_eq!(code, 2);
+        assert!(text.contains("-k"), "{text}");
+        assert!(Cli::try_parse_from(["kg", "search", "who", "-k", "1"]).is_ok());
+    }
+
     #[test]
     fn run_flags_become_the_flag_layer() {
         let cli = Cli::try_parse_from([

@@ -725,8 +725,10 @@ fn two_data_dirs_on_one_bolt_store_write_one_at_a_time() {
         String::from_utf8_lossy(&a.stderr)
     );
     let waited = String::from_utf8_lossy(&waits.stderr);
+    // Whether it still found the first run's lease depends on how fast it
+    // started (the waiting itself is tested in kg-store's lease tests): it
+    // must end well either way.
     assert_eq!(waits.status.code(), Some(0), "{waited}");
-    assert!(waited.contains("waiting for it to finish"), "{waited}");
 
     // A fresh build of the same documents, in an embedded store.
     let fresh_dir = work.join("fresh");
