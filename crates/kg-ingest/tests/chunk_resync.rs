@@ -165,8 +165,47 @@ fn a_one_paragraph_edit_changes_at_most_three_chunks() {
             let changed = new_texts(&before, &after);
             if std::env::var_os("KG_CHUNK_STATS").is_some() {
                 if changed > 3 {
-                    let sizes: Vec<usize> = before.iter().map(|t| chunker.count_tokens(t)).collect();
-                    eprintln!("size {size}/{overlap} kind {kind} changed {changed} chunks {} mean {}", before.len(), sizes.iter().sum::<usize>() / sizes.len().max(1));
+                    let sizes: Vec<usize> =
+                        before.iter().map(|t| chunker.count_tokens(t)).collect();
+                    eprintln!(
+                        "size {size}/{overlap} kind {kind} changed {changed} chunks {} mean {}",
+                        before.len(),
+                        sizes.iter().sum::<usize>() / sizes.len().max(1)
+                    );
+                    let bset: std::collections::HashSet<&String> = before.iter().collect();
+                    let aset: std::collections::HashSet<&String> = after.iter().collect();
+                    let first = after.iter().position(|t| !bset.contains(t)).unwrap_or(0);
+                    let lo = first.saturating_sub(1);
+                    let show = |v: &Vec<String>,
+                                other: &std::collections::HashSet<&String>,
+                                from: usize|
+                     -> String {
+                        v.iter()
+                            .enumerate()
+                            .skip(from)
+                            .take(7)
+                            .map(|(i, t)| {
+                                format!(
+                                    "{}{}:{}[{}]",
+                                    if other.contains(t) { " " } else { "*" },
+                                    i,
+                                    chunker.count_tokens(t),
+                                    t.matches("\n\n").count()
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    };
+                    let bfirst = before
+                        .iter()
+                        .position(|t| !aset.contains(t))
+                        .unwrap_or(0)
+                        .saturating_sub(1);
+                    eprintln!(
+                        "  before {}\n  after  {}",
+                        show(&before, &aset, bfirst),
+                        show(&after, &bset, lo)
+                    );
                 }
                 worst = worst.max(changed);
                 histogram[changed.min(7)] += 1;
@@ -185,7 +224,10 @@ fn a_one_paragraph_edit_changes_at_most_three_chunks() {
             cases += 1;
         }
     }
-    eprintln!("{cases} cases; new chunk texts per edit: {histogram:?}; worst {worst}; fill {:.2}", fill_sum / fill_n as f64);
+    eprintln!(
+        "{cases} cases; new chunk texts per edit: {histogram:?}; worst {worst}; fill {:.2}",
+        fill_sum / fill_n as f64
+    );
 }
 
 #[test]
