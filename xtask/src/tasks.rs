@@ -228,8 +228,21 @@ pub const DEMO_BUILD: &[&str] = &["build", "--release"];
 
 /// The `kg` commands of the demo.
 pub const DEMO_STEPS: &[&[&str]] = &[
-    &["--config", "examples/kg.toml", "run", "examples/corpus", "examples/csv"],
-    &["--config", "examples/kg.toml", "search", "Who founded Debian?", "-k", "3"],
+    &[
+        "--config",
+        "examples/kg.toml",
+        "run",
+        "examples/corpus",
+        "examples/csv",
+    ],
+    &[
+        "--config",
+        "examples/kg.toml",
+        "search",
+        "Who founded Debian?",
+        "-k",
+        "3",
+    ],
 ];
 
 /// `target/release/kg` of this workspace (`CARGO_TARGET_DIR` if set).
@@ -237,7 +250,9 @@ pub fn release_binary() -> std::path::PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("release").join(format!("kg{}", std::env::consts::EXE_SUFFIX))
+    target
+        .join("release")
+        .join(format!("kg{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// `cargo xtask fake-llm ARGS...`.
@@ -392,7 +407,10 @@ mod tests {
             readme_commands("Run it on the bundled sample data"),
             ["cargo xtask demo"]
         );
-        assert_eq!(format!("cargo {}", DEMO_BUILD.join(" ")), "cargo build --release");
+        assert_eq!(
+            format!("cargo {}", DEMO_BUILD.join(" ")),
+            "cargo build --release"
+        );
         assert!(!DEMO_BUILD.contains(&"-q") && !DEMO_BUILD.contains(&"--quiet"));
         let kg = release_binary();
         assert!(kg.ends_with(format!("release/kg{}", std::env::consts::EXE_SUFFIX)));

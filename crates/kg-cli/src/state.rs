@@ -342,7 +342,10 @@ impl RunState {
                     }
                 }
             };
-            for (key, value) in [("store_identity", identity), ("store_description", description)] {
+            for (key, value) in [
+                ("store_identity", identity),
+                ("store_description", description),
+            ] {
                 tx.execute(
                     "INSERT INTO meta (key, value) VALUES (?1, ?2) \
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -417,16 +420,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let doc = DocumentId::from_content_sha256(&kg_core::sha256_hex(b"doc"));
         let s = RunState::open(dir.path()).unwrap();
-        assert_eq!(s.check_store("id-1", "embedded a").unwrap(), StoreMatch::Adopted);
+        assert_eq!(
+            s.check_store("id-1", "embedded a").unwrap(),
+            StoreMatch::Adopted
+        );
         s.document_started(&doc, "a.pdf").unwrap();
         s.document_done(&doc, 1, "k").unwrap();
-        assert_eq!(s.check_store("id-1", "embedded a").unwrap(), StoreMatch::Same);
+        assert_eq!(
+            s.check_store("id-1", "embedded a").unwrap(),
+            StoreMatch::Same
+        );
         assert!(s.is_done_with(&doc, "k").unwrap());
         // Reopened (a later run) against an emptied or other store.
         drop(s);
         let s = RunState::open(dir.path()).unwrap();
         assert_eq!(
-            s.check_store("id-2", "neo4j bolt://db:7687 database x").unwrap(),
+            s.check_store("id-2", "neo4j bolt://db:7687 database x")
+                .unwrap(),
             StoreMatch::Other {
                 was: "embedded a".into(),
                 forgotten: 1
@@ -436,7 +446,8 @@ mod tests {
         assert_eq!(s.document_status(&doc).unwrap(), None);
         // The new store is now the recorded one.
         assert_eq!(
-            s.check_store("id-2", "neo4j bolt://db:7687 database x").unwrap(),
+            s.check_store("id-2", "neo4j bolt://db:7687 database x")
+                .unwrap(),
             StoreMatch::Same
         );
     }

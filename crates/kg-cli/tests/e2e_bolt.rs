@@ -624,7 +624,11 @@ fn a_data_dir_switched_to_bolt_writes_the_full_graph_there() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("another store"), "{stderr}");
     assert!(!stderr.contains(&bolt.password), "{stderr}");
-    assert_eq!(llm.chat_requests(), calls, "the answers came from the cache");
+    assert_eq!(
+        llm.chat_requests(),
+        calls,
+        "the answers came from the cache"
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

@@ -241,8 +241,8 @@ fn every_fault_names_a_test_that_exists() {
             .test
             .split_once("::")
             .unwrap_or_else(|| panic!("{}: no `file::test`", f.test));
-        let text = std::fs::read_to_string(root().join(file))
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let text =
+            std::fs::read_to_string(root().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(
             text.contains(&format!("fn {name}(")),
             "{file} has no test `{name}` (row: {})",

@@ -292,6 +292,9 @@ impl GraphStore for SchemaCalls {
     async fn counts(&self, scope: &Scope) -> Result<GraphCounts, StoreError> {
         self.inner.counts(scope).await
     }
+    async fn identity(&self) -> Result<String, StoreError> {
+        self.inner.identity().await
+    }
     async fn earlier_versions(
         &self,
         current: &[CurrentDocument],
