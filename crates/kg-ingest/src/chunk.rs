@@ -20,15 +20,30 @@
 //!    byte, so such a piece never exceeds it).
 //! 3. **Content-defined boundaries.** Every boundary between two segments
 //!    has a score: its strength first, then an FNV-1a hash of the text of
-//!    the segment before it, never its position. Every boundary starts as a
-//!    cut, and cuts are removed *weakest first* (lowest score; equal scores,
-//!    the earlier one) whenever the two pieces on either side fit together
-//!    in a *body* of `size − overlap` tokens. When a boundary's turn comes,
-//!    the pieces beside it lie between the nearest stronger boundaries on
-//!    either side, so whether it stays a cut depends only on the text
-//!    there: an edit regroups the bodies around it, and the cuts elsewhere
-//!    stay where they were. The caches downstream are keyed by chunk text,
-//!    so a re-run after an edit pays for the new chunk texts only.
+//!    the segment before it, never its position. Before merging, two kinds
+//!    of boundary are fixed as cuts, each decided by one paragraph's own
+//!    text and size:
+//!    - *anchors*: the break after a paragraph of `t` tokens is an anchor
+//!      candidate with probability `2·t / body` over texts (decided by its
+//!      hash, the strongest first), so every paragraph of half a body or
+//!      more ends in one; a candidate becomes an anchor when it lies at
+//!      least 0.3 body after the previous candidate. An edit inside a
+//!      paragraph moves at most the anchors around that paragraph, so the
+//!      regrouping it causes stops at the next anchor on either side.
+//!    - a paragraph of one to two bodies is *halved* at its strongest
+//!      boundary that leaves both halves within a body (the other
+//!      boundaries inside it are merged away), instead of being cut
+//!      wherever its neighbours leave room.
+//!
+//!    Every other boundary starts as a cut, and cuts are removed *weakest
+//!    first* (lowest score; equal scores, the earlier one) whenever the two
+//!    pieces on either side fit together in a *body* of `size − overlap`
+//!    tokens. When a boundary's turn comes, the pieces beside it lie
+//!    between the nearest stronger boundaries or anchors on either side, so
+//!    whether it stays a cut depends only on the text there: an edit
+//!    regroups the bodies around it, and the cuts elsewhere stay where they
+//!    were. The caches downstream are keyed by chunk text, so a re-run
+//!    after an edit pays for the new chunk texts only.
 //! 4. A chunk is an *overlap* (whole trailing segments of the previous
 //!    body, at most `overlap` tokens) followed by its body, so the two
 //!    always fit. Each chunk's text is trimmed (a body of whitespace only
@@ -37,15 +52,16 @@
 //!    across a segment boundary), the overlap gives way first.
 //!
 //! **What it costs and guarantees.** Merging stops where the next merge
-//! would not fit, so any two neighbouring bodies together are above the
-//! body size: bodies average more than half of it. On the bundled manuals
-//! at 512/64 the mean chunk is 0.70–0.75 of the size (greedy packing made
-//! it about 0.9): about a quarter more chunks, hence LLM calls, on a first
-//! run. After a one-paragraph edit, `tests/chunk_resync.rs` finds at most 3
-//! new chunk texts in 595 of 600 random cases; in the other 5 the edited
-//! paragraph changes which neighbouring paragraphs fit together and the
-//! regrouping reaches one more body (4 new texts), so that bound does not
-//! hold yet (docs/ingest.md has the figures).
+//! would not fit, and anchors cut where greedy packing would not, so chunks
+//! are less full than greedy packing made them: at 512/64 the mean chunk is
+//! 0.64–0.77 of the size on the bundled and evaluation documents (greedy:
+//! about 0.9), so a first run makes a quarter to a half more LLM calls (the
+//! text sent is the same; what grows is the prompt sent with each call).
+//! In return an edit costs a few chunks: `tests/chunk_resync.rs` finds at
+//! most 3 new chunk texts after each of 600 random one-paragraph edits of
+//! generated prose and 30 edits of the Developer's Reference; on 2,000
+//! further generated cases (other seeds) 2 edits gave 4 (docs/ingest.md
+//! has the figures).
 //!
 //! This replaced `text-splitter`, which re-tokenized candidate chunks many
 //! times per chunk: on a 400 KB manual it spent 280 ms chunking text that
@@ -130,6 +146,23 @@ struct Segment {
     /// Strength of the boundary at `end`.
     boundary: Boundary,
 }
+
+/// How a boundary between two segments is treated when bodies are formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Removed when the pieces on either side fit together, weakest first.
+    Free,
+    /// Removed before anything else (inside a paragraph that is halved).
+    Merged,
+    /// Always a cut: an anchor, or where a paragraph is halved.
+    Cut,
+}
+
+/// Anchors are at least this share of a body apart from the previous
+/// anchor candidate (`NUM / DEN`).
+const ANCHOR_GAP_NUM: usize = 3;
+/// See [`ANCHOR_GAP_NUM`].
+const ANCHOR_GAP_DEN: usize = 10;
 
 /// Splits documents into chunks. Cheap to share: build once per run.
 pub struct Chunker {
@@ -220,7 +253,8 @@ impl Chunker {
             position.push(last + s.tokens);
         }
         let scores: Vec<u64> = segments.iter().map(|s| boundary_score(text, s)).collect();
-        let bodies = self.merge_weakest_first(&position, &scores);
+        let roles = self.roles(&segments, &position, &scores);
+        let bodies = self.merge_weakest_first(&position, &scores, &roles);
 
         let mut previous: Option<(usize, usize)> = None;
         for (first, end) in bodies {
@@ -269,22 +303,72 @@ impl Chunker {
         out
     }
 
+    /// What each boundary is when bodies are formed (`roles[j]` for the
+    /// boundary before segment `j`; 0 is the start of the text): anchors
+    /// and the cut of a paragraph halved are [`Role::Cut`], the other
+    /// boundaries of a halved paragraph [`Role::Merged`], every other one
+    /// [`Role::Free`] for weakest-first merging.
+    fn roles(&self, segments: &[Segment], position: &[usize], scores: &[u64]) -> Vec<Role> {
+        let n = segments.len();
+        let body = self.body_max();
+        let mut roles = vec![Role::Free; n];
+        // The end of the latest anchor candidate (the start of the text at first).
+        let mut previous_candidate = 0;
+        let mut first = 0;
+        for (last, segment) in segments.iter().enumerate() {
+            if segment.boundary != Boundary::Paragraph && last + 1 < n {
+                continue;
+            }
+            // Paragraph: segments first..=last.
+            let end = last + 1;
+            let tokens = position[end] - position[first];
+            if tokens > body && tokens <= 2 * body {
+                if let Some(cut) = halving_cut(position, scores, first, end, body) {
+                    for role in &mut roles[first + 1..end] {
+                        *role = Role::Merged;
+                    }
+                    roles[cut] = Role::Cut;
+                }
+            }
+            if end < n && is_anchor_candidate(scores[last], tokens, body) {
+                if (position[end] - position[previous_candidate]) * ANCHOR_GAP_DEN
+                    >= body * ANCHOR_GAP_NUM
+                {
+                    roles[end] = Role::Cut;
+                }
+                previous_candidate = end;
+            }
+            first = end;
+        }
+        roles
+    }
+
     /// Groups the segments into bodies of at most [`Self::body_max`]
-    /// tokens: every boundary starts as a cut, and the cuts are removed
-    /// weakest first (lowest score) whenever the two pieces they separate
-    /// fit together. Returns the bodies as segment ranges.
-    fn merge_weakest_first(&self, position: &[usize], scores: &[u64]) -> Vec<(usize, usize)> {
+    /// tokens: every boundary starts as a cut; the [`Role::Merged`] ones
+    /// are removed first, then the [`Role::Free`] ones weakest first
+    /// (lowest score) whenever the two pieces they separate fit together.
+    /// [`Role::Cut`] boundaries stay. Returns the bodies as segment ranges.
+    fn merge_weakest_first(
+        &self,
+        position: &[usize],
+        scores: &[u64],
+        roles: &[Role],
+    ) -> Vec<(usize, usize)> {
         let n = scores.len();
         // Cut `j` (1..n) lies between segments j-1 and j; 0 and n are fixed.
         let mut prev: Vec<usize> = (0..=n).map(|j| j.saturating_sub(1)).collect();
         let mut next: Vec<usize> = (0..=n).map(|j| (j + 1).min(n)).collect();
-        let mut order: Vec<usize> = (1..n).collect();
+        let merged = (1..n).filter(|&j| roles[j] == Role::Merged);
+        let mut free: Vec<usize> = (1..n).filter(|&j| roles[j] == Role::Free).collect();
         // Ties (the same text twice) go to the earlier boundary.
-        order.sort_by_key(|&j| (scores[j - 1], j));
+        free.sort_by_key(|&j| (scores[j - 1], j));
         let limit = self.body_max();
-        for j in order {
+        for (j, always) in merged
+            .map(|j| (j, true))
+            .chain(free.into_iter().map(|j| (j, false)))
+        {
             let (p, q) = (prev[j], next[j]);
-            if position[q] - position[p] <= limit {
+            if always || position[q] - position[p] <= limit {
                 next[p] = q;
                 prev[q] = p;
             }
@@ -421,6 +505,33 @@ fn boundary_score(text: &str, segment: &Segment) -> u64 {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     (strength << 62) | (hash >> 2)
+}
+
+/// Whether the paragraph break after a paragraph of `tokens` tokens whose
+/// last segment scored `score` is an anchor candidate: with probability
+/// `2 · tokens / body` over the texts, decided by how strong the boundary
+/// is (the top of the score range first), so every paragraph of at least
+/// half a body ends in a candidate and the candidates are the breaks the
+/// merging would keep anyway.
+fn is_anchor_candidate(score: u64, tokens: usize, body: usize) -> bool {
+    const HASH_RANGE: u128 = 1 << 62;
+    let weakness = HASH_RANGE - u128::from(score & ((1 << 62) - 1));
+    weakness.saturating_mul(body as u128) <= (2 * tokens as u128).saturating_mul(HASH_RANGE)
+}
+
+/// The strongest boundary of segments `first..end` (a paragraph of more
+/// than `body` tokens and at most twice that) that leaves both sides within
+/// `body` tokens, if any.
+fn halving_cut(
+    position: &[usize],
+    scores: &[u64],
+    first: usize,
+    end: usize,
+    body: usize,
+) -> Option<usize> {
+    (first + 1..end)
+        .filter(|&j| position[j] - position[first] <= body && position[end] - position[j] <= body)
+        .max_by_key(|&j| (scores[j - 1], j))
 }
 
 /// `text[start..end]` without surrounding whitespace, with its offset.

@@ -271,3 +271,39 @@ fn chunks_of_any_text_fit_and_say_something_new() {
         }
     }
 }
+
+#[test]
+fn edits_of_a_real_manual_change_at_most_three_chunks() {
+    // The Debian Developer's Reference as plain text (eval/corpus), 512/64
+    // as `kg` chunks by default: 30 edits spread over its middle, each a
+    // sentence inserted at the start of one paragraph or one paragraph
+    // rewritten (its words reversed).
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../eval/corpus/developers-reference.txt"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let paragraphs: Vec<String> = text.split("\n\n").map(str::to_string).collect();
+    assert!(paragraphs.len() > 500, "{} paragraphs", paragraphs.len());
+    let chunker = Chunker::new(512, 64).unwrap();
+    let before = chunk_texts(&chunker, &paragraphs);
+    assert!(before.len() > 150, "{} chunks", before.len());
+    let mut histogram = [0usize; 8];
+    for k in 0..30 {
+        let at = paragraphs.len() / 5 + k * (paragraphs.len() * 3 / 5) / 30;
+        let mut edited = paragraphs.clone();
+        edited[at] = if k % 2 == 0 {
+            format!("This sentence was added by edit {k}. {}", edited[at])
+        } else {
+            edited[at].split(' ').rev().collect::<Vec<_>>().join(" ")
+        };
+        let after = chunk_texts(&chunker, &edited);
+        let changed = new_texts(&before, &after);
+        histogram[changed.min(7)] += 1;
+        assert!(
+            changed <= 3,
+            "edit {k} at paragraph {at}: {changed} new chunk texts"
+        );
+    }
+    eprintln!("new chunk texts per edit: {histogram:?}");
+}
