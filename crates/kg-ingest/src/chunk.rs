@@ -164,11 +164,29 @@ const ANCHOR_GAP_NUM: usize = 3;
 /// See [`ANCHOR_GAP_NUM`].
 const ANCHOR_GAP_DEN: usize = 10;
 
+/// The process-wide cl100k tokenizer, built by its first caller (about a
+/// tenth of a second; [`warm_up`] starts that early on a thread of its own).
+fn tokenizer() -> &'static CoreBPE {
+    tiktoken_rs::cl100k_base_singleton()
+}
+
+/// Starts building the cl100k tables on a thread of its own, so that they
+/// are ready (or nearly) when the first document is chunked instead of
+/// delaying the start of a run; a chunker that needs them sooner waits for
+/// that build rather than starting a second one.
+pub fn warm_up() {
+    // A failed spawn only means the first chunking builds the tables.
+    let _ = std::thread::Builder::new()
+        .name("kg-tokenizer".into())
+        .spawn(|| {
+            tokenizer();
+        });
+}
+
 /// Splits documents into chunks. Cheap to share: build once per run.
 pub struct Chunker {
     max_tokens: usize,
     overlap: usize,
-    tokenizer: &'static CoreBPE,
 }
 
 impl std::fmt::Debug for Chunker {
@@ -197,13 +215,12 @@ impl Chunker {
         Ok(Self {
             max_tokens,
             overlap,
-            tokenizer: tiktoken_rs::cl100k_base_singleton(),
         })
     }
 
     /// Number of cl100k tokens in `text`.
     pub fn count_tokens(&self, text: &str) -> usize {
-        self.tokenizer.encode_ordinary(text).len()
+        tokenizer().encode_ordinary(text).len()
     }
 
     /// The chunks of one document, in order, indexed from 0.
