@@ -463,16 +463,11 @@ pub async fn ingest(
         output.summary.warnings.extend(renames);
     }
     let (tokens, overlap) = (config.chunk_tokens, config.chunk_overlap);
-    // Building the cl100k tables takes a moment the first time: off the async workers.
-    let building = tokio::task::spawn_blocking(move || Chunker::new(tokens, overlap));
-    let Some(chunker) = unless_cancelled(&cancel, building).await else {
-        return Ok(output.interrupted(None, VecDeque::new(), &[]));
-    };
-    let chunker = chunker.map_err(|e| IngestError::Worker {
-        path: PathBuf::new(),
-        message: e.to_string(),
-    })??;
-    let chunker = Arc::new(chunker);
+    // The cl100k tables take a moment to build the first time: built on a
+    // thread of their own while the first files are read (chunking, on the
+    // blocking pool, waits for them if it gets there first).
+    crate::chunk::warm_up();
+    let chunker = Arc::new(Chunker::new(tokens, overlap)?);
     let config = Arc::new(config);
     let window = config.parallelism.get();
 
