@@ -290,7 +290,10 @@ mod tests {
             tx
         });
         let busy = tokio::time::timeout(linger * 5 + linger / 2, out.fill()).await;
-        assert!(busy.is_err(), "fill ends only on size, weight or the input's end");
+        assert!(
+            busy.is_err(),
+            "fill ends only on size, weight or the input's end"
+        );
         assert_eq!(out.pending(), 5);
         // Asked for, it goes out at once: its linger passed long ago.
         let started = Instant::now();
