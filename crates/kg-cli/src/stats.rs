@@ -90,6 +90,8 @@ pub struct RunStats {
     pub batches: Counter,
     /// Store batches that failed after retries.
     pub failed_batches: Counter,
+    /// Windows the store's writer cut its input into.
+    pub store_windows: Counter,
     /// LLM calls that reached the server (retries included).
     pub llm_calls: Counter,
     /// LLM retries.
@@ -300,6 +302,7 @@ impl RunStats {
     pub fn record_write(&self, report: &kg_store::WriteReport) {
         self.batches.add(report.batches);
         self.failed_batches.add(report.failed_batches.len() as u64);
+        self.store_windows.add(report.windows);
     }
 
     /// Whether this run stored (or extracted into the store) the entity
@@ -395,9 +398,10 @@ impl RunStats {
         row(
             "store batches",
             format!(
-                "{} ({} failed)",
+                "{} ({} failed) in {} windows",
                 self.batches.get(),
-                self.failed_batches.get()
+                self.failed_batches.get(),
+                self.store_windows.get()
             ),
         );
         let mut calls = format!(

@@ -10,6 +10,13 @@
 //! [`BatchLimits::linger`] has passed since its first item arrived, or when
 //! the input ends. Nothing is ever dropped or reordered.
 //!
+//! A consumer that is busy with the batch before (a sink whose write is
+//! still running) can keep the next one filling with [`Batches::fill`]:
+//! it reads the input into the batch being built without ending it on the
+//! linger, so that what arrives while the consumer works goes out in one
+//! batch when it asks for the next (group commit), instead of in a batch
+//! that closed small on its linger and waited.
+//!
 //! ```
 //! use std::time::Duration;
 //! use futures::StreamExt;
@@ -53,6 +60,19 @@ impl BatchLimits {
     }
 }
 
+/// The future of [`Batches::fill`].
+pub struct Fill<'a, S: Stream, W> {
+    batches: &'a mut Batches<S, W>,
+}
+
+impl<S: Stream, W: FnMut(&S::Item) -> usize> std::future::Future for Fill<'_, S, W> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().batches.poll_fill(cx)
+    }
+}
+
 /// The stream of [`batches`].
 pub struct Batches<S: Stream, W> {
     input: Pin<Box<S>>,
@@ -89,6 +109,64 @@ where
 }
 
 impl<S: Stream, W: FnMut(&S::Item) -> usize> Batches<S, W> {
+    /// Reads the input into the batch being built, for as long as the
+    /// caller awaits it, without ending the batch on its linger: the
+    /// future completes only when the batch is complete by
+    /// [`BatchLimits::max_items`] or [`BatchLimits::max_weight`], or the
+    /// input ended (then the next `next()` returns at once). Dropping it
+    /// loses nothing: what it read stays in the batch, and the linger
+    /// still counts from the batch's first item, so a `next()` after a
+    /// long fill returns what came at once.
+    pub fn fill(&mut self) -> Fill<'_, S, W> {
+        Fill { batches: self }
+    }
+
+    /// Items in the batch being built.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Moves the item that did not fit the batch before into an empty one.
+    fn take_carry(&mut self) {
+        if self.pending.is_empty() {
+            if let Some((item, weight)) = self.carry.take() {
+                self.push(item, weight);
+            }
+        }
+    }
+
+    /// The batch is complete by size or weight (an item is waiting for the
+    /// next one), or nothing more will come.
+    fn complete(&self) -> bool {
+        self.pending.len() >= self.limits.max_items || self.carry.is_some() || self.done
+    }
+
+    /// Reads what the input has ready into the batch until it is complete.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.take_carry();
+        loop {
+            if self.complete() {
+                return Poll::Ready(());
+            }
+            match self.input.as_mut().poll_next(cx) {
+                Poll::Ready(Some(item)) => {
+                    let weight = (self.weight)(&item);
+                    let over = self
+                        .limits
+                        .max_weight
+                        .is_some_and(|max| self.pending_weight + weight > max);
+                    if over && !self.pending.is_empty() {
+                        self.carry = Some((item, weight));
+                    } else {
+                        self.push(item, weight);
+                    }
+                }
+                Poll::Ready(None) => self.done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
     fn push(&mut self, item: S::Item, weight: usize) {
         if self.pending.is_empty() {
             let at = Instant::now() + self.limits.linger;
@@ -112,40 +190,16 @@ impl<S: Stream, W: FnMut(&S::Item) -> usize> Stream for Batches<S, W> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some((item, weight)) = this.carry.take() {
-            this.push(item, weight);
-        }
-        loop {
-            if this.pending.len() >= this.limits.max_items {
-                return Poll::Ready(Some(this.take()));
+        match this.poll_fill(cx) {
+            Poll::Ready(()) => {
+                // Full, over the weight budget, or the input ended.
+                Poll::Ready((!this.pending.is_empty()).then(|| this.take()))
             }
-            if this.done {
-                return Poll::Ready((!this.pending.is_empty()).then(|| this.take()));
-            }
-            match this.input.as_mut().poll_next(cx) {
-                Poll::Ready(Some(item)) => {
-                    let weight = (this.weight)(&item);
-                    let over = this
-                        .limits
-                        .max_weight
-                        .is_some_and(|max| this.pending_weight + weight > max);
-                    if over && !this.pending.is_empty() {
-                        this.carry = Some((item, weight));
-                        return Poll::Ready(Some(this.take()));
-                    }
-                    this.push(item, weight);
-                }
-                Poll::Ready(None) => this.done = true,
-                Poll::Pending => {
-                    if this.pending.is_empty() {
-                        return Poll::Pending;
-                    }
-                    return match this.deadline.as_mut().poll(cx) {
-                        Poll::Ready(()) => Poll::Ready(Some(this.take())),
-                        Poll::Pending => Poll::Pending,
-                    };
-                }
-            }
+            Poll::Pending if this.pending.is_empty() => Poll::Pending,
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(this.take())),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 }
@@ -219,6 +273,76 @@ mod tests {
             vec![vec![3, 4], vec![50], vec![2], vec![9, 1], vec![10]]
         );
         assert_eq!(out.concat(), items);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_filled_while_the_consumer_is_busy_outlives_its_linger() {
+        let (tx, rx) = mpsc::channel::<u32>(100);
+        let linger = Duration::from_millis(100);
+        let mut out = batches(stream_of(rx), BatchLimits::new(10, linger), |_| 1);
+        // The consumer is busy for 5 lingers while items trickle in: the
+        // batch keeps them all instead of going out after its first linger.
+        let producer = tokio::spawn(async move {
+            for i in 0..5 {
+                tx.send(i).await.unwrap();
+                tokio::time::sleep(linger).await;
+            }
+            tx
+        });
+        let busy = tokio::time::timeout(linger * 5 + linger / 2, out.fill()).await;
+        assert!(
+            busy.is_err(),
+            "fill ends only on size, weight or the input's end"
+        );
+        assert_eq!(out.pending(), 5);
+        // Asked for, it goes out at once: its linger passed long ago.
+        let started = Instant::now();
+        assert_eq!(out.next().await, Some(vec![0, 1, 2, 3, 4]));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(out.pending(), 0);
+        drop(producer.await.unwrap());
+        assert_eq!(out.next().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fill_ends_when_the_batch_is_full_and_the_rest_waits_for_the_next() {
+        let (tx, rx) = mpsc::channel::<u32>(100);
+        for i in 0..7 {
+            tx.send(i).await.unwrap();
+        }
+        let limits = BatchLimits {
+            max_items: 3,
+            max_weight: Some(100),
+            linger: Duration::from_secs(60),
+        };
+        let mut out = batches(stream_of(rx), limits, |_| 1);
+        out.fill().await;
+        assert_eq!(out.pending(), 3, "full: the fourth item is not read yet");
+        assert_eq!(out.next().await, Some(vec![0, 1, 2]));
+        out.fill().await;
+        assert_eq!(out.next().await, Some(vec![3, 4, 5]));
+        // The input ends: fill returns, and the last batch goes at once.
+        drop(tx);
+        out.fill().await;
+        let started = Instant::now();
+        assert_eq!(out.next().await, Some(vec![6]));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(out.next().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fill_stops_at_the_weight_budget_and_keeps_the_item_for_the_next_batch() {
+        let limits = BatchLimits {
+            max_items: 100,
+            max_weight: Some(10),
+            linger: Duration::from_secs(60),
+        };
+        let mut out = batches(futures::stream::iter(vec![4usize, 5, 3, 2]), limits, |w| *w);
+        out.fill().await;
+        assert_eq!(out.pending(), 2, "4 + 5 fit, 3 would not");
+        assert_eq!(out.next().await, Some(vec![4, 5]));
+        assert_eq!(out.next().await, Some(vec![3, 2]));
+        assert_eq!(out.next().await, None);
     }
 
     #[tokio::test(start_paused = true)]

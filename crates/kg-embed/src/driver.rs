@@ -196,6 +196,9 @@ where
 struct Batch {
     number: u64,
     items: Vec<EmbedItem>,
+    /// Each item's [`Embedder::count_tokens`], when the embedder has a
+    /// token budget (counted once, here; empty otherwise).
+    tokens: Vec<usize>,
 }
 
 /// What the pool hands back: a batch with its vectors, with its error, or
@@ -312,24 +315,32 @@ impl<E: Embedder + ?Sized + 'static> Shared<'_, E> {
         let max_inputs = limits.max_inputs.max(1);
         let mut items = pin!(items);
         let mut pending: Vec<EmbedItem> = Vec::new();
+        let mut counts: Vec<usize> = Vec::new();
         let mut pending_tokens = 0usize;
         let mut deadline = tokio::time::Instant::now();
 
-        let submit = |pending: &mut Vec<EmbedItem>, pending_tokens: &mut usize| {
-            *pending_tokens = 0;
-            let items = std::mem::take(pending);
-            let number = self.counters.batches.fetch_add(1, Ordering::Relaxed) + 1;
-            let pool = &pool;
-            async move {
-                if let Err(closed) = pool.submit(Batch { number, items }).await {
-                    // Stopped while waiting for room: never sent, not paid.
-                    self.counters.batches.fetch_sub(1, Ordering::Relaxed);
-                    self.counters
-                        .abandoned
-                        .fetch_add(closed.0.items.len() as u64, Ordering::Relaxed);
+        let submit =
+            |pending: &mut Vec<EmbedItem>, counts: &mut Vec<usize>, pending_tokens: &mut usize| {
+                *pending_tokens = 0;
+                let items = std::mem::take(pending);
+                let tokens = std::mem::take(counts);
+                let number = self.counters.batches.fetch_add(1, Ordering::Relaxed) + 1;
+                let pool = &pool;
+                async move {
+                    let batch = Batch {
+                        number,
+                        items,
+                        tokens,
+                    };
+                    if let Err(closed) = pool.submit(batch).await {
+                        // Stopped while waiting for room: never sent, not paid.
+                        self.counters.batches.fetch_sub(1, Ordering::Relaxed);
+                        self.counters
+                            .abandoned
+                            .fetch_add(closed.0.items.len() as u64, Ordering::Relaxed);
+                    }
                 }
-            }
-        };
+            };
 
         loop {
             tokio::select! {
@@ -340,12 +351,12 @@ impl<E: Embedder + ?Sized + 'static> Shared<'_, E> {
                     break;
                 }
                 () = tokio::time::sleep_until(deadline), if !pending.is_empty() => {
-                    submit(&mut pending, &mut pending_tokens).await;
+                    submit(&mut pending, &mut counts, &mut pending_tokens).await;
                 }
                 next = items.next() => {
                     let Some(item) = next else {
                         if !pending.is_empty() {
-                            submit(&mut pending, &mut pending_tokens).await;
+                            submit(&mut pending, &mut counts, &mut pending_tokens).await;
                         }
                         break;
                     };
@@ -367,22 +378,33 @@ impl<E: Embedder + ?Sized + 'static> Shared<'_, E> {
                         continue;
                     };
                     let tokens = match limits.max_tokens {
-                        Some(_) => self.embedder.count_tokens(&item.text),
-                        None => 0,
+                        Some(_) => {
+                            // A tokenizer costs a fraction of a millisecond
+                            // a text; with many texts ready, counting them
+                            // all in one poll would hold a runtime worker
+                            // (and every task queued behind it: LLM calls,
+                            // store transactions) for tens of milliseconds.
+                            let n = self.embedder.count_tokens(&item.text);
+                            tokio::task::yield_now().await;
+                            Some(n)
+                        }
+                        None => None,
                     };
+                    let n = tokens.unwrap_or(0);
                     if limits
                         .max_tokens
-                        .is_some_and(|budget| !pending.is_empty() && pending_tokens + tokens > budget)
+                        .is_some_and(|budget| !pending.is_empty() && pending_tokens + n > budget)
                     {
-                        submit(&mut pending, &mut pending_tokens).await;
+                        submit(&mut pending, &mut counts, &mut pending_tokens).await;
                     }
                     if pending.is_empty() {
                         deadline = tokio::time::Instant::now() + self.options.max_wait;
                     }
                     pending.push(item);
-                    pending_tokens += tokens;
+                    counts.extend(tokens);
+                    pending_tokens += n;
                     if pending.len() >= max_inputs {
-                        submit(&mut pending, &mut pending_tokens).await;
+                        submit(&mut pending, &mut counts, &mut pending_tokens).await;
                     }
                 }
             }
@@ -505,7 +527,14 @@ where
             let stop = worker_stop.clone();
             async move {
                 let texts: Vec<String> = batch.items.iter().map(|i| i.text.clone()).collect();
-                match embedder.embed(&texts).await {
+                // The driver counted each text once for its budget: the
+                // embedder plans its requests with those counts.
+                let embedded = if batch.tokens.len() == texts.len() {
+                    embedder.embed_counted(&texts, &batch.tokens).await
+                } else {
+                    embedder.embed(&texts).await
+                };
+                match embedded {
                     Ok(vectors) => Ok((batch, vectors)),
                     Err(e) => {
                         // Stop here, before this worker takes another batch:

@@ -154,6 +154,20 @@ pub trait Embedder: Send + Sync {
     /// into several requests or forward passes.
     fn embed<'a>(&'a self, texts: &'a [String])
         -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>>;
+
+    /// [`Embedder::embed`] for texts whose [`Embedder::count_tokens`] the
+    /// caller already has (`tokens[i]` for `texts[i]`; the driver counts
+    /// every text once, for its batch budget), so that an embedder that
+    /// plans requests by tokens does not count them again. By default the
+    /// counts are not used.
+    fn embed_counted<'a>(
+        &'a self,
+        texts: &'a [String],
+        tokens: &'a [usize],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        let _ = tokens;
+        self.embed(texts)
+    }
 }
 
 impl<E: Embedder + ?Sized> Embedder for std::sync::Arc<E> {
@@ -175,6 +189,13 @@ impl<E: Embedder + ?Sized> Embedder for std::sync::Arc<E> {
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
         (**self).embed(texts)
     }
+    fn embed_counted<'a>(
+        &'a self,
+        texts: &'a [String],
+        tokens: &'a [usize],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        (**self).embed_counted(texts, tokens)
+    }
 }
 
 impl<E: Embedder + ?Sized> Embedder for Box<E> {
@@ -195,6 +216,13 @@ impl<E: Embedder + ?Sized> Embedder for Box<E> {
         texts: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
         (**self).embed(texts)
+    }
+    fn embed_counted<'a>(
+        &'a self,
+        texts: &'a [String],
+        tokens: &'a [usize],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        (**self).embed_counted(texts, tokens)
     }
 }
 

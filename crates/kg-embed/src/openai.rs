@@ -241,13 +241,12 @@ impl OpenAiEmbedder {
         }
     }
 
-    /// Splits `0..texts.len()` into request ranges by count and token
-    /// budget.
-    fn plan_requests(&self, texts: &[String]) -> Vec<(std::ops::Range<usize>, usize)> {
+    /// Splits `0..counts.len()` into request ranges by count and token
+    /// budget, `counts[i]` being the tokens of text `i`.
+    fn plan_requests(&self, counts: &[usize]) -> Vec<(std::ops::Range<usize>, usize)> {
         let mut plan = Vec::new();
         let (mut start, mut tokens) = (0usize, 0usize);
-        for (i, text) in texts.iter().enumerate() {
-            let t = self.count_tokens(text);
+        for (i, &t) in counts.iter().enumerate() {
             let full = i - start >= self.config.batch_size
                 || (i > start && tokens + t > self.config.max_tokens_per_request);
             if full {
@@ -257,10 +256,25 @@ impl OpenAiEmbedder {
             }
             tokens += t;
         }
-        if start < texts.len() {
-            plan.push((start..texts.len(), tokens));
+        if start < counts.len() {
+            plan.push((start..counts.len(), tokens));
         }
         plan
+    }
+
+    /// Sends `texts` in requests planned by `counts` (their tokens).
+    async fn embed_planned(
+        &self,
+        texts: &[String],
+        counts: &[usize],
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let plan = self.plan_requests(counts);
+        let requests = plan.into_iter().map(|(range, tokens)| {
+            let slice = texts.get(range).unwrap_or_default();
+            self.request(slice, tokens)
+        });
+        let answers = futures::future::try_join_all(requests).await?;
+        Ok(answers.into_iter().flatten().collect())
     }
 
     /// One request, with its retries (kg-llm), then the dimension check.
@@ -389,13 +403,24 @@ impl Embedder for OpenAiEmbedder {
             if texts.is_empty() {
                 return Ok(Vec::new());
             }
-            let plan = self.plan_requests(texts);
-            let requests = plan.into_iter().map(|(range, tokens)| {
-                let slice = texts.get(range).unwrap_or_default();
-                self.request(slice, tokens)
-            });
-            let answers = futures::future::try_join_all(requests).await?;
-            Ok(answers.into_iter().flatten().collect())
+            let counts: Vec<usize> = texts.iter().map(|t| self.count_tokens(t)).collect();
+            self.embed_planned(texts, &counts).await
+        })
+    }
+
+    fn embed_counted<'a>(
+        &'a self,
+        texts: &'a [String],
+        tokens: &'a [usize],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        if tokens.len() != texts.len() {
+            return self.embed(texts);
+        }
+        Box::pin(async move {
+            if texts.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.embed_planned(texts, tokens).await
         })
     }
 }

@@ -69,7 +69,9 @@ pub struct FakeConfig {
     pub bind: SocketAddr,
     /// Seed of every deterministic choice (types, faults, vectors, jitter).
     pub seed: u64,
-    /// Fixed latency before every answer.
+    /// Fixed latency of every answer, from the request's arrival: the
+    /// server's own work (parsing, building the answer) runs inside it, so
+    /// a client with c requests in flight can reach c / latency.
     pub latency: Duration,
     /// Extra latency, uniformly 0..=this, drawn from the request text.
     pub latency_jitter: Duration,
@@ -520,8 +522,29 @@ async fn pause(state: &AppState, d: Duration) {
     }
 }
 
-/// Latency, then the fault (if any) for this request text.
-async fn prelude(state: &AppState, text_key: u64, chat: bool) -> Option<Fault> {
+/// Sleeps until `due` unless the server stops first.
+async fn pause_until(state: &AppState, due: tokio::time::Instant) {
+    if due <= tokio::time::Instant::now() {
+        return;
+    }
+    tokio::select! {
+        () = tokio::time::sleep_until(due) => {}
+        () = state.stop.cancelled() => {}
+    }
+}
+
+/// The fault (if any) for this request text, and when its answer is due:
+/// the latency (plus jitter) after the request `arrived`. The answer is
+/// built while the latency runs and goes out when it is due, so a request
+/// takes the configured latency, not the latency plus the server's own
+/// work (parsing the request, building the answer): a client at
+/// concurrency c can reach c / latency exactly.
+fn prelude(
+    state: &AppState,
+    text_key: u64,
+    chat: bool,
+    arrived: tokio::time::Instant,
+) -> (Option<Fault>, tokio::time::Instant) {
     let cfg = &state.config;
     let attempt = state.live.attempt(text_key);
     let draw = fault::hash(
@@ -531,11 +554,11 @@ async fn prelude(state: &AppState, text_key: u64, chat: bool) -> Option<Fault> {
     let jitter = cfg
         .latency_jitter
         .mul_f64(fault::unit(fault::splitmix(draw)));
-    pause(state, cfg.latency + jitter).await;
+    let due = arrived + cfg.latency + jitter;
     if attempt < cfg.fail_first_attempts && (chat || !cfg.forced_fault.chat_only()) {
-        return Some(cfg.forced_fault);
+        return (Some(cfg.forced_fault), due);
     }
-    cfg.faults.pick(fault::unit(draw), chat)
+    (cfg.faults.pick(fault::unit(draw), chat), due)
 }
 
 /// The response for a transport-level fault, if `fault` is one.
@@ -709,6 +732,7 @@ fn sse_response(
 }
 
 async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let arrived = tokio::time::Instant::now();
     let state = &state.0;
     let _timed = Timed::enter(&state.live.chat_span, &state.live.started);
     let _in_flight = InFlight::enter(&state.live);
@@ -757,8 +781,9 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
     }
     let text = answer::chunk_text(&messages);
     let key = fault::hash(state.config.seed, text.as_bytes());
-    let fault = prelude(state, key, true).await;
+    let (fault, due) = prelude(state, key, true, arrived);
     if let Some(f) = fault {
+        pause_until(state, due).await;
         if let Some(r) = transport_fault(state, f).await {
             return r;
         }
@@ -829,7 +854,9 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         state.live.streamed.fetch_add(1, Ordering::Relaxed);
         state.live.status(StatusCode::OK);
         let usage = (include_usage && !state.config.omit_usage).then_some(usage);
-        return sse_response(&id, model, &content, finish, usage);
+        let response = sse_response(&id, model, &content, finish, usage);
+        pause_until(state, due).await;
+        return response;
     }
     let mut response = json!({
         "id": id,
@@ -848,10 +875,13 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         response["usage"] = usage;
     }
     state.live.status(StatusCode::OK);
-    (StatusCode::OK, Json(response)).into_response()
+    let response = (StatusCode::OK, Json(response)).into_response();
+    pause_until(state, due).await;
+    response
 }
 
 async fn embeddings(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let arrived = tokio::time::Instant::now();
     let state = &state.0;
     let _timed = Timed::enter(&state.live.embedding_span, &state.live.started);
     let _in_flight = InFlight::enter(&state.live);
@@ -892,7 +922,9 @@ async fn embeddings(State(state): State<Shared>, headers: HeaderMap, body: Bytes
         );
     }
     let key = fault::hash(state.config.seed, inputs.join("\u{1e}").as_bytes());
-    if let Some(f) = prelude(state, key, false).await {
+    let (fault, due) = prelude(state, key, false, arrived);
+    if let Some(f) = fault {
+        pause_until(state, due).await;
         if let Some(r) = transport_fault(state, f).await {
             return r;
         }
@@ -945,7 +977,9 @@ async fn embeddings(State(state): State<Shared>, headers: HeaderMap, body: Bytes
         response["usage"] = json!({"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens});
     }
     state.live.status(StatusCode::OK);
-    (StatusCode::OK, Json(response)).into_response()
+    let response = (StatusCode::OK, Json(response)).into_response();
+    pause_until(state, due).await;
+    response
 }
 
 async fn models(State(state): State<Shared>, headers: HeaderMap) -> Response {

@@ -12,6 +12,10 @@
 //!   window is planned ([`mod@crate::plan`]) into groups; the next window is read
 //!   and planned, on a blocking thread, while the current one's transactions
 //!   run, so planning does not wait on the server nor the server on planning.
+//!   **Group commit:** while a window is written, the next one does not close
+//!   on its linger (it could not start anyway): what arrives during a write
+//!   goes out together in the next one, so a slow trickle from upstream
+//!   stages (as in `kg run`) makes few large windows, not many small ones.
 //! - **`NEXT_CHUNK` across windows.** The planner links consecutive chunks
 //!   of a document within a window, and the writer remembers the last chunk
 //!   of the most recent documents ([`ChunkTail`], 64 documents) so that a
@@ -84,7 +88,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
-use kg_core::batch::{batches, BatchLimits};
+use kg_core::batch::{batches, BatchLimits, Batches};
 use kg_core::retry::{GaveUp, RetryFailure, RetryPolicy, ScheduledRetry};
 use kg_core::{jsonl, EmbeddingTarget, Record, RecordKey, SetAside, SetAsideReason, Stage};
 use std::future::Future;
@@ -735,21 +739,29 @@ impl<S: GraphSink> BatchWriter<S> {
         // at once (and is acknowledged as cancelled), nothing more is read.
         let input = records.take_until(self.config.cancel.clone().cancelled_owned());
         let limits = BatchLimits::new(self.config.window_records.max(1), self.config.window_linger);
-        let mut windows = std::pin::pin!(batches(input, limits, |_: &Record| 1));
-        let mut planned = match windows.next().await {
-            Some(window) => Some(self.plan_window(window).await),
-            None => None,
-        };
+        let mut windows = batches(input, limits, |_: &Record| 1);
+        let mut planned = self.next_window(&mut windows).await;
         while let Some(window) = planned.take() {
-            // Pipelined: the next window is read and planned (on a blocking
-            // thread) while this one's transactions run.
-            let next = async {
-                match windows.next().await {
-                    Some(window) => Some(self.plan_window(window).await),
-                    None => None,
-                }
+            // Group commit: while this window's transactions run, the next
+            // window fills from the input. It does not close on its linger
+            // while the writer is busy (it could not start anyway), so what
+            // arrives during a write goes out together in the next one,
+            // however slowly the writer goes. A window that fills up (or
+            // the input's end) closes at once and is planned while this
+            // write goes on.
+            let write = self.write_window(window, acks.as_ref());
+            tokio::pin!(write);
+            let written = tokio::select! {
+                biased;
+                part = &mut write => Some(part),
+                () = windows.fill() => None,
             };
-            let (part, next) = futures::join!(self.write_window(window, acks.as_ref()), next);
+            let (part, next) = match written {
+                // Its linger counts from its first record, so a window that
+                // filled during a long write goes at once.
+                Some(part) => (part, self.next_window(&mut windows).await),
+                None => futures::join!(write, self.next_window(&mut windows)),
+            };
             report.absorb(part?);
             planned = next;
         }
@@ -768,11 +780,22 @@ impl<S: GraphSink> BatchWriter<S> {
         Ok(report)
     }
 
-    /// Plans a window on a blocking thread, so that planning overlaps the
-    /// transactions of the window before (planning is CPU work: a few µs a
-    /// row). Windows are planned in order, so the chunk tail passes from
-    /// one to the next.
+    /// The next window of `windows`, planned; `None` when the input ended.
+    async fn next_window<In, W>(&self, windows: &mut Batches<In, W>) -> Option<PlannedWindow>
+    where
+        In: Stream<Item = Record>,
+        W: FnMut(&Record) -> usize,
+    {
+        let window = windows.next().await?;
+        Some(self.plan_window(window).await)
+    }
+
+    /// Plans a window on a blocking thread, off the runtime's workers (and,
+    /// for a window that filled up, while the window before is written):
+    /// planning is CPU work, a few µs a row. Windows are planned in order,
+    /// so the chunk tail passes from one to the next.
     async fn plan_window(&self, window: Vec<Record>) -> PlannedWindow {
+        let started = Instant::now();
         let records = Arc::new(window);
         let (shared, tail) = (Arc::clone(&records), Arc::clone(&self.tail));
         let plan_here = move || {
@@ -792,6 +815,13 @@ impl<S: GraphSink> BatchWriter<S> {
             }
             _ => None,
         });
+        tracing::debug!(
+            records = records.len(),
+            groups = groups.len(),
+            rows = groups.iter().map(|g| g.rows.len()).sum::<usize>(),
+            plan_ms = started.elapsed().as_secs_f64() * 1e3,
+            "window planned"
+        );
         PlannedWindow {
             records,
             groups,
@@ -807,6 +837,7 @@ impl<S: GraphSink> BatchWriter<S> {
         // Also between windows of one long write (one channel for a whole
         // run): a store that came back is found again.
         self.maybe_try_again();
+        let started = Instant::now();
         let PlannedWindow {
             records,
             groups,
@@ -855,6 +886,14 @@ impl<S: GraphSink> BatchWriter<S> {
             self.write_groups(rels, 1, &mut state, &mut report).await?;
         }
         report.cancelled_records = state.cancelled();
+        tracing::debug!(
+            records = report.records,
+            batches = report.all_batches(),
+            rows = report.rows,
+            transactions_ms = report.batch_time.as_secs_f64() * 1e3,
+            write_ms = started.elapsed().as_secs_f64() * 1e3,
+            "window written"
+        );
         if let Some(tx) = acks {
             let acks = state.acks();
             if !acks.is_empty() && tx.send(acks).await.is_err() {

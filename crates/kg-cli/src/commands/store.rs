@@ -44,8 +44,13 @@ pub async fn store(
     let (ack_tx, mut ack_rx) = mpsc::channel::<Vec<kg_store::Ack>>(16);
     let bar = app.progress.stage("store");
     let write = {
-        let writer = writer.clone();
-        tokio::spawn(async move { writer.write_stream(stream_of(store_rx), Some(ack_tx)).await })
+        let (writer, stats) = (writer.clone(), app.stats.clone());
+        // As in `kg run`: the store's time runs from the first record it
+        // takes (not its first acknowledgement, a whole window later).
+        let input = futures::StreamExt::inspect(stream_of(store_rx), move |_| {
+            stats.touch("store");
+        });
+        tokio::spawn(async move { writer.write_stream(input, Some(ack_tx)).await })
     };
     let acks = {
         let (tracker, bar, stats) = (tracker.clone(), bar.clone(), app.stats.clone());
