@@ -494,7 +494,13 @@ fn store_in_run(runtime: &tokio::runtime::Runtime, corpus: &Path, tmp: &Path) {
         runtime.block_on(clear_graph(&s));
     }
     ratios.sort_by(f64::total_cmp);
-    if let Some(median) = ratios.get(ratios.len() / 2) {
+    // The median; of an even count, the mean of the two middle values.
+    let half = ratios.len() / 2;
+    let median = match (ratios.get(half.wrapping_sub(1)), ratios.get(half)) {
+        (Some(a), Some(b)) if ratios.len() % 2 == 0 => Some((a + b) / 2.0),
+        (_, b) => b.copied(),
+    };
+    if let Some(median) = median {
         println!(
             "kg-bench: kg_run_store rounds={} ratios={:?} median_ratio={median:.3} (target >= 0.90)",
             ratios.len(),
