@@ -107,6 +107,7 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod export;
+pub mod fulltext;
 pub mod memory;
 pub mod neo4j;
 pub mod plan;
@@ -124,8 +125,9 @@ pub use memory::{FailRule, MemorySink};
 pub use neo4j::Neo4jStore;
 pub use plan::{plan, plan_linked, Batch, ChunkTail, Group, GroupKey, Param, Phase, Row};
 pub use store::{
-    CurrentDocument, EntitySummary, GraphCounts, GraphSink, GraphStore, Neighbour, Removed,
-    SchemaReport, Scope, SearchHit, SearchHits, Superseded,
+    ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntitySummary, GraphCounts, GraphSink,
+    GraphStore, Neighbour, Reached, RelationSummary, Removed, SchemaReport, Scope, Scored,
+    SearchHit, SearchHits, Superseded,
 };
 pub use writer::{
     default_retry_policy, read_dead_letters, rerun_dead_letters, Ack, AckOutcome, BatchSizer,
