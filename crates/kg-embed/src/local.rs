@@ -60,13 +60,32 @@ pub struct LocalEmbedConfig {
     /// Overrides the maximum sequence length (word pieces, special tokens
     /// included) read from the folder. Clamped to the model's positions.
     pub max_seq_len: Option<usize>,
+    /// What happens to a text longer than the sequence length.
+    pub long_texts: LongTexts,
 }
+
+/// What happens to a text longer than the model's sequence length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongTexts {
+    /// Embed its beginning only (sentence-transformers' behaviour).
+    Truncate,
+    /// Embed it in windows of the sequence length that overlap by
+    /// [`WINDOW_STRIDE`] word pieces, and take the mean of the window
+    /// vectors, normalised: every word of the text counts. The model id
+    /// gets a `+windows` suffix, so cached vectors of the two ways never
+    /// mix.
+    Windows,
+}
+
+/// Word pieces two consecutive windows share.
+pub const WINDOW_STRIDE: usize = 32;
 
 impl Default for LocalEmbedConfig {
     fn default() -> Self {
         Self {
             batch_size: DEFAULT_LOCAL_BATCH,
             max_seq_len: None,
+            long_texts: LongTexts::Windows,
         }
     }
 }
@@ -108,6 +127,7 @@ struct LocalModel {
 #[derive(Clone)]
 pub struct LocalEmbedder {
     inner: Arc<LocalModel>,
+    long_texts: LongTexts,
     model_id: String,
     dimensions: usize,
     max_seq_len: usize,
@@ -232,7 +252,10 @@ impl LocalEmbedder {
             .with_truncation(Some(TruncationParams {
                 max_length: max_seq_len,
                 strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
+                stride: match config.long_texts {
+                    LongTexts::Truncate => 0,
+                    LongTexts::Windows => WINDOW_STRIDE.min(max_seq_len / 4),
+                },
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| {
@@ -257,7 +280,10 @@ impl LocalEmbedder {
             )
         })?;
 
-        let model_id = model_id_for(dir, &config_bytes, &weights_path)?;
+        let mut model_id = model_id_for(dir, &config_bytes, &weights_path)?;
+        if config.long_texts == LongTexts::Windows {
+            model_id.push_str("+windows");
+        }
         let embedder = LocalEmbedder {
             inner: Arc::new(LocalModel {
                 model,
@@ -271,6 +297,7 @@ impl LocalEmbedder {
             max_seq_len,
             batch_size: config.batch_size,
             dir: dir.to_path_buf(),
+            long_texts: config.long_texts,
         };
         // A forward pass on a tiny input proves the weights have the shapes
         // the config promises (a wrong hidden size only shows at run time
@@ -340,21 +367,43 @@ impl LocalEmbedder {
             .tokenizer
             .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
             .map_err(|e| self.inference_error(texts.len(), e))?;
-        let mut order: Vec<usize> = (0..encodings.len()).collect();
-        order.sort_by_key(|&i| encodings.get(i).map_or(0, |e| e.get_ids().len()));
+        // (text index, window): the first window of each text, and in
+        // windows mode the rest of it too.
+        let mut windows: Vec<(usize, &tokenizers::Encoding)> = Vec::new();
+        for (i, e) in encodings.iter().enumerate() {
+            windows.push((i, e));
+            if self.long_texts == LongTexts::Windows {
+                windows.extend(e.get_overflowing().iter().map(|o| (i, o)));
+            }
+        }
+        let mut order: Vec<usize> = (0..windows.len()).collect();
+        order.sort_by_key(|&w| windows.get(w).map_or(0, |(_, e)| e.get_ids().len()));
 
         let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
         for batch in order.chunks(self.batch_size) {
-            let batch_encodings: Vec<&tokenizers::Encoding> =
-                batch.iter().filter_map(|&i| encodings.get(i)).collect();
+            let batch_encodings: Vec<&tokenizers::Encoding> = batch
+                .iter()
+                .filter_map(|&w| windows.get(w).map(|(_, e)| *e))
+                .collect();
             let vectors = self
                 .forward(&batch_encodings)
                 .map_err(|e| self.inference_error(batch.len(), e))?;
-            for (&i, v) in batch.iter().zip(vectors) {
+            for (&w, v) in batch.iter().zip(vectors) {
+                let Some(&(i, _)) = windows.get(w) else {
+                    continue;
+                };
                 if let Some(slot) = out.get_mut(i) {
-                    *slot = Some(v);
+                    match slot {
+                        Some(sum) => sum.iter_mut().zip(&v).for_each(|(a, b)| *a += b),
+                        None => *slot = Some(v),
+                    }
                 }
             }
+        }
+        // The mean of unit vectors, normalised (a no-op for one window).
+        for v in out.iter_mut().flatten() {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|x| *x /= norm);
         }
         out.into_iter()
             .enumerate()
