@@ -99,6 +99,10 @@ pub struct FakeConfig {
     /// After this many embedding requests, switch to the second dimension
     /// (a model swapped under a running client).
     pub embedding_dim_switch: Option<(u64, usize)>,
+    /// Answer mode (a request whose user message quotes numbered sources,
+    /// as `kg ask` sends): also cite this source number, whether or not the
+    /// prompt has it (to test that invented citations are flagged).
+    pub invent_citation: Option<usize>,
 }
 
 impl Default for FakeConfig {
@@ -119,6 +123,7 @@ impl Default for FakeConfig {
             reject_json_schema: false,
             embedding_dim: 64,
             embedding_dim_switch: None,
+            invent_citation: None,
         }
     }
 }
@@ -168,6 +173,10 @@ pub struct Counters {
     pub uncapped_chat_requests: u64,
     /// Chat requests answered as a server-sent event stream.
     pub streamed_answers: u64,
+    /// Chat requests answered in answer mode (numbered sources quoted).
+    pub answers: u64,
+    /// The user message of the last answer-mode request.
+    pub last_answer_prompt: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -184,6 +193,8 @@ struct Live {
     last_max_tokens: Mutex<Option<u64>>,
     uncapped: AtomicU64,
     streamed: AtomicU64,
+    answers: AtomicU64,
+    last_answer_prompt: Mutex<Option<String>>,
     by_status: Mutex<BTreeMap<u16, u64>>,
     faults: Mutex<BTreeMap<String, u64>>,
     /// Attempts seen per request text hash, for deterministic faults.
@@ -242,6 +253,12 @@ impl Live {
                 .unwrap_or_else(|p| p.into_inner()),
             uncapped_chat_requests: self.uncapped.load(Ordering::Relaxed),
             streamed_answers: self.streamed.load(Ordering::Relaxed),
+            answers: self.answers.load(Ordering::Relaxed),
+            last_answer_prompt: self
+                .last_answer_prompt
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }
@@ -670,7 +687,17 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         state.live.hostile.fetch_add(1, Ordering::Relaxed);
     }
     let found = answer::extraction(&request, &text, state.config.seed, hostile);
-    let full = serde_json::to_string(&found).unwrap_or_else(|_| "{}".into());
+    let full = if answer::is_grounded_question(&text) {
+        state.live.answers.fetch_add(1, Ordering::Relaxed);
+        *state
+            .live
+            .last_answer_prompt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(text.clone());
+        answer::grounded_answer(&text, state.config.invent_citation)
+    } else {
+        serde_json::to_string(&found).unwrap_or_else(|_| "{}".into())
+    };
     let (content, finish) = match fault {
         Some(Fault::NonJson) => (
             format!(
