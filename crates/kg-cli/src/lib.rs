@@ -28,11 +28,13 @@ pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod entity_vectors;
 pub mod jsonl_io;
 pub mod lock;
 pub mod logging;
 pub mod metrics_export;
 pub mod pipeline;
+pub mod query;
 pub mod search;
 pub mod state;
 pub mod stats;
@@ -136,8 +138,31 @@ pub fn main_with(
             Command::Run { paths, extract, .. } => {
                 commands::run(&mut app, paths, extract.dry_run).await
             }
-            Command::Search { text, k, json, .. } => {
-                commands::search(&mut app, &text, usize::from(k), json).await
+            Command::Search {
+                text,
+                k,
+                json,
+                retrieval,
+                questions,
+                ..
+            } => {
+                let args = commands::SearchArgs {
+                    options: retrieval.options(kg_query::Mode::Hybrid, usize::from(k)),
+                    json,
+                    questions,
+                };
+                commands::search(&mut app, &text, args).await
+            }
+            Command::Ask {
+                question,
+                k,
+                json,
+                dry_run,
+                retrieval,
+                ..
+            } => {
+                let options = retrieval.options(kg_query::Mode::Graph, usize::from(k));
+                commands::ask(&mut app, &question, options, json, dry_run).await
             }
             Command::Config => Ok(Exit::Done),
         };

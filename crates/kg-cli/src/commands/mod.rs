@@ -3,13 +3,15 @@
 //! exit code. One file per command family: [`stages`] (`kg ingest`, `kg
 //! extract`, `kg embed`), [`store`], [`run`], [`search`].
 
+mod ask;
 mod run;
 mod search;
 mod stages;
 mod store;
 
+pub use ask::ask;
 pub use run::run;
-pub use search::search;
+pub use search::{search, SearchArgs};
 pub use stages::{embed, extract, ingest, render_estimate};
 pub use store::store;
 
