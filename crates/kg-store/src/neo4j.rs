@@ -824,6 +824,16 @@ fn server_refused(e: &StoreError) -> bool {
     matches!(e, StoreError::Query { detail, .. } if REFUSALS.iter().any(|r| detail.contains(r)))
 }
 
+/// Whether `e` says the server has no usable fulltext index: a refusal
+/// ([`server_refused`]), or ArcadeDB's answer, which has the procedure but
+/// cannot create its full-text index from Cypher ("Index with name ... was
+/// not found", "... is not a full-text index").
+fn fulltext_refused(e: &StoreError) -> bool {
+    server_refused(e)
+        || matches!(e, StoreError::Query { detail, .. }
+            if detail.contains("fulltext") && (detail.contains("not found") || detail.contains("not a full-text index")))
+}
+
 /// A server's similarity score as a cosine (-1..=1). Neo4j's vector index
 /// and its `vector.similarity.cosine()` both report `(1 + cos) / 2`.
 fn score_to_cosine(score: f64, normalised: bool) -> f32 {
@@ -1302,7 +1312,7 @@ impl GraphStore for Neo4jStore {
                         .map(|(score, id)| Scored { id, score })
                         .collect());
                 }
-                Err(e) if mode == FULLTEXT_NATIVE || !server_refused(&e) => return Err(e),
+                Err(e) if mode == FULLTEXT_NATIVE || !fulltext_refused(&e) => return Err(e),
                 Err(e) => {
                     tracing::info!(
                         "no fulltext index procedure on this server ({e}): kg ranks chunks by BM25 itself"
