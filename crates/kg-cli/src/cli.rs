@@ -155,11 +155,9 @@ pub enum Command {
         #[arg(short = 'k', default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
         k: u16,
         /// Print JSON (question, answer, citations, context, tokens, cost).
+        /// (`--dry-run`: print the prompt and its token count; call nothing.)
         #[arg(long)]
         json: bool,
-        /// Print the prompt and its token count; call nothing.
-        #[arg(long)]
-        dry_run: bool,
         /// Retrieval options (default mode for ask: graph).
         #[command(flatten)]
         retrieval: RetrievalArgs,

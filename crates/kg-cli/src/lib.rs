@@ -157,12 +157,12 @@ pub fn main_with(
                 question,
                 k,
                 json,
-                dry_run,
                 retrieval,
+                extract,
                 ..
             } => {
                 let options = retrieval.options(kg_query::Mode::Graph, usize::from(k));
-                commands::ask(&mut app, &question, options, json, dry_run).await
+                commands::ask(&mut app, &question, options, json, extract.dry_run).await
             }
             Command::Config => Ok(Exit::Done),
         };

@@ -190,11 +190,12 @@ fn phrases(sentence: &str) -> Vec<String> {
     out
 }
 
-/// Whether a user message is a grounded question (numbered sources
-/// quoted between `<<<SOURCE n>>>` fences, as `kg ask` sends) rather than a
-/// chunk to extract from.
+/// Whether a user message is a grounded question (`Question: ...`, then
+/// numbered sources quoted between `<<<SOURCE n>>>` fences, as `kg ask`
+/// sends) rather than a chunk to extract from (a chunk that merely quotes
+/// a fence is still extracted).
 pub(crate) fn is_grounded_question(text: &str) -> bool {
-    text.contains("<<<SOURCE ") && text.contains("<<<END SOURCE ")
+    text.starts_with("Question:") && text.contains("<<<SOURCE ") && text.contains("<<<END SOURCE ")
 }
 
 /// The numbers of the sources quoted in a grounded question, in order.
@@ -301,6 +302,9 @@ mod tests {
         let prompt = "Question: q\n<<<SOURCE 1>>>\ndocument: a.pdf p. 2 (c1)\nAlpha beta gamma\n<<<END SOURCE 1>>>\n<<<SOURCE 2>>>\ndocument: b\nDelta\n<<<END SOURCE 2>>>";
         assert!(is_grounded_question(prompt));
         assert!(!is_grounded_question("Alice met Bob."));
+        assert!(!is_grounded_question(
+            "Notes <<<SOURCE 1>>> x <<<END SOURCE 1>>>"
+        ));
         let a = grounded_answer(prompt, None);
         assert_eq!(
             a,
