@@ -196,25 +196,63 @@ fn build_tests() -> Result<()> {
 /// optimised and it shares the build with the tests.
 pub fn demo() -> Result<()> {
     let installation = install::ensure_installed(&install::cache_dir()?)?;
+    // The README's build command, with cargo's progress shown: after
+    // `cargo build --release` it compiles nothing.
+    cargo(DEMO_BUILD)?;
+    let kg = release_binary();
     let env = [(
         "KG_EMBED_MODEL".to_string(),
         installation.model_dir.into_os_string(),
     )];
-    let kg = [
-        "run",
-        "-q",
-        "-p",
-        "kg-cli",
-        "--",
+    let started = std::time::Instant::now();
+    for args in DEMO_STEPS {
+        println!("xtask: {} {}", kg.display(), args.join(" "));
+        let status = Command::new(&kg)
+            .args(*args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .status()
+            .with_context(|| format!("cannot run {}", kg.display()))?;
+        if !status.success() {
+            bail!("{} {} exited with {status}", kg.display(), args.join(" "));
+        }
+    }
+    println!(
+        "xtask: demo ran in {:.1} s (after the build)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The build of `cargo xtask demo`: the README's `cargo build --release`.
+pub const DEMO_BUILD: &[&str] = &["build", "--release"];
+
+/// The `kg` commands of the demo.
+pub const DEMO_STEPS: &[&[&str]] = &[
+    &[
         "--config",
         "examples/kg.toml",
-    ];
-    let mut run = kg.to_vec();
-    run.extend(["run", "examples/corpus", "examples/csv"]);
-    cargo_with(&run, &env)?;
-    let mut search = kg.to_vec();
-    search.extend(["search", "Who founded Debian?", "-k", "3"]);
-    cargo_with(&search, &env)
+        "run",
+        "examples/corpus",
+        "examples/csv",
+    ],
+    &[
+        "--config",
+        "examples/kg.toml",
+        "search",
+        "Who founded Debian?",
+        "-k",
+        "3",
+    ],
+];
+
+/// `target/release/kg` of this workspace (`CARGO_TARGET_DIR` if set).
+pub fn release_binary() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target
+        .join("release")
+        .join(format!("kg{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// `cargo xtask fake-llm ARGS...`.
@@ -340,6 +378,44 @@ fn has_nextest() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The commands of a ```sh block under `heading` in README.md.
+    fn readme_commands(heading: &str) -> Vec<String> {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+        )
+        .unwrap();
+        let section = readme
+            .split("\n## ")
+            .find(|s| s.starts_with(heading))
+            .unwrap_or_else(|| panic!("README has no `## {heading}`"));
+        let block = section
+            .split("```sh\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap_or_else(|| panic!("`## {heading}` has no sh block"));
+        block.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn the_demo_builds_what_the_readme_builds_and_runs_that_binary() {
+        // The README's build, then its demo: the demo's build step is the
+        // very same cargo command (so it compiles nothing after it), with
+        // cargo's progress visible (no -q), and it runs target/release/kg.
+        assert_eq!(readme_commands("Build"), ["cargo build --release"]);
+        assert_eq!(
+            readme_commands("Run it on the bundled sample data"),
+            ["cargo xtask demo"]
+        );
+        assert_eq!(
+            format!("cargo {}", DEMO_BUILD.join(" ")),
+            "cargo build --release"
+        );
+        assert!(!DEMO_BUILD.contains(&"-q") && !DEMO_BUILD.contains(&"--quiet"));
+        let kg = release_binary();
+        assert!(kg.ends_with(format!("release/kg{}", std::env::consts::EXE_SUFFIX)));
+        assert!(DEMO_STEPS.iter().any(|s| s.contains(&"run")));
+    }
 
     #[test]
     fn bench_summary_aligns_kg_bench_lines_and_ignores_the_rest() {

@@ -211,6 +211,22 @@ pub fn store_config(settings: &Settings) -> kg_store::StoreConfig {
     }
 }
 
+/// The store in words, for the run state and messages: backend, URI
+/// (credentials removed) and database, or the SQLite file.
+pub fn store_description(settings: &Settings) -> String {
+    match &settings.neo4j_uri {
+        Some(uri) => format!(
+            "neo4j {} database {}",
+            kg_core::secret::redact_url(uri),
+            settings.neo4j_database.as_deref().unwrap_or("(default)")
+        ),
+        None => format!(
+            "embedded {}",
+            settings.data_dir.join("graph.sqlite").display()
+        ),
+    }
+}
+
 /// Opens the store (for search and the other read-side commands).
 pub async fn store(settings: &Settings) -> Result<AnyStore, StageError> {
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| StageError::failed("store", &e))?;

@@ -41,7 +41,7 @@ use futures::Stream;
 use kg_core::{
     Chunk, ChunkId, DocumentId, EmbeddingTarget, Record, RecordKey, SetAside, SetAsideReason,
 };
-use kg_store::{Ack, AckOutcome, BatchWriter, CurrentDocument, GraphStore};
+use kg_store::{Ack, AckOutcome, BatchWriter, CurrentDocument, GraphSink, GraphStore};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -453,7 +453,7 @@ impl FirstError {
 /// `kg run`: every stage at once, streaming (see the module docs).
 pub async fn run<S>(stages: Stages<S>, paths: Vec<PathBuf>, ctx: Ctx, bars: RunBars) -> RunOutcome
 where
-    S: GraphStore + 'static,
+    S: GraphSink + 'static,
 {
     let Stages {
         ingest: ingest_config,
@@ -592,8 +592,14 @@ where
     // Store, and its acknowledgements.
     let store = {
         let (writer, errors, stop2) = (writer.clone(), first_error.clone(), stop.clone());
+        let stats = ctx.stats.clone();
         tokio::spawn(async move {
-            match writer.write_stream(stream_of(store_rx), Some(ack_tx)).await {
+            // The store's time runs from the first record it takes (not its
+            // first acknowledgement, a whole batch later) to its last ack.
+            let input = futures::StreamExt::inspect(stream_of(store_rx), move |_| {
+                stats.touch("store");
+            });
+            match writer.write_stream(input, Some(ack_tx)).await {
                 Ok(report) => Some(report),
                 Err(e) => {
                     errors.set(StageError::failed("store", &e));
@@ -1081,6 +1087,140 @@ mod tests {
         assert_eq!(
             state.document_status(&a.id).unwrap(),
             Some(DocStatus::InProgress)
+        );
+    }
+
+    /// Vectors without a model: the pipeline test needs an embedder, not
+    /// good vectors.
+    struct CountingEmbedder;
+
+    impl kg_embed::Embedder for CountingEmbedder {
+        fn model_id(&self) -> &str {
+            "test/len"
+        }
+        fn dimensions(&self) -> Option<usize> {
+            Some(2)
+        }
+        fn batch_limits(&self) -> kg_embed::BatchLimits {
+            kg_embed::BatchLimits {
+                max_inputs: 8,
+                max_tokens: None,
+                concurrency: 2,
+            }
+        }
+        fn count_tokens(&self, text: &str) -> usize {
+            text.split_whitespace().count()
+        }
+        fn embed<'a>(
+            &'a self,
+            texts: &'a [String],
+        ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<f32>>, kg_embed::EmbedError>> {
+            Box::pin(async move { Ok(texts.iter().map(|t| vec![t.len() as f32, 1.0]).collect()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_store_ends_the_run_with_its_message() {
+        use kg_store::memory::{FailRule, MemorySink};
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("notes.md");
+        let text: String = (0..40)
+            .map(|i| format!("Paragraph {i} says something about the harbour and its ships.\n\n"))
+            .collect();
+        std::fs::write(&input, text).unwrap();
+        let state = Arc::new(RunState::open(&dir.path().join("state")).unwrap());
+        let ctx = Ctx {
+            stats: Arc::new(RunStats::default()),
+            state: state.clone(),
+            cancel: CancellationToken::new(),
+        };
+        let sink = MemorySink::failing(FailRule(Arc::new(|_, _| {
+            panic!("injected store panic");
+        })));
+        let stages = Stages {
+            ingest: kg_ingest::IngestConfig::default(),
+            extractor: None,
+            embedder: EmbedStage {
+                embedder: Arc::new(CountingEmbedder),
+                cache: None,
+            },
+            writer: Arc::new(BatchWriter::new(sink, kg_store::WriterConfig::default())),
+        };
+        let progress = crate::logging::Progress::default();
+        let bars = RunBars {
+            ingest: progress.stage("ingest"),
+            extract: progress.stage("extract"),
+            embed: progress.stage("embed"),
+            store: progress.stage("store"),
+        };
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(60), run(stages, vec![input], ctx, bars))
+                .await
+                .expect("the run ends after the panic instead of hanging");
+        let error = outcome.error.expect("the panic is the run's error");
+        assert!(
+            matches!(error, StageError::Panicked { stage: "store", .. }),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("injected store panic"),
+            "{error}"
+        );
+        assert!(outcome.unfinished_documents >= 1);
+        assert!(outcome.documents.is_empty(), "nothing is done");
+    }
+
+    #[tokio::test]
+    async fn the_store_time_starts_at_its_first_record_not_its_first_ack() {
+        use kg_store::memory::{FailRule, MemorySink};
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("notes.md");
+        std::fs::write(&input, "One short paragraph about the harbour.\n").unwrap();
+        let state = Arc::new(RunState::open(&dir.path().join("state")).unwrap());
+        let stats = Arc::new(RunStats::default());
+        let ctx = Ctx {
+            stats: stats.clone(),
+            state,
+            cancel: CancellationToken::new(),
+        };
+        // Every batch takes 300 ms: the store's first ack comes after the
+        // first batch, its last after the last one.
+        let sink = MemorySink::failing(FailRule(Arc::new(|_, _| {
+            std::thread::sleep(Duration::from_millis(300));
+            None
+        })));
+        let writer = Arc::new(BatchWriter::new(sink, kg_store::WriterConfig::default()));
+        let stages = Stages {
+            ingest: kg_ingest::IngestConfig::default(),
+            extractor: None,
+            embedder: EmbedStage {
+                embedder: Arc::new(CountingEmbedder),
+                cache: None,
+            },
+            writer: writer.clone(),
+        };
+        let progress = crate::logging::Progress::default();
+        let bars = RunBars {
+            ingest: progress.stage("ingest"),
+            extract: progress.stage("extract"),
+            embed: progress.stage("embed"),
+            store: progress.stage("store"),
+        };
+        let outcome = run(stages, vec![input], ctx, bars).await;
+        let batches = writer.sink().batches().len() as u32;
+        assert!(outcome.error.is_none(), "{:?}", outcome.error);
+        assert!(
+            stats.records_stored.get() >= 3,
+            "document, chunk, embedding"
+        );
+        // Every 300 ms batch (one at a time) lies between the first record
+        // the store took and its last ack; timed from the first ack, the
+        // first batch was missing.
+        assert!(batches >= 1);
+        let store = stats.stage_time("store").expect("the store took records");
+        assert!(
+            store >= Duration::from_millis(300) * batches,
+            "{store:?} for {batches} batches"
         );
     }
 

@@ -8,6 +8,12 @@
 //!   hash (the document id is a content address) is unchanged.
 //! - `dead_letters`: inputs set aside, with reason and detail; a later run
 //!   that handles the item clears its row.
+//! - `meta`: the store this state describes: its identity (an id the store
+//!   keeps for itself, see `kg_store::GraphStore::identity`) and a
+//!   description (backend, URI, database). A run against another store, or
+//!   one that was emptied, does not trust the `done` rows: it forgets them
+//!   and processes every document again, from the caches (no LLM call for
+//!   a chunk answered before), so the new store gets the full graph.
 //!
 //! The LLM answers and vectors are not kept here but in the stage crates'
 //! own caches under `<data_dir>/cache/` (kg-extract's response cache and
@@ -105,7 +111,26 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     stage TEXT NOT NULL, item TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
     updated_at INTEGER NOT NULL, PRIMARY KEY (stage, item));
 CREATE INDEX IF NOT EXISTS dead_letters_item ON dead_letters (item);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
+
+/// How the store of a run relates to the one the run state describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreMatch {
+    /// The same store: the `done` rows hold.
+    Same,
+    /// The state had no store recorded (a new state, or one of a kg
+    /// before store identities): this one is recorded now.
+    Adopted,
+    /// Another store, or the same one emptied: `forgotten` done documents
+    /// are processed again.
+    Other {
+        /// The description recorded for the earlier store.
+        was: String,
+        /// Documents the state had as done.
+        forgotten: u64,
+    },
+}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -289,6 +314,49 @@ impl RunState {
         .map(|done| done.unwrap_or(false))
     }
 
+    /// Ties the state to the store with `identity` (described by
+    /// `description`, credentials removed), forgetting what it knew of any
+    /// other store; see the module docs.
+    pub fn check_store(&self, identity: &str, description: &str) -> Result<StoreMatch, StateError> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let get = |key: &str| -> rusqlite::Result<Option<String>> {
+                tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                    .optional()
+            };
+            let recorded = get("store_identity")?;
+            let was = get("store_description")?.unwrap_or_else(|| "an unknown store".into());
+            let outcome = match recorded.as_deref() {
+                Some(id) if id == identity => StoreMatch::Same,
+                None => StoreMatch::Adopted,
+                Some(_) => {
+                    let forgotten: i64 = tx.query_row(
+                        "SELECT COUNT(*) FROM documents WHERE status = 'done'",
+                        [],
+                        |r| r.get(0),
+                    )?;
+                    tx.execute("DELETE FROM documents", [])?;
+                    StoreMatch::Other {
+                        was,
+                        forgotten: forgotten as u64,
+                    }
+                }
+            };
+            for (key, value) in [
+                ("store_identity", identity),
+                ("store_description", description),
+            ] {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![key, value],
+                )?;
+            }
+            tx.commit()?;
+            Ok(outcome)
+        })
+    }
+
     /// Number of documents in each status: (done, in progress).
     pub fn document_counts(&self) -> Result<(u64, u64), StateError> {
         self.with(|c| {
@@ -346,6 +414,43 @@ impl RunState {
 mod tests {
     use super::*;
     use kg_core::Stage;
+
+    #[test]
+    fn a_state_forgets_its_done_documents_when_the_store_is_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = DocumentId::from_content_sha256(&kg_core::sha256_hex(b"doc"));
+        let s = RunState::open(dir.path()).unwrap();
+        assert_eq!(
+            s.check_store("id-1", "embedded a").unwrap(),
+            StoreMatch::Adopted
+        );
+        s.document_started(&doc, "a.pdf").unwrap();
+        s.document_done(&doc, 1, "k").unwrap();
+        assert_eq!(
+            s.check_store("id-1", "embedded a").unwrap(),
+            StoreMatch::Same
+        );
+        assert!(s.is_done_with(&doc, "k").unwrap());
+        // Reopened (a later run) against an emptied or other store.
+        drop(s);
+        let s = RunState::open(dir.path()).unwrap();
+        assert_eq!(
+            s.check_store("id-2", "neo4j bolt://db:7687 database x")
+                .unwrap(),
+            StoreMatch::Other {
+                was: "embedded a".into(),
+                forgotten: 1
+            }
+        );
+        assert!(!s.is_done_with(&doc, "k").unwrap());
+        assert_eq!(s.document_status(&doc).unwrap(), None);
+        // The new store is now the recorded one.
+        assert_eq!(
+            s.check_store("id-2", "neo4j bolt://db:7687 database x")
+                .unwrap(),
+            StoreMatch::Same
+        );
+    }
 
     #[test]
     fn state_survives_reopen_and_tracks_documents_and_dead_letters() {

@@ -331,6 +331,18 @@ impl RunStats {
         span.last.fetch_max(now, Ordering::Relaxed);
     }
 
+    /// From the first to the last item `stage` handled ([`Self::touch`]):
+    /// the `time <stage>` row of the summary; `None` before its first item.
+    pub fn stage_time(&self, stage: &str) -> Option<Duration> {
+        let i = SPAN_STAGES.iter().position(|s| *s == stage)?;
+        let span = self.spans.get(i)?;
+        let (a, b) = (
+            span.first.load(Ordering::Relaxed),
+            span.last.load(Ordering::Relaxed),
+        );
+        (a > 0 && b >= a).then(|| Duration::from_nanos(b - a))
+    }
+
     /// Renders the summary table.
     pub fn render_summary(&self, elapsed: Duration, notes: &[String]) -> String {
         let mut rows: Vec<(String, String)> = Vec::new();
@@ -425,16 +437,9 @@ impl RunStats {
         for ((stage, reason), n) in &log.by_reason {
             row(&format!("  {stage}: {reason}"), n.to_string());
         }
-        for (stage, span) in SPAN_STAGES.iter().zip(&self.spans) {
-            let (a, b) = (
-                span.first.load(Ordering::Relaxed),
-                span.last.load(Ordering::Relaxed),
-            );
-            if a > 0 && b > 0 {
-                row(
-                    &format!("time {stage}"),
-                    format!("{:.2}s", Duration::from_nanos(b - a).as_secs_f64()),
-                );
+        for stage in SPAN_STAGES {
+            if let Some(t) = self.stage_time(stage) {
+                row(&format!("time {stage}"), format!("{:.2}s", t.as_secs_f64()));
             }
         }
         row("time total", format!("{:.2}s", elapsed.as_secs_f64()));

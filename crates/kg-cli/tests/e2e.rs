@@ -766,3 +766,393 @@ fn ctrl_c_finishes_in_flight_work_and_exits_with_the_summary() {
     run_ok(again);
     assert_eq!(llm.chat_requests(), 30);
 }
+
+#[test]
+fn a_rejected_embedding_key_stops_the_run_naming_the_url_not_the_key() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = runtime
+        .block_on(kg_fake_llm::FakeLlm::start(kg_fake_llm::FakeConfig {
+            api_key: Some("sk-the-right-key".into()),
+            ..kg_fake_llm::FakeConfig::default()
+        }))
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    // Enough chunks for many embedding batches: a run that went on after
+    // the first 401 would send them all.
+    for i in 0..8 {
+        let text: String = (0..60)
+            .map(|p| {
+                format!(
+                    "Paragraph {p} of file {i} is about the harbour, its ships and the cargo \
+                     they carry between the islands in the summer months.\n\n"
+                )
+            })
+            .collect();
+        std::fs::write(docs.join(format!("f{i}.md")), text).unwrap();
+    }
+    let secret = "sk-wrong-key-abcdefghijklmnop";
+    let out = kg(tmp.path())
+        .env("KG_EMBEDDER", "openai")
+        .env("KG_EMBED_MODEL", "text-embedding-3-small")
+        .env("KG_EMBED_BATCH", "4")
+        .env("KG_EMBED_CONCURRENCY", "4")
+        .env("KG_EMBED_BASE_URL", fake.base_url())
+        .env("OPENAI_API_KEY", secret)
+        .arg("run")
+        .arg(&docs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let counters = fake.counters();
+    assert!(
+        counters.embedding_requests >= 1 && counters.embedding_requests <= 2,
+        "{} embedding requests after a 401",
+        counters.embedding_requests
+    );
+    assert!(stderr.contains(&fake.base_url()), "{stderr}");
+    assert!(
+        !stderr.contains("abcdefghij") && !stdout.contains("abcdefghij"),
+        "{stderr}"
+    );
+    runtime.block_on(fake.shutdown());
+}
+
+#[test]
+fn ctrl_c_while_a_slow_pdf_is_read_returns_and_reports_it_unfinished() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("note.md"),
+        "# Harbour\n\nThe harbour opens at dawn.\n",
+    )
+    .unwrap();
+    // A PDF that never finishes arriving: a named pipe that kg reads while
+    // this test holds its writing end open.
+    let slow = docs.join("slow.pdf");
+    let status = Command::new("mkfifo").arg(&slow).status().unwrap();
+    assert!(status.success(), "mkfifo failed");
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let fifo = slow.clone();
+    std::thread::spawn(move || {
+        let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        w.write_all(b"%PDF-1.7\n%\xE2\xE3\xCF\xD3\n").unwrap();
+        let _ = opened_tx.send(w);
+    });
+    // Named on the command line: a directory walk passes over named pipes.
+    let mut cmd = kg(tmp.path());
+    cmd.arg("run")
+        .arg(docs.join("note.md"))
+        .arg(&slow)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // kg has opened the pipe: the PDF read is under way and blocked.
+    let writer = opened_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("kg never opened the slow PDF");
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    // The PDF timeout is 60 s: an exit well before it can only come from
+    // the interrupt (a hang guard, not a speed limit).
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "kg waited for the PDF instead of stopping"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(writer);
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(stderr.contains("not finished"), "{stderr}");
+    // The next run reads the file again: here it is a plain PDF now.
+    std::fs::remove_file(&slow).unwrap();
+    let mut again = kg(tmp.path());
+    again.arg("run").arg(&docs);
+    let again = run_ok(again);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("kg summary"));
+}
+
+/// A long plain-text manual: `paragraphs` paragraphs of 3–6 sentences,
+/// words drawn from a fixed vocabulary by a seeded generator.
+fn manual(paragraphs: usize, seed: u64) -> Vec<String> {
+    const WORDS: &[&str] = &[
+        "package",
+        "maintainer",
+        "upload",
+        "archive",
+        "release",
+        "mirror",
+        "keyring",
+        "signature",
+        "changelog",
+        "source",
+        "binary",
+        "policy",
+        "bug",
+        "report",
+        "team",
+        "developer",
+        "sponsor",
+        "build",
+        "daemon",
+        "queue",
+        "testing",
+        "unstable",
+        "stable",
+        "security",
+        "advisory",
+        "freeze",
+        "migration",
+        "dependency",
+        "library",
+        "version",
+        "harbour",
+        "lighthouse",
+        "ferry",
+        "island",
+        "cargo",
+        "tide",
+        "compass",
+        "anchor",
+    ];
+    let mut state = seed;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..paragraphs)
+        .map(|p| {
+            let sentences = 3 + (next() % 4) as usize;
+            let mut para = String::new();
+            for s in 0..sentences {
+                let words = 8 + (next() % 12) as usize;
+                let mut sentence: Vec<&str> = (0..words)
+                    .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
+                    .collect();
+                sentence.push(if s % 2 == 0 { "Debian" } else { "Purdue" });
+                let text = sentence.join(" ");
+                let mut chars = text.chars();
+                let first = chars.next().map(|c| c.to_ascii_uppercase()).unwrap_or('X');
+                para.push_str(&format!("{first}{} number {p}-{s}. ", chars.as_str()));
+            }
+            para.trim_end().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_data_dir_whose_store_was_deleted_rebuilds_it_from_the_caches() {
+    let llm = Llm::start(Duration::ZERO);
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("harbour.txt"), manual(30, 3).join("\n\n")).unwrap();
+    let mut first = with_llm(kg(tmp.path()), llm.handle());
+    first.arg("run").arg(&docs);
+    run_ok(first);
+    let calls = llm.chat_requests();
+    let (counts, keys) = graph(tmp.path());
+    assert!(counts.nodes.get("Chunk").copied().unwrap_or(0) > 0 && calls > 0);
+
+    // The graph goes; the run state and the caches stay.
+    for name in ["graph.sqlite", "graph.sqlite-wal", "graph.sqlite-shm"] {
+        let _ = std::fs::remove_file(tmp.path().join("kg-data").join(name));
+    }
+    let mut again = with_llm(kg(tmp.path()), llm.handle());
+    again.arg("run").arg(&docs);
+    let out = run_ok(again);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another store"), "{stderr}");
+    assert_eq!(llm.chat_requests(), calls, "answers came from the cache");
+    let (counts_after, keys_after) = graph(tmp.path());
+    assert_eq!(counts_after, counts);
+    assert_eq!(keys_after, keys);
+}
+
+#[test]
+fn a_lock_held_by_a_killed_run_is_free_at_once() {
+    let llm = Llm::start(Duration::from_millis(300));
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("harbour.txt"), manual(40, 11).join("\n\n")).unwrap();
+    let mut cmd = with_llm(kg(tmp.path()), llm.handle());
+    cmd.args(["run", "--concurrency", "1"])
+        .arg(&docs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    while llm.chat_requests() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no LLM call came"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lock = tmp.path().join("kg-data/locks/store.lock");
+    assert!(lock.exists(), "the run holds no lock file");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // `--no-wait`: a lock still held would make this exit 1 at once.
+    let mut again = with_llm(kg(tmp.path()), llm.handle());
+    again.args(["--no-wait", "run"]).arg(&docs);
+    run_ok(again);
+}
+
+#[test]
+fn a_second_run_on_the_same_data_dir_refuses_with_no_wait() {
+    let llm = Llm::start(Duration::from_millis(300));
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("harbour.txt"), manual(40, 12).join("\n\n")).unwrap();
+    let mut cmd = with_llm(kg(tmp.path()), llm.handle());
+    cmd.args(["run", "--concurrency", "1"])
+        .arg(&docs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut first = cmd.spawn().unwrap();
+    let started = Instant::now();
+    while llm.chat_requests() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no LLM call came"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut second = with_llm(kg(tmp.path()), llm.handle());
+    let out = second
+        .args(["--no-wait", "run"])
+        .arg(&docs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another kg"), "{stderr}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+}
+
+#[test]
+fn an_llm_on_a_closed_port_ends_the_run_fast_and_a_rerun_completes() {
+    // A port nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    // About 500 chunks of 64 tokens.
+    std::fs::write(docs.join("manual.txt"), manual(1_200, 5).join("\n\n")).unwrap();
+    let secret = "sk-closed-port-abcdefghijklmnop";
+    let started = Instant::now();
+    let out = kg(tmp.path())
+        .env("OPENAI_BASE_URL", &url)
+        .env("OPENAI_API_KEY", secret)
+        .env("KG_EMBEDDER", "openai")
+        .env("KG_EMBED_MODEL", "text-embedding-3-small")
+        .env("KG_CHUNK_TOKENS", "64")
+        .env("KG_CHUNK_OVERLAP", "8")
+        .arg("run")
+        .arg(&docs)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(!stderr.contains("abcdefghij"), "{stderr}");
+    eprintln!("closed port: exit 1 after {took:?}");
+
+    // The same data dir against a live server: every chunk once.
+    let llm = Llm::start(Duration::ZERO);
+    let mut again = with_llm(kg(tmp.path()), llm.handle());
+    again
+        .env("KG_EMBEDDER", "openai")
+        .env("KG_EMBED_MODEL", "text-embedding-3-small")
+        .env("KG_CHUNK_TOKENS", "64")
+        .env("KG_CHUNK_OVERLAP", "8")
+        .arg("run")
+        .arg(&docs);
+    run_ok(again);
+    let (counts, _) = graph(tmp.path());
+    let chunks = counts.nodes.get("Chunk").copied().unwrap_or(0);
+    assert!(chunks >= 400, "{chunks} chunks");
+    assert_eq!(llm.chat_requests(), chunks, "each chunk asked once");
+}
+
+#[test]
+fn a_run_off_a_terminal_logs_progress_while_a_slow_stage_runs() {
+    // Slow answers, one at a time: extraction takes several seconds.
+    let llm = Llm::start(Duration::from_millis(250));
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("harbour.txt"), manual(40, 21).join("\n\n")).unwrap();
+    let mut cmd = with_llm(kg(tmp.path()), llm.handle());
+    cmd.env("KG_PROGRESS_SECS", "1")
+        .env("KG_CHUNK_TOKENS", "128")
+        .args(["run", "--concurrency", "1"])
+        .arg(&docs);
+    let out = run_ok(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("progress: extract"))
+        .collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    // Counts, rate and ETA on each line.
+    for l in &lines {
+        assert!(l.contains("/s") && l.contains("eta"), "{l}");
+    }
+
+    // The same as JSON.
+    let mut cmd = with_llm(kg(tmp.path()), llm.handle());
+    std::fs::write(docs.join("harbour.txt"), manual(40, 22).join("\n\n")).unwrap();
+    cmd.env("KG_PROGRESS_SECS", "1")
+        .env("KG_CHUNK_TOKENS", "128")
+        .args(["--log-format", "json", "run", "--concurrency", "1"])
+        .arg(&docs);
+    let out = run_ok(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let progress: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.to_string().contains("progress: extract"))
+        .collect();
+    assert!(progress.len() >= 2, "{stderr}");
+    assert!(
+        progress[0].to_string().contains("eta_secs"),
+        "{}",
+        progress[0]
+    );
+}

@@ -597,3 +597,46 @@ fn bolt_connection_gauges_are_served_while_a_run_lasts() {
     assert_eq!(max, 50.0, "the default pool size");
     assert!((0.0..=max).contains(&in_use), "{in_use} of {max}");
 }
+
+/// A data dir that built the embedded graph, then pointed at a Bolt server
+/// (another store): the run writes the whole graph there, from the caches,
+/// instead of skipping the documents its run state had as done.
+#[test]
+fn a_data_dir_switched_to_bolt_writes_the_full_graph_there() {
+    let bolt = bolt_settings();
+    let tag = RunTag::new("switched_to_bolt");
+    let s = suffix(&tag);
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let (docs, _) = corpus(work, &s);
+    let llm = Llm::start(std::time::Duration::ZERO);
+    let data_dir = work.join("data");
+
+    let mut cmd = kg(work, &data_dir);
+    with_llm(&mut cmd, llm.handle());
+    run_ok(cmd.arg("run").arg(&docs));
+    let calls = llm.chat_requests();
+
+    let mut cmd = kg(work, &data_dir);
+    with_llm(&mut cmd, llm.handle());
+    with_bolt(&mut cmd, &bolt);
+    let out = run_ok(cmd.arg("run").arg(&docs));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another store"), "{stderr}");
+    assert!(!stderr.contains(&bolt.password), "{stderr}");
+    assert_eq!(
+        llm.chat_requests(),
+        calls,
+        "the answers came from the cache"
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (embedded, _, ids) = embedded_graph(&data_dir).await;
+        let scope = Scope::Ids(ids);
+        let expected = snapshot(&embedded, &scope).await;
+        assert_eq!(count(&expected.counts.nodes, "Document"), 2);
+        let in_bolt = snapshot(&neo4j(&bolt).await, &scope).await;
+        assert_eq!(in_bolt, expected);
+    });
+}

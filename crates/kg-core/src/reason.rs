@@ -70,6 +70,9 @@ reasons! {
     CsvMappingMismatch = "csv_mapping_mismatch",
     /// One CSV row that could not be mapped (field count, number, key, ...).
     BadCsvRow = "bad_csv_row",
+    /// A CSV relation whose end key matches no node of that label read in
+    /// the run (the store would otherwise make an empty placeholder node).
+    UnknownEndpoint = "unknown_endpoint",
     // --- extract ---
     /// The LLM server kept answering 429.
     RateLimited = "rate_limited",

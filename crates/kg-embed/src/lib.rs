@@ -4,7 +4,8 @@
 //! - [`Embedder`] is what both sources implement: a model id, a dimension, the
 //!   batch shape it wants, and `embed(texts) -> vectors`.
 //! - [`LocalEmbedder`] runs a sentence-transformers BERT folder (MiniLM and
-//!   kin) on the CPU with candle: no network, no key.
+//!   kin) on the CPU with kg-embed's own BERT forward pass: no network, no
+//!   key.
 //! - [`OpenAiEmbedder`] calls any `/v1/embeddings` server: many inputs per
 //!   request (by count and a tiktoken budget), bounded concurrency, retries
 //!   honouring `Retry-After`, requests- and tokens-per-minute limits.
@@ -15,21 +16,89 @@
 //!   `Record::SetAside` for a batch that kept failing) down a channel.
 //! - [`embed_query`] embeds one search text for `kg search`.
 //!
+//! The `kg` CLI builds one embedder from its settings (`--embedder local`
+//! with a model folder, the default, or `--embedder openai`), opens the
+//! cache in its data directory, and runs [`embed_chunks`] beside
+//! extraction; the records go on to kg-store, which puts each vector on its
+//! chunk and makes the vector index from the first one's dimension.
+//!
 //! What this crate must never do: talk to the graph database, depend on
 //! another stage crate, log or print an API key, or let vectors of two
 //! different dimensions into one run (a dimension change stops the run with
 //! [`EmbedError::DimensionMismatch`]).
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), kg_embed::EmbedError> {
-//! use std::path::Path;
-//! use kg_embed::{embed_query, Embedder, LocalEmbedder};
+//! Alone, from a shell: `cargo run -p kg-embed --example embed_jsonl` reads
+//! records as JSON Lines and adds an embedding for each chunk (see
+//! docs/embed.md).
 //!
-//! let model = LocalEmbedder::load(Path::new("models/all-MiniLM-L6-v2"))?;
-//! let v = embed_query(&model, "Who founded Debian?").await?;
-//! assert_eq!(v.len(), 384);
-//! assert_eq!(model.dimensions(), Some(384));
-//! # Ok(()) }
+//! The whole stage on three chunks, through the API embedder against
+//! kg-fake-llm (the project's fake OpenAI-compatible server); a
+//! [`LocalEmbedder::load`]ed model folder goes in the same place:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use kg_core::{Chunk, ChunkId, DocumentId, Record};
+//! use kg_embed::{cosine, embed_chunks, embed_query, EmbedCache, EmbedOptions};
+//! use kg_embed::{OpenAiEmbedConfig, OpenAiEmbedder};
+//! use kg_fake_llm::{FakeConfig, FakeLlm};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//!
+//! let server = FakeLlm::start(FakeConfig::default()).await?; // 64 dimensions
+//! let config = OpenAiEmbedConfig::new(server.base_url(), "text-embedding-3-small");
+//! let embedder = Arc::new(OpenAiEmbedder::new(config)?);
+//! let dir = tempfile::tempdir()?;
+//! let cache = Arc::new(EmbedCache::open(dir.path())?);
+//!
+//! let doc = DocumentId::from_content_sha256(&kg_core::sha256_hex(b"history.md"));
+//! let texts = [
+//!     "Ian Murdock founded Debian in 1993.",
+//!     "Red Hat sells support for Fedora.",
+//!     "Guido van Rossum created Python.",
+//! ];
+//! let chunks: Vec<Chunk> = texts.iter().enumerate().map(|(i, text)| Chunk {
+//!     id: ChunkId::new(&doc, i as u32, text),
+//!     document_id: doc.clone(),
+//!     index: i as u32,
+//!     text: text.to_string(),
+//!     tokens: 8,
+//!     source: "history.md".into(),
+//!     page_start: None,
+//!     page_end: None,
+//! }).collect();
+//!
+//! // Chunks in as a stream, records out through a channel; run twice.
+//! let mut embeddings = Vec::new();
+//! for _ in 0..2 {
+//!     let options = EmbedOptions { cache: Some(cache.clone()), ..EmbedOptions::default() };
+//!     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+//!     let stream = futures::stream::iter(chunks.clone());
+//!     let run = embed_chunks(embedder.clone(), stream, options, tx);
+//!     let collect = async {
+//!         let mut records = Vec::new();
+//!         while let Some(record) = rx.recv().await {
+//!             records.push(record);
+//!         }
+//!         records
+//!     };
+//!     let (summary, records) = tokio::join!(run, collect);
+//!     let summary = summary?;
+//!     assert_eq!((summary.items, summary.set_aside), (3, 0));
+//!     assert_eq!(summary.dimensions, Some(64));
+//!     embeddings = records;
+//! }
+//! // The second run came entirely from the cache: one request in all.
+//! assert_eq!(server.counters().embedding_requests, 1);
+//!
+//! let query = embed_query(embedder.as_ref(), "Who founded Debian?").await?;
+//! let best = embeddings.iter().filter_map(|r| match r {
+//!     Record::Embedding(e) => Some((cosine(&query, &e.vector), &e.id)),
+//!     _ => None,
+//! }).max_by(|a, b| a.0.total_cmp(&b.0));
+//! assert_eq!(best.map(|(_, id)| id.clone()), Some(chunks[0].id.as_str().to_string()));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })
+//! # }
 //! ```
 
 #![warn(missing_docs)]

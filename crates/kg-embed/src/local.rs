@@ -3,40 +3,47 @@
 //! The folder is the one `sentence-transformers` saves (`config.json`,
 //! `tokenizer.json`, `model.safetensors`, optionally
 //! `sentence_bert_config.json` and `1_Pooling/config.json`). The encoder is
-//! candle's `BertModel`; the sentence vector is the mean of the token vectors
-//! over the attention mask (or the `[CLS]` vector when the pooling config says
-//! so), L2-normalised, which is what `SentenceTransformer.encode(...,
-//! normalize_embeddings=True)` returns for BERT-family models.
+//! a BERT forward pass written out in [`bert`] on top of the `gemm` crate;
+//! the sentence vector is the mean of the token vectors (or the `[CLS]`
+//! vector when the pooling config says so), L2-normalised, which is what
+//! `SentenceTransformer.encode(..., normalize_embeddings=True)` returns for
+//! BERT-family models.
 //!
 //! Design choices:
-//! - **Truncation.** Each text is cut to the model's maximum sequence length
+//! - **Long texts.** The model reads at most its maximum sequence length
 //!   (`max_seq_length` of `sentence_bert_config.json`, 256 word pieces for
-//!   MiniLM, never more than `max_position_embeddings`). Longer chunks embed
-//!   their beginning, exactly like sentence-transformers; they never crash.
-//! - **Length-sorted batches.** A batch is padded to its longest text, and
-//!   attention costs grow with the square of that length, so texts are sorted
-//!   by token count before they are cut into batches; one long chunk no
-//!   longer makes 31 short ones pay for its padding. Answers come back in the
-//!   caller's order.
+//!   MiniLM, never more than `max_position_embeddings`). By default
+//!   ([`LongTexts::Windows`]) a longer text is embedded in windows of that
+//!   length overlapping by [`WINDOW_STRIDE`] word pieces, and its vector is
+//!   the mean of the window vectors, normalised, so every word of a chunk
+//!   counts; [`LongTexts::Truncate`] embeds the beginning only, exactly
+//!   like sentence-transformers. Neither ever crashes.
+//! - **No padding.** A forward pass stacks the word pieces of its texts
+//!   (at most `batch_size` texts and [`bert::MAX_PASS_TOKENS`] word pieces)
+//!   into one matrix; attention runs per text, so a long chunk costs the
+//!   short ones in its pass nothing, and no length sorting is needed.
 //! - **Blocking work off the runtime.** Inference is CPU-bound, so
-//!   [`LocalEmbedder::embed`] runs it in `spawn_blocking`; candle spreads the
-//!   matrix products over the cores itself, so one batch at a time
-//!   ([`BatchLimits::concurrency`] = 1) already uses the machine.
-//! - **Weights are read, not memory-mapped**: the safe loader copies them into
-//!   memory (90 MB for MiniLM), so no `unsafe` is needed and a file changed
-//!   under a running process cannot crash it.
+//!   [`LocalEmbedder::embed`] runs it in `spawn_blocking`; the matrix
+//!   products and the attention heads are spread over the cores (rayon), so
+//!   one batch at a time ([`BatchLimits::concurrency`] = 1) already uses the
+//!   machine.
+//! - **Memory.** Weights are read into memory tensor by tensor (90 MB for
+//!   MiniLM; no memory map, so a file changed under a running process cannot
+//!   crash it); the activation buffers are kept and reused between passes
+//!   (under 40 MB for a full pass of MiniLM).
+
+mod bert;
+mod matmul;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use self::bert::{Bert, BertConfig, Sequence, Workspace};
 use crate::{BatchLimits, EmbedError, Embedder};
 
 /// Texts per forward pass unless configured otherwise.
@@ -105,33 +112,24 @@ struct PoolingConfig {
     pooling_mode_mean_tokens: bool,
 }
 
-/// What `config.json` must say beyond candle's `Config` for us to check the
-/// weights' shapes up front.
-#[derive(Debug, Deserialize)]
-struct ConfigShape {
-    hidden_size: usize,
-    max_position_embeddings: usize,
-    #[serde(default)]
-    pad_token_id: Option<u32>,
-}
-
 struct LocalModel {
-    model: BertModel,
+    bert: Bert,
     tokenizer: Tokenizer,
-    device: Device,
     pooling: Pooling,
-    pad_id: u32,
+    /// Activation buffers, reused by every pass (one pass at a time: each
+    /// already uses every core).
+    workspace: Mutex<Workspace>,
 }
 
 /// A sentence-transformers BERT model on the CPU.
 #[derive(Clone)]
 pub struct LocalEmbedder {
     inner: Arc<LocalModel>,
-    long_texts: LongTexts,
     model_id: String,
     dimensions: usize,
     max_seq_len: usize,
     batch_size: usize,
+    long_texts: LongTexts,
     dir: PathBuf,
 }
 
@@ -143,6 +141,7 @@ impl std::fmt::Debug for LocalEmbedder {
             .field("dimensions", &self.dimensions)
             .field("max_seq_len", &self.max_seq_len)
             .field("batch_size", &self.batch_size)
+            .field("long_texts", &self.long_texts)
             .field("pooling", &self.inner.pooling)
             .finish()
     }
@@ -217,17 +216,9 @@ impl LocalEmbedder {
         let config_bytes = std::fs::read(&config_path).map_err(|e| invalid(&config_path, e))?;
         let bert_config: BertConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| invalid(&config_path, format!("not a BERT config.json: {e}")))?;
-        let shape: ConfigShape = serde_json::from_slice(&config_bytes)
-            .map_err(|e| invalid(&config_path, format!("not a BERT config.json: {e}")))?;
-        if shape.hidden_size == 0 || shape.max_position_embeddings < 2 {
-            return Err(invalid(
-                &config_path,
-                format!(
-                    "hidden_size {} / max_position_embeddings {} cannot make a model",
-                    shape.hidden_size, shape.max_position_embeddings
-                ),
-            ));
-        }
+        bert_config
+            .validate()
+            .map_err(|e| invalid(&config_path, e))?;
 
         let sbert: Option<SentenceBertConfig> =
             read_optional_json(&dir.join("sentence_bert_config.json"))?;
@@ -240,8 +231,8 @@ impl LocalEmbedder {
         let max_seq_len = config
             .max_seq_len
             .or(sbert.and_then(|s| s.max_seq_length))
-            .unwrap_or(shape.max_position_embeddings)
-            .clamp(2, shape.max_position_embeddings);
+            .unwrap_or(bert_config.max_position_embeddings)
+            .clamp(2, bert_config.max_position_embeddings);
 
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| invalid(&tokenizer_path, format!("not a tokenizer.json: {e}")))?;
@@ -264,20 +255,12 @@ impl LocalEmbedder {
                     format!("cannot truncate to {max_seq_len}: {e}"),
                 )
             })?;
-        let pad_id = shape
-            .pad_token_id
-            .or_else(|| tokenizer.token_to_id("[PAD]"))
-            .unwrap_or(0);
-
-        let device = Device::Cpu;
-        let tensors = candle_core::safetensors::load(&weights_path, &device)
-            .map_err(|e| invalid(&weights_path, format!("not a safetensors file: {e}")))?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let model = BertModel::load(vb, &bert_config).map_err(|e| {
-            invalid(
+        let bert = Bert::load(&weights_path, &bert_config).map_err(|e| match e {
+            bert::LoadError::File(e) => invalid(&weights_path, e),
+            bert::LoadError::Mismatch(e) => invalid(
                 &weights_path,
                 format!("weights do not match {}: {e}", config_path.display()),
-            )
+            ),
         })?;
 
         let mut model_id = model_id_for(dir, &config_bytes, &weights_path)?;
@@ -286,18 +269,17 @@ impl LocalEmbedder {
         }
         let embedder = LocalEmbedder {
             inner: Arc::new(LocalModel {
-                model,
+                bert,
                 tokenizer,
-                device,
                 pooling,
-                pad_id,
+                workspace: Mutex::new(Workspace::default()),
             }),
             model_id,
-            dimensions: shape.hidden_size,
+            dimensions: bert_config.hidden_size,
             max_seq_len,
             batch_size: config.batch_size,
-            dir: dir.to_path_buf(),
             long_texts: config.long_texts,
+            dir: dir.to_path_buf(),
         };
         // A forward pass on a tiny input proves the weights have the shapes
         // the config promises (a wrong hidden size only shows at run time
@@ -305,13 +287,13 @@ impl LocalEmbedder {
         let probe = embedder
             .embed_blocking(&["probe".to_string()])
             .map_err(|e| invalid(&weights_path, format!("test inference failed: {e}")))?;
-        if probe.first().map(Vec::len) != Some(shape.hidden_size) {
+        if probe.first().map(Vec::len) != Some(bert_config.hidden_size) {
             return Err(invalid(
                 &weights_path,
                 format!(
                     "model produced {:?}-dimensional vectors, config.json says hidden_size {}",
                     probe.first().map(Vec::len),
-                    shape.hidden_size
+                    bert_config.hidden_size
                 ),
             ));
         }
@@ -332,13 +314,15 @@ impl LocalEmbedder {
         &self.dir
     }
 
-    /// Maximum word pieces per text (special tokens included); longer texts
-    /// are truncated.
+    /// Maximum word pieces per forward pass of one text (special tokens
+    /// included); longer texts are embedded in windows or truncated
+    /// ([`LongTexts`]).
     pub fn max_seq_len(&self) -> usize {
         self.max_seq_len
     }
 
-    /// Number of word pieces `text` becomes, after truncation.
+    /// Number of word pieces of `text`'s first window (at most
+    /// [`Self::max_seq_len`]).
     pub fn token_count(&self, text: &str) -> Result<usize, EmbedError> {
         let enc = self
             .inner
@@ -356,8 +340,11 @@ impl LocalEmbedder {
         }
     }
 
-    /// Embeds `texts` on the calling thread (blocking): tokenise, sort by
-    /// length, run batches, restore the caller's order.
+    /// Embeds `texts` on the calling thread (blocking): tokenise, then run
+    /// forward passes of at most `batch_size` texts and
+    /// [`bert::MAX_PASS_TOKENS`] word pieces. A text longer than the
+    /// sequence length is embedded in windows and pooled, or truncated
+    /// ([`LongTexts`]). Vectors come back in the caller's order.
     pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
@@ -367,8 +354,15 @@ impl LocalEmbedder {
             .tokenizer
             .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
             .map_err(|e| self.inference_error(texts.len(), e))?;
-        // (text index, window): the first window of each text, and in
-        // windows mode the rest of it too.
+        // A panic in another thread's pass leaves nothing half-valid behind:
+        // the buffers are rewritten by every pass.
+        let mut workspace = self
+            .inner
+            .workspace
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // (text index, window): the first window of each text and, in
+        // windows mode, the overflowing rest of it.
         let mut windows: Vec<(usize, &tokenizers::Encoding)> = Vec::new();
         for (i, e) in encodings.iter().enumerate() {
             windows.push((i, e));
@@ -376,23 +370,28 @@ impl LocalEmbedder {
                 windows.extend(e.get_overflowing().iter().map(|o| (i, o)));
             }
         }
-        let mut order: Vec<usize> = (0..windows.len()).collect();
-        order.sort_by_key(|&w| windows.get(w).map_or(0, |(_, e)| e.get_ids().len()));
-
-        let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
-        for batch in order.chunks(self.batch_size) {
-            let batch_encodings: Vec<&tokenizers::Encoding> = batch
+        let lengths: Vec<usize> = windows.iter().map(|(_, e)| e.get_ids().len()).collect();
+        // Per text: the sum of its window vectors and how many there were.
+        let mut sums: Vec<(Option<Vec<f32>>, usize)> = vec![(None, 0); texts.len()];
+        let mut rest = windows.as_slice();
+        for size in plan_passes(&lengths, self.batch_size, bert::MAX_PASS_TOKENS) {
+            let (pass, tail) = rest.split_at(size.min(rest.len()));
+            rest = tail;
+            let seqs: Vec<Sequence<'_>> = pass
                 .iter()
-                .filter_map(|&w| windows.get(w).map(|(_, e)| *e))
+                .map(|(_, e)| Sequence {
+                    ids: e.get_ids(),
+                    type_ids: e.get_type_ids(),
+                })
                 .collect();
             let vectors = self
-                .forward(&batch_encodings)
-                .map_err(|e| self.inference_error(batch.len(), e))?;
-            for (&w, v) in batch.iter().zip(vectors) {
-                let Some(&(i, _)) = windows.get(w) else {
-                    continue;
-                };
-                if let Some(slot) = out.get_mut(i) {
+                .inner
+                .bert
+                .embed(&seqs, self.inner.pooling, &mut workspace)
+                .map_err(|e| self.inference_error(pass.len(), e))?;
+            for (&(i, _), v) in pass.iter().zip(vectors) {
+                if let Some((slot, n)) = sums.get_mut(i) {
+                    *n += 1;
                     match slot {
                         Some(sum) => sum.iter_mut().zip(&v).for_each(|(a, b)| *a += b),
                         None => *slot = Some(v),
@@ -400,67 +399,42 @@ impl LocalEmbedder {
                 }
             }
         }
-        // The mean of unit vectors, normalised (a no-op for one window).
-        for v in out.iter_mut().flatten() {
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            v.iter_mut().for_each(|x| *x /= norm);
-        }
-        out.into_iter()
+        sums.into_iter()
             .enumerate()
-            .map(|(i, v)| {
-                v.ok_or_else(|| {
+            .map(|(i, (v, n))| {
+                let mut v = v.ok_or_else(|| {
                     self.inference_error(texts.len(), format!("no vector for text {i}"))
-                })
+                })?;
+                // The mean of unit vectors, normalised. A text of one
+                // window keeps the model's vector bit for bit.
+                if n > 1 {
+                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                    v.iter_mut().for_each(|x| *x /= norm);
+                }
+                Ok(v)
             })
             .collect()
     }
+}
 
-    /// One forward pass over encodings of similar length.
-    fn forward(&self, encodings: &[&tokenizers::Encoding]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let m = &self.inner;
-        let n = encodings.len();
-        let len = encodings
-            .iter()
-            .map(|e| e.get_ids().len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let mut ids = Vec::with_capacity(n * len);
-        let mut type_ids = Vec::with_capacity(n * len);
-        let mut mask = Vec::with_capacity(n * len);
-        for e in encodings {
-            let k = e.get_ids().len();
-            ids.extend_from_slice(e.get_ids());
-            type_ids.extend_from_slice(e.get_type_ids());
-            mask.extend(std::iter::repeat_n(1u32, k));
-            let pad = len - k;
-            ids.extend(std::iter::repeat_n(m.pad_id, pad));
-            type_ids.extend(std::iter::repeat_n(0u32, pad));
-            mask.extend(std::iter::repeat_n(0u32, pad));
+/// Cuts texts of these word-piece counts, in order, into forward passes of
+/// at most `max_texts` texts and `max_tokens` word pieces (a text longer than
+/// `max_tokens` goes alone). Returns the number of texts of each pass.
+fn plan_passes(lengths: &[usize], max_texts: usize, max_tokens: usize) -> Vec<usize> {
+    let mut passes = Vec::new();
+    let (mut texts, mut tokens) = (0, 0);
+    for &len in lengths {
+        if texts > 0 && (texts == max_texts || tokens + len > max_tokens) {
+            passes.push(texts);
+            (texts, tokens) = (0, 0);
         }
-        let input_ids = Tensor::from_vec(ids, (n, len), &m.device)?;
-        let token_type_ids = Tensor::from_vec(type_ids, (n, len), &m.device)?;
-        let attention_mask = Tensor::from_vec(mask, (n, len), &m.device)?;
-        // (n, len, hidden)
-        let hidden = m
-            .model
-            .forward(&input_ids, &token_type_ids, Some(&attention_mask))?;
-        let pooled = match m.pooling {
-            Pooling::Mean => {
-                let mask = attention_mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-                let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-                let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
-                summed.broadcast_div(&counts)?
-            }
-            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-        };
-        let norms = pooled
-            .sqr()?
-            .sum_keepdim(1)?
-            .sqrt()?
-            .clamp(1e-12f32, f32::MAX)?;
-        pooled.broadcast_div(&norms)?.to_vec2::<f32>()
+        texts += 1;
+        tokens += len;
     }
+    if texts > 0 {
+        passes.push(texts);
+    }
+    passes
 }
 
 /// `local/<folder name>@<fingerprint>`: readable, and different whenever the
@@ -538,5 +512,32 @@ impl Embedder for LocalEmbedder {
                 Err(join) => Err(self.inference_error(batch_len, format!("worker thread: {join}"))),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_passes;
+
+    #[test]
+    fn passes_respect_the_text_and_word_piece_limits() {
+        assert_eq!(plan_passes(&[], 32, 4096), Vec::<usize>::new());
+        // 24 texts of 256 word pieces: 16 fill the 4096 budget.
+        assert_eq!(plan_passes(&[256; 24], 32, 4096), vec![16, 8]);
+        // Short texts: the text limit cuts.
+        assert_eq!(plan_passes(&[10; 70], 32, 4096), vec![32, 32, 6]);
+        // A text over the budget goes alone, the others around it pack.
+        assert_eq!(plan_passes(&[100, 5000, 100, 100], 32, 4096), vec![1, 1, 2]);
+        assert_eq!(plan_passes(&[3, 4, 5], 1, 4096), vec![1, 1, 1]);
+        let lengths = [7, 300, 2, 256, 256, 9, 4000, 1];
+        let plan = plan_passes(&lengths, 3, 512);
+        assert_eq!(plan.iter().sum::<usize>(), lengths.len());
+        let mut at = 0;
+        for size in plan {
+            let pass = &lengths[at..at + size];
+            assert!(size <= 3);
+            assert!(size == 1 || pass.iter().sum::<usize>() <= 512, "{pass:?}");
+            at += size;
+        }
     }
 }

@@ -6,7 +6,11 @@
 //!
 //! Reference numbers were computed with the Python `sentence-transformers`
 //! package on the same folder (`SentenceTransformer(dir).encode(texts,
-//! normalize_embeddings=True)`).
+//! normalize_embeddings=True)`), and `fixtures/minilm_reference.json` holds
+//! the full vectors the previous implementation (candle 0.11's `BertModel`)
+//! gave for twelve sentences and chunks. Those comparisons use
+//! [`LongTexts::Truncate`], sentence-transformers' way with long texts; the
+//! default embeds long texts in windows ([`LongTexts::Windows`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -15,7 +19,7 @@ use futures::stream;
 use kg_core::{Chunk, ChunkId, DocumentId, EmbeddingTarget, Entity, EntityId, Label, Record};
 use kg_embed::{
     cosine, embed_chunks, embed_entities, embed_query, EmbedCache, EmbedError, EmbedOptions,
-    Embedder, LocalEmbedConfig, LocalEmbedder,
+    Embedder, LocalEmbedConfig, LocalEmbedder, LongTexts,
 };
 use tokio::sync::mpsc;
 
@@ -41,6 +45,22 @@ fn model() -> &'static LocalEmbedder {
     MODEL.get_or_init(|| match LocalEmbedder::load(&model_dir()) {
         Ok(m) => m,
         Err(e) => panic!("loading {}: {e}", model_dir().display()),
+    })
+}
+
+/// The model embedding long texts by their beginning only, as
+/// sentence-transformers does.
+fn truncating() -> &'static LocalEmbedder {
+    static MODEL: OnceLock<LocalEmbedder> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let config = LocalEmbedConfig {
+            long_texts: LongTexts::Truncate,
+            ..LocalEmbedConfig::default()
+        };
+        match LocalEmbedder::load_with(&model_dir(), &config) {
+            Ok(m) => m,
+            Err(e) => panic!("loading {}: {e}", model_dir().display()),
+        }
     })
 }
 
@@ -83,12 +103,101 @@ fn minilm_matches_sentence_transformers() {
     assert_eq!(model().dimensions(), Some(384));
 }
 
+#[derive(serde::Deserialize)]
+struct Reference {
+    items: Vec<ReferenceItem>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReferenceItem {
+    text: String,
+    #[serde(default)]
+    repeat: Option<usize>,
+    vector: Vec<f32>,
+}
+
+fn reference() -> (Vec<String>, Vec<Vec<f32>>) {
+    let fixture: Reference =
+        serde_json::from_str(include_str!("fixtures/minilm_reference.json")).expect("fixture");
+    fixture
+        .items
+        .into_iter()
+        .map(|item| (item.text.repeat(item.repeat.unwrap_or(1)), item.vector))
+        .unzip()
+}
+
+#[test]
+fn vectors_equal_the_previous_implementation() {
+    let (texts, want) = reference();
+    assert_eq!(texts.len(), 12);
+    // All in one call (one pass), and each text alone: both must match.
+    let together = truncating().embed_blocking(&texts).expect("embedding");
+    assert_eq!(together.len(), want.len());
+    for (i, (text, reference)) in texts.iter().zip(&want).enumerate() {
+        let alone = truncating()
+            .embed_blocking(std::slice::from_ref(text))
+            .expect("embedding");
+        for got in [&together[i], &alone[0]] {
+            assert_eq!(got.len(), 384);
+            let cos = cosine(got, reference);
+            assert!(cos >= 0.999, "text {i}: cosine {cos}");
+            let diff = got
+                .iter()
+                .zip(reference)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(diff < 1e-4, "text {i}: max difference {diff}");
+        }
+    }
+}
+
+#[test]
+fn passes_of_full_length_texts_give_the_same_vectors() {
+    // Three different 256-word-piece texts in passes of two: the second
+    // pass reuses the first one's buffers with fewer rows.
+    let topics = [
+        "Debian releases are named after Toy Story characters. ",
+        "Frankfurt Airport handles cargo and passengers around the clock. ",
+        "Chlorophyll absorbs red and blue light during photosynthesis. ",
+    ];
+    let texts: Vec<String> = topics.iter().map(|t| t.repeat(40)).collect();
+    assert!(texts
+        .iter()
+        .all(|t| truncating().token_count(t).unwrap() == 256));
+    let pairs = LocalEmbedder::load_with(
+        &model_dir(),
+        &LocalEmbedConfig {
+            batch_size: 2,
+            long_texts: LongTexts::Truncate,
+            ..LocalEmbedConfig::default()
+        },
+    )
+    .expect("load");
+    let together = pairs.embed_blocking(&texts).expect("embedding");
+    assert_eq!(together.len(), 3);
+    for (i, text) in texts.iter().enumerate() {
+        let alone = truncating()
+            .embed_blocking(std::slice::from_ref(text))
+            .expect("embedding");
+        let diff = together[i]
+            .iter()
+            .zip(&alone[0])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-5, "text {i}: max difference {diff}");
+    }
+    // Neighbours in a pass keep their own vectors.
+    assert!(cosine(&together[0], &together[1]) < 0.9);
+}
+
 #[test]
 fn long_text_is_truncated_like_sentence_transformers() {
     let long = "Debian is a free operating system. ".repeat(400);
-    assert_eq!(model().max_seq_len(), 256);
-    assert_eq!(model().token_count(&long).unwrap(), 256);
-    let v = embed(&[&long]);
+    assert_eq!(truncating().max_seq_len(), 256);
+    assert_eq!(truncating().token_count(&long).unwrap(), 256);
+    let v = truncating()
+        .embed_blocking(std::slice::from_ref(&long))
+        .expect("embedding");
     assert_eq!(v[0].len(), 384);
     assert!((norm(&v[0]) - 1.0).abs() < 1e-4);
     let reference = [
@@ -114,7 +223,7 @@ fn padding_in_a_mixed_batch_does_not_change_vectors() {
         &model_dir(),
         &LocalEmbedConfig {
             batch_size: 2,
-            max_seq_len: None,
+            ..LocalEmbedConfig::default()
         },
     )
     .expect("load");

@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -177,6 +177,91 @@ pub struct Counters {
     pub answers: u64,
     /// The user message of the last answer-mode request.
     pub last_answer_prompt: Option<String>,
+    /// When the first chat request arrived, after the server started.
+    pub first_chat_request: Option<Duration>,
+    /// When the last chat answer was ready to go out (any outcome), after
+    /// the server started. With [`Self::first_chat_request`]: the span in
+    /// which a client kept the server busy ([`Self::chat_span`]).
+    pub last_chat_answer: Option<Duration>,
+    /// When the first embedding request arrived, after the server started.
+    pub first_embedding_request: Option<Duration>,
+    /// When the last embedding answer was ready to go out, after the server
+    /// started.
+    pub last_embedding_answer: Option<Duration>,
+}
+
+impl Counters {
+    /// From the first chat request to the last chat answer, if any was
+    /// answered: what a client's extraction took as the server saw it.
+    pub fn chat_span(&self) -> Option<Duration> {
+        Some(
+            self.last_chat_answer?
+                .saturating_sub(self.first_chat_request?),
+        )
+    }
+
+    /// From the first embedding request to the last embedding answer.
+    pub fn embedding_span(&self) -> Option<Duration> {
+        Some(
+            self.last_embedding_answer?
+                .saturating_sub(self.first_embedding_request?),
+        )
+    }
+}
+
+/// When the server started: the origin of the [`Counters`] timestamps.
+#[derive(Debug)]
+struct Started(Instant);
+
+impl Default for Started {
+    fn default() -> Self {
+        Self(Instant::now())
+    }
+}
+
+/// The first request and the last answer of one kind, as nanoseconds after
+/// [`Started`] plus one (0: none yet).
+#[derive(Debug, Default)]
+struct Span {
+    first: AtomicU64,
+    last: AtomicU64,
+}
+
+impl Span {
+    fn get(at: &AtomicU64) -> Option<Duration> {
+        match at.load(Ordering::SeqCst) {
+            0 => None,
+            n => Some(Duration::from_nanos(n - 1)),
+        }
+    }
+}
+
+/// Times one request: its arrival (the span's first, if it is the first)
+/// now, its answer (the span's last, if it is the latest) when dropped.
+struct Timed<'a> {
+    span: &'a Span,
+    started: &'a Started,
+}
+
+impl<'a> Timed<'a> {
+    fn now(started: &Started) -> u64 {
+        u64::try_from(started.0.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    fn enter(span: &'a Span, started: &'a Started) -> Self {
+        let _ =
+            span.first
+                .compare_exchange(0, Self::now(started), Ordering::SeqCst, Ordering::SeqCst);
+        Self { span, started }
+    }
+}
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        self.span
+            .last
+            .fetch_max(Self::now(self.started), Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +284,9 @@ struct Live {
     faults: Mutex<BTreeMap<String, u64>>,
     /// Attempts seen per request text hash, for deterministic faults.
     attempts: Mutex<HashMap<u64, u32>>,
+    started: Started,
+    chat_span: Span,
+    embedding_span: Span,
 }
 
 impl Live {
@@ -259,6 +347,10 @@ impl Live {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            first_chat_request: Span::get(&self.chat_span.first),
+            last_chat_answer: Span::get(&self.chat_span.last),
+            first_embedding_request: Span::get(&self.embedding_span.first),
+            last_embedding_answer: Span::get(&self.embedding_span.last),
         }
     }
 }
@@ -629,6 +721,7 @@ fn sse_response(
 
 async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let state = &state.0;
+    let _timed = Timed::enter(&state.live.chat_span, &state.live.started);
     let _in_flight = InFlight::enter(&state.live);
     state.live.chat.fetch_add(1, Ordering::Relaxed);
     if let Some(r) = unauthorized(state, &headers) {
@@ -777,6 +870,7 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
 
 async fn embeddings(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let state = &state.0;
+    let _timed = Timed::enter(&state.live.embedding_span, &state.live.started);
     let _in_flight = InFlight::enter(&state.live);
     let n = state.live.embeddings.fetch_add(1, Ordering::Relaxed) + 1;
     if let Some(r) = unauthorized(state, &headers) {

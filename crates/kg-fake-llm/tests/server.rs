@@ -451,3 +451,35 @@ async fn in_flight_requests_are_counted_with_their_peak() {
     assert_eq!(c.peak_in_flight, 5);
     assert_eq!(c.peak_in_flight_before_first_answer, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_and_embedding_spans_run_from_the_first_request_to_the_last_answer() {
+    let server = FakeLlm::start(FakeConfig {
+        latency: Duration::from_millis(100),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let c = server.counters();
+    assert_eq!((c.first_chat_request, c.last_chat_answer), (None, None));
+    assert_eq!(c.chat_span(), None);
+    let url = format!("{}/chat/completions", server.base_url());
+    // Three requests one after the other: the span covers all three
+    // latencies, each answer after its request.
+    for i in 0..3 {
+        post(&url, None, &chat_body(&format!("Alice met Bob {i}."))).await;
+    }
+    let c = server.counters();
+    let (first, last) = (c.first_chat_request.unwrap(), c.last_chat_answer.unwrap());
+    assert!(last > first, "{first:?} .. {last:?}");
+    assert!(c.chat_span().unwrap() >= Duration::from_millis(300));
+    assert_eq!(c.embedding_span(), None);
+
+    let url = format!("{}/embeddings", server.base_url());
+    post(&url, None, &json!({"model": "e", "input": ["one", "two"]})).await;
+    let c2 = server.counters();
+    // Embeddings have their own span, after the chats; the chat span is unchanged.
+    assert!(c2.first_embedding_request.unwrap() >= last);
+    assert!(c2.embedding_span().unwrap() >= Duration::from_millis(100));
+    assert_eq!(c2.chat_span(), c.chat_span());
+}

@@ -26,9 +26,12 @@
 //! properties = { count = "int" }
 //! ```
 //!
-//! A relation without `from` starts at the row's own node. Labels, types and
+//! A relation without `from` starts at the row's own node. An end's label
+//! must be mapped as a node by some entry, unless the end says
+//! `external = true` (its nodes come from elsewhere). Labels, types and
 //! property keys are kg-core validated identifiers, checked when the mapping
-//! is parsed.
+//! is parsed; a name that had to be rewritten is reported ([`Renamed`]), and
+//! two spellings that become one identifier are refused.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -153,7 +156,9 @@ pub enum ColumnType {
 /// Text encoding of a CSV file: `"utf-8"` (default) or `"latin-1"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 pub enum CsvEncoding {
-    /// UTF-8 (a BOM is skipped; invalid bytes are replaced and counted).
+    /// UTF-8 (a BOM is skipped). A field whose bytes are not valid UTF-8
+    /// is decoded as Windows-1252 (the Latin-1 superset spreadsheets write),
+    /// and the run warns, naming the file and the encoding it assumed.
     #[default]
     #[serde(rename = "utf-8", alias = "utf8", alias = "UTF-8")]
     Utf8,
@@ -174,6 +179,127 @@ pub struct CsvMapping {
     /// The per-file mappings.
     #[serde(default)]
     pub csv: Vec<CsvFileMapping>,
+    /// Labels, relationship types and property keys the mapping spells
+    /// differently from the identifier they became (`geo location` →
+    /// `GeoLocation`), each once. Filled by [`CsvMapping::parse`], which also
+    /// logs each at warn level; [`crate::ingest`] repeats them in
+    /// [`crate::IngestSummary::warnings`].
+    #[serde(skip)]
+    pub renamed: Vec<Renamed>,
+}
+
+/// A name from the mapping that was rewritten into a valid identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renamed {
+    /// `"label"`, `"relationship type"` or `"property key"`.
+    pub kind: &'static str,
+    /// As written in the mapping (for a property key: the CSV column).
+    pub original: String,
+    /// The identifier it became.
+    pub identifier: String,
+    /// The `file` entry of the mapping where it was first seen.
+    pub file: String,
+}
+
+impl std::fmt::Display for Renamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CSV mapping ({}): {} {:?} is used as {:?}",
+            self.file, self.kind, self.original, self.identifier
+        )
+    }
+}
+
+/// The names of a mapping as written, before they became identifiers: read
+/// from the same TOML as [`CsvMapping`], entry for entry.
+#[derive(Deserialize)]
+struct Spelled {
+    #[serde(default)]
+    csv: Vec<SpelledFile>,
+}
+
+#[derive(Deserialize)]
+struct SpelledFile {
+    #[serde(default)]
+    node: Option<SpelledNode>,
+    #[serde(default)]
+    relations: Vec<SpelledRelation>,
+}
+
+#[derive(Deserialize)]
+struct SpelledNode {
+    label: String,
+    #[serde(default)]
+    properties: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize)]
+struct SpelledEnd {
+    label: String,
+}
+
+#[derive(Deserialize)]
+struct SpelledRelation {
+    #[serde(rename = "type")]
+    rel_type: String,
+    #[serde(default)]
+    from: Option<SpelledEnd>,
+    to: SpelledEnd,
+    #[serde(default)]
+    properties: BTreeMap<String, toml::Value>,
+}
+
+/// Collects renames and refuses two spellings of one identifier.
+#[derive(Default)]
+struct Spellings {
+    /// (kind, scope, identifier) → (original, file) of its first use.
+    first: BTreeMap<(&'static str, String, String), (String, String)>,
+    renamed: Vec<Renamed>,
+}
+
+impl Spellings {
+    /// Notes that `original` (in the entry for `file`) became `identifier`;
+    /// `scope` is where identifiers must be unique: "" (the whole mapping)
+    /// for labels and relationship types; one node or relation of one entry
+    /// for property keys, since two columns becoming one key would overwrite
+    /// each other, while one key spelled differently by the headers of two
+    /// files is the same property on purpose.
+    fn note(
+        &mut self,
+        kind: &'static str,
+        scope: &str,
+        original: &str,
+        identifier: &str,
+        file: &str,
+    ) -> Result<(), String> {
+        let slot = (kind, scope.to_string(), identifier.to_string());
+        match self.first.get(&slot) {
+            Some((first, first_file)) if first != original => {
+                let within = if scope.is_empty() {
+                    String::new()
+                } else {
+                    format!(" of {scope}")
+                };
+                return Err(format!(
+                    "{kind}s{within} {first:?} (entry {first_file}) and {original:?} (entry {file}) both become {identifier:?} and would be merged; spell them the same, or make them different identifiers"
+                ));
+            }
+            Some(_) => return Ok(()),
+            None => {}
+        }
+        self.first
+            .insert(slot, (original.to_string(), file.to_string()));
+        if original != identifier {
+            self.renamed.push(Renamed {
+                kind,
+                original: original.to_string(),
+                identifier: identifier.to_string(),
+                file: file.to_string(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// How one CSV file maps to the graph.
@@ -209,6 +335,18 @@ pub struct CsvFileMapping {
     pub relations: Vec<RelationMapping>,
 }
 
+impl CsvFileMapping {
+    /// Whether some relation of this entry has an end whose key is checked
+    /// (not `external`, not the row's own node): such a file is read after
+    /// the node files, once every key is known.
+    pub fn checks_keys(&self) -> bool {
+        self.relations
+            .iter()
+            .flat_map(|r| r.from.iter().chain([&r.to]))
+            .any(|end| !end.external)
+    }
+}
+
 fn default_delimiter() -> char {
     ','
 }
@@ -239,6 +377,14 @@ pub struct NodeEnd {
     pub label: Label,
     /// Column holding that node's key.
     pub column: String,
+    /// The nodes of this label come from outside this run (an earlier run,
+    /// another tool): their keys are not checked, and a key that matches no
+    /// node leaves an empty placeholder node in the store. Without it, the
+    /// label must be mapped as a node by some entry, and a relation whose
+    /// key matches none of the nodes read in the run is set aside
+    /// (`unknown_endpoint`).
+    #[serde(default)]
+    pub external: bool,
 }
 
 /// A row → relation mapping.
@@ -258,6 +404,45 @@ pub struct RelationMapping {
     pub properties: BTreeMap<String, ColumnType>,
 }
 
+/// Every label, relationship type and property key of `mapping` next to
+/// its spelling in the file: the renames, or why two spellings clash.
+fn check_spellings(mapping: &CsvMapping, spelled: &Spelled) -> Result<Vec<Renamed>, String> {
+    let mut spellings = Spellings::default();
+    for (m, raw) in mapping.csv.iter().zip(&spelled.csv) {
+        let file = m.file.as_str();
+        if let (Some(node), Some(raw_node)) = (&m.node, &raw.node) {
+            let label = node.label.as_str();
+            spellings.note("label", "", &raw_node.label, label, file)?;
+            for column in raw_node.properties.keys() {
+                if let Ok(key) = PropertyKey::new(column) {
+                    let scope = format!("the {label} nodes of {file}");
+                    spellings.note("property key", &scope, column, key.as_str(), file)?;
+                }
+            }
+        }
+        for (r, raw_r) in m.relations.iter().zip(&raw.relations) {
+            let rel_type = r.rel_type.as_str();
+            spellings.note("relationship type", "", &raw_r.rel_type, rel_type, file)?;
+            if let (Some(from), Some(raw_from)) = (&r.from, &raw_r.from) {
+                spellings.note("label", "", &raw_from.label, from.label.as_str(), file)?;
+            }
+            spellings.note("label", "", &raw_r.to.label, r.to.label.as_str(), file)?;
+            for column in raw_r.properties.keys() {
+                if let Ok(key) = PropertyKey::new(column) {
+                    spellings.note(
+                        "property key",
+                        &format!("the {rel_type} relations of {file}"),
+                        column,
+                        key.as_str(),
+                        file,
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(spellings.renamed)
+}
+
 impl CsvMapping {
     /// Reads and checks a mapping file.
     pub fn from_file(path: &Path) -> Result<Self, IngestError> {
@@ -274,7 +459,14 @@ impl CsvMapping {
             path: origin.to_path_buf(),
             message,
         };
-        let mapping: CsvMapping = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        // toml's message names the line, the column and the offending key
+        // (`unknown field `lable`, expected one of `label`, ...`).
+        let mut mapping: CsvMapping = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let spelled: Spelled = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        mapping.renamed = check_spellings(&mapping, &spelled).map_err(invalid)?;
+        for r in &mapping.renamed {
+            tracing::warn!(mapping = %origin.display(), "{r}");
+        }
         let mut seen = std::collections::BTreeSet::new();
         for m in &mapping.csv {
             if !seen.insert(m.file.as_str()) {
@@ -308,6 +500,14 @@ impl CsvMapping {
                         m.file, r.rel_type
                     )));
                 }
+                for end in r.from.iter().chain([&r.to]) {
+                    if !end.external && mapping.node_files(&end.label).is_empty() {
+                        return Err(invalid(format!(
+                            "{}: relation {} ends at {}, which no entry maps as a node; map a node file for {}, or mark that end `external = true` if those nodes come from elsewhere",
+                            m.file, r.rel_type, end.label, end.label
+                        )));
+                    }
+                }
             }
             let property_columns = m
                 .node
@@ -320,6 +520,27 @@ impl CsvMapping {
             }
         }
         Ok(mapping)
+    }
+
+    /// The `file` names of the entries that map rows to `label` nodes.
+    pub fn node_files(&self, label: &Label) -> Vec<&str> {
+        self.csv
+            .iter()
+            .filter(|m| m.node.as_ref().is_some_and(|n| n.label == *label))
+            .map(|m| m.file.as_str())
+            .collect()
+    }
+
+    /// The labels whose keys relation ends are checked against (ends not
+    /// marked `external`).
+    pub fn checked_labels(&self) -> std::collections::BTreeSet<&Label> {
+        self.csv
+            .iter()
+            .flat_map(|m| m.relations.iter())
+            .flat_map(|r| r.from.iter().chain([&r.to]))
+            .filter(|end| !end.external)
+            .map(|end| &end.label)
+            .collect()
     }
 
     /// The entry for a CSV at `path`, matched by file name.

@@ -7,11 +7,19 @@
 //! line, and nothing else of that row is emitted: a row is all or nothing.
 //! The rest of the file goes on.
 //!
+//! A relation end whose key matches no node read in the run (see
+//! [`KeyIndex`]) is not emitted: the store would MERGE an empty placeholder
+//! node for it. That relation becomes one `unknown_endpoint` set-aside item
+//! naming the file, line, label and key; the rest of its row is kept.
+//!
+//! A field that is not valid UTF-8 (in a file the mapping does not declare
+//! Latin-1) is decoded as Windows-1252 and counted, so that the run can warn.
+//!
 //! An empty property cell is a missing property, not an error (CSV has no
 //! null). Keys are trimmed ([`NodeId::new`] trims too), so ` ATL` and `ATL`
 //! are one airport.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -21,15 +29,19 @@ use kg_core::{
     SetAside, Stage,
 };
 
-use crate::config::{ColumnType, CsvEncoding, CsvFileMapping};
+use crate::config::{ColumnType, CsvEncoding, CsvFileMapping, CsvMapping};
 use crate::error::SetAsideReason;
-use crate::text::{decode_latin1, decode_utf8};
+use crate::text::{decode_latin1, decode_windows_1252};
 
 /// Counts from one CSV file.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct CsvStats {
     pub rows: u64,
-    pub invalid_utf8_sequences: u64,
+    /// Fields (header names included) that were not valid UTF-8 and were
+    /// decoded as Windows-1252 instead.
+    pub windows_1252_fields: u64,
+    /// The line of the first such field.
+    pub first_windows_1252_line: Option<u64>,
 }
 
 /// Why a whole CSV file was given up.
@@ -56,6 +68,89 @@ struct End {
     label: Label,
     /// `None`: the row's own node.
     column: Option<(usize, String)>,
+    /// Marked `external` in the mapping: the key is not checked.
+    external: bool,
+}
+
+/// The keys of the nodes read in this run, for each label a relation end
+/// checks (see [`crate::CsvMapping::checked_labels`]): one `String` per key.
+#[derive(Debug, Default)]
+pub(crate) struct KeyIndex {
+    labels: HashMap<Label, LabelKeys>,
+}
+
+#[derive(Debug, Default)]
+struct LabelKeys {
+    keys: HashSet<String>,
+    /// Node files of this label read in this run.
+    files_read: u64,
+    /// The mapping entries that map this label's nodes.
+    node_files: Vec<String>,
+}
+
+impl KeyIndex {
+    /// An empty index for the labels `mapping` checks.
+    pub(crate) fn new(mapping: &CsvMapping) -> Self {
+        let labels = mapping
+            .checked_labels()
+            .into_iter()
+            .map(|label| {
+                let node_files = mapping
+                    .node_files(label)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect();
+                let keys = LabelKeys {
+                    node_files,
+                    ..LabelKeys::default()
+                };
+                (label.clone(), keys)
+            })
+            .collect();
+        Self { labels }
+    }
+
+    /// Whether keys of `label` are kept.
+    pub(crate) fn wants(&self, label: &Label) -> bool {
+        self.labels.contains_key(label)
+    }
+
+    /// Remembers a node's key (if its label is checked).
+    pub(crate) fn insert(&mut self, label: &Label, key: &str) {
+        if let Some(l) = self.labels.get_mut(label) {
+            if !l.keys.contains(key) {
+                l.keys.insert(key.to_string());
+            }
+        }
+    }
+
+    /// Notes that a node file of `label` was read.
+    pub(crate) fn file_read(&mut self, label: &Label) {
+        if let Some(l) = self.labels.get_mut(label) {
+            l.files_read += 1;
+        }
+    }
+
+    /// `None` when `key` is a known `label` node, else why not.
+    fn unknown(&self, label: &Label, key: &str) -> Option<String> {
+        let Some(l) = self.labels.get(label) else {
+            return Some(format!("no {label} node is known in this run"));
+        };
+        if l.keys.contains(key) {
+            return None;
+        }
+        let files = l.node_files.join(", ");
+        Some(if l.files_read == 0 {
+            format!(
+                "no {label} node file ({files}) was read in this run, so no {label} node has key {key:?}; ingest it together with this file, or mark this end `external = true` in the CSV mapping if those nodes are loaded separately"
+            )
+        } else {
+            format!(
+                "no {label} node has key {key:?} (the {label} nodes come from {files}, {} keys)",
+                l.keys.len()
+            )
+        })
+    }
 }
 
 struct Relation {
@@ -131,10 +226,12 @@ fn compile(
             (Some(end), _) => End {
                 label: end.label.clone(),
                 column: Some(position(&end.column)?),
+                external: end.external,
             },
             (None, Some(n)) => End {
                 label: n.label.clone(),
                 column: None,
+                external: false,
             },
             (None, None) => {
                 return Err(mismatch(
@@ -149,6 +246,7 @@ fn compile(
             to: End {
                 label: r.to.label.clone(),
                 column: Some(position(&r.to.column)?),
+                external: r.to.external,
             },
             properties: properties(&r.properties)?,
         });
@@ -219,12 +317,16 @@ fn key_of<'a>(fields: &'a [String], (column, name): &(usize, String)) -> Result<
     }
 }
 
-/// Maps one decoded row to its records, or says why it cannot be.
+/// Maps one decoded row to its records, or says why it cannot be. With
+/// `keys`, a relation whose checked end matches no known node becomes an
+/// `unknown_endpoint` set-aside instead of an edge (the rest of the row is
+/// kept: its node, if any, is known to other files' relations already).
 fn map_row(
     compiled: &Compiled,
     fields: &[String],
     source: &str,
     line: u64,
+    keys: Option<&KeyIndex>,
 ) -> Result<Vec<Record>, String> {
     let mut records = Vec::with_capacity(1 + compiled.relations.len());
     let mut own: Option<NodeRef> = None;
@@ -263,6 +365,36 @@ fn map_row(
             source: source.to_string(),
             line,
         }));
+    }
+    // Only once the whole row is known to map: a malformed row is one
+    // `bad_csv_row`, whatever its keys.
+    if let Some(keys) = keys {
+        // The edges are the last records, one per relation, in order.
+        let first_edge = records.len().saturating_sub(compiled.relations.len());
+        for (i, rel) in compiled.relations.iter().enumerate() {
+            let problem = [("from", &rel.from), ("to", &rel.to)].into_iter().find_map(
+                |(side, end)| match &end.column {
+                    Some(col) if !end.external => {
+                        let key = key_of(fields, col).ok()?;
+                        keys.unknown(&end.label, key).map(|why| {
+                            format!(
+                                "{} {side} {} (column {:?}): {why}",
+                                rel.rel_type, end.label, col.1
+                            )
+                        })
+                    }
+                    _ => None,
+                },
+            );
+            if let (Some(problem), Some(slot)) = (problem, records.get_mut(first_edge + i)) {
+                *slot = Record::SetAside(SetAside {
+                    stage: Stage::Ingest,
+                    item: format!("{source}:{line}"),
+                    reason: SetAsideReason::UnknownEndpoint,
+                    detail: format!("{source}:{line}: {problem}"),
+                });
+            }
+        }
     }
     Ok(records)
 }
@@ -351,10 +483,12 @@ impl<R: BufRead> std::io::Read for CommentFilter<R> {
 
 /// Streams one CSV file through its mapping, handing each record to `emit`.
 /// Blocking: call it from the blocking pool.
+/// With `keys`, relation ends are checked against the nodes read so far.
 pub(crate) fn map_csv_file(
     path: &Path,
     source: &str,
     mapping: &CsvFileMapping,
+    keys: Option<&KeyIndex>,
     emit: &mut dyn FnMut(Record) -> Result<(), OutputClosed>,
 ) -> Result<CsvStats, CsvFileFailure> {
     let unreadable = |e: &dyn std::fmt::Display| {
@@ -381,15 +515,18 @@ pub(crate) fn map_csv_file(
         ));
 
     let mut stats = CsvStats::default();
-    let decode = |bytes: &[u8], stats: &mut CsvStats| -> String {
+    // UTF-8 unless the mapping says otherwise; a field that is not valid
+    // UTF-8 is not mangled into U+FFFD but read as Windows-1252 (what
+    // spreadsheets export as "Latin-1"/"ANSI"), and counted so the run warns.
+    let decode = |bytes: &[u8], line: u64, stats: &mut CsvStats| -> String {
         match mapping.encoding {
             CsvEncoding::Latin1 => decode_latin1(bytes),
             CsvEncoding::Utf8 => match std::str::from_utf8(bytes) {
                 Ok(s) => s.to_string(),
                 Err(_) => {
-                    let d = decode_utf8(bytes);
-                    stats.invalid_utf8_sequences += d.invalid_sequences;
-                    d.text
+                    stats.windows_1252_fields += 1;
+                    stats.first_windows_1252_line.get_or_insert(line);
+                    decode_windows_1252(bytes)
                 }
             },
         }
@@ -397,8 +534,9 @@ pub(crate) fn map_csv_file(
 
     let headers: Vec<String> = if mapping.has_headers {
         let raw = reader.byte_headers().map_err(|e| unreadable(&e))?.clone();
+        let line = raw.position().map_or(1, csv::Position::line);
         raw.iter()
-            .map(|h| decode(h, &mut stats).trim().to_string())
+            .map(|h| decode(h, line, &mut stats).trim().to_string())
             .collect()
     } else {
         mapping.columns.clone()
@@ -432,7 +570,7 @@ pub(crate) fn map_csv_file(
         let line = record.position().map_or(0, |p| true_line(p, &reader));
         fields.clear();
         for f in record.iter() {
-            let decoded = decode(f, &mut stats);
+            let decoded = decode(f, line, &mut stats);
             fields.push(decoded);
         }
         let outcome = if fields.len() != headers.len() {
@@ -442,7 +580,7 @@ pub(crate) fn map_csv_file(
                 headers.len()
             ))
         } else {
-            map_row(&compiled, &fields, source, line)
+            map_row(&compiled, &fields, source, line, keys)
         };
         match outcome {
             Ok(records) => {
@@ -456,6 +594,26 @@ pub(crate) fn map_csv_file(
         }
     }
     Ok(stats)
+}
+
+/// The keys of the nodes a CSV file yields (rows that map; relation ends
+/// not checked), read ahead of its records when its own relations need
+/// them. `None` when the file cannot be read at all; its records pass then
+/// says why.
+pub(crate) fn node_keys(
+    path: &Path,
+    source: &str,
+    mapping: &CsvFileMapping,
+) -> Option<HashSet<String>> {
+    let mut keys = HashSet::new();
+    let mut collect = |record: Record| {
+        if let Record::Node(n) = record {
+            keys.insert(n.key);
+        }
+        Ok(())
+    };
+    map_csv_file(path, source, mapping, None, &mut collect).ok()?;
+    Some(keys)
 }
 
 #[cfg(test)]

@@ -55,6 +55,17 @@ pub enum IngestError {
     },
 }
 
+impl IngestError {
+    /// Whether the run was refused for its settings or its CSV mapping (a
+    /// usage error: nothing was read), as opposed to failing while it ran.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidConfig(_) | Self::MappingIo { .. } | Self::InvalidMapping { .. }
+        )
+    }
+}
+
 /// Why an input was set aside: kg-core's one reason type, re-exported
 /// (ingest uses the codes from `empty_file` to `bad_csv_row`).
 pub use kg_core::SetAsideReason;

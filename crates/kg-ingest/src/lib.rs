@@ -21,6 +21,9 @@
 //! output channel, let a panic from a file escape, drop an input silently, or
 //! hold the whole corpus in memory.
 //!
+//! Alone, from a shell: `cargo run -p kg-ingest --example ingest_jsonl --
+//! PATH...` writes the records as JSON Lines (see docs/ingest.md).
+//!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use kg_core::Record;
@@ -67,7 +70,7 @@ mod walk;
 pub use chunk::{Chunker, PagedText};
 pub use config::{
     ColumnType, CsvEncoding, CsvFileMapping, CsvMapping, IngestConfig, NodeEnd, NodeMapping,
-    PdfEngine, RelationMapping,
+    PdfEngine, RelationMapping, Renamed,
 };
 pub use error::{IngestError, SetAsideReason};
 pub use kg_core::Record;

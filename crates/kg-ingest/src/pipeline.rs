@@ -39,7 +39,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::chunk::{Chunker, PagedText};
 use crate::config::IngestConfig;
-use crate::csv_graph::{map_csv_file, CsvFileFailure, OutputClosed};
+use crate::csv_graph::{map_csv_file, node_keys, CsvFileFailure, KeyIndex, OutputClosed};
 use crate::error::{IngestError, SetAsideReason};
 use crate::furniture::clean_pages;
 use crate::pdf::{read_pdf, PdfOutcome};
@@ -304,6 +304,7 @@ fn read_csv(
     path: &Path,
     source: &str,
     config: &IngestConfig,
+    keys: Option<&KeyIndex>,
     rows: &mpsc::Sender<Record>,
 ) -> Option<IngestSummary> {
     let mut local = IngestSummary {
@@ -319,11 +320,18 @@ fn read_csv(
             .ok()
             .map(|()| local);
     };
-    match map_csv_file(path, source, mapping, &mut send) {
+    match map_csv_file(path, source, mapping, keys, &mut send) {
         Ok(stats) => {
             local.files_read = 1;
             local.csv_rows = stats.rows;
-            local.invalid_utf8_sequences = stats.invalid_utf8_sequences;
+            if let Some(line) = stats.first_windows_1252_line {
+                let warning = format!(
+                    "{source}: not UTF-8 (first at line {line}); {} field(s) decoded as Windows-1252 (Latin-1); set `encoding = \"latin-1\"` for this file in the CSV mapping if that is what it is",
+                    stats.windows_1252_fields
+                );
+                tracing::warn!(source, fields = stats.windows_1252_fields, "{warning}");
+                local.warnings.push(warning);
+            }
             local.bytes_read = std::fs::metadata(path).map_or(0, |m| m.len());
             Some(local)
         }
@@ -374,8 +382,15 @@ impl Output {
 
     /// Ends an interrupted run: `current` (the file being emitted, if any)
     /// and every file of the window are unfinished.
-    fn interrupted(mut self, current: Option<&Path>, window: VecDeque<Pending>) -> IngestSummary {
+    /// `deferred`: CSV files held back until the node files were read.
+    fn interrupted(
+        mut self,
+        current: Option<&Path>,
+        window: VecDeque<Pending>,
+        deferred: &[PathBuf],
+    ) -> IngestSummary {
         let mut unfinished: Vec<String> = current.map(source_of).into_iter().collect();
+        unfinished.extend(deferred.iter().map(|p| source_of(p)));
         for entry in window {
             match entry {
                 Pending::Job(path, job) => {
@@ -441,11 +456,17 @@ pub async fn ingest(
         sent: 0,
         max_listed,
     };
+    if let Some(mapping) = &config.csv_mapping {
+        // Logged when the mapping was parsed; repeated where the run's
+        // reader looks.
+        let renames = mapping.renamed.iter().map(ToString::to_string);
+        output.summary.warnings.extend(renames);
+    }
     let (tokens, overlap) = (config.chunk_tokens, config.chunk_overlap);
     // Building the cl100k tables takes a moment the first time: off the async workers.
     let building = tokio::task::spawn_blocking(move || Chunker::new(tokens, overlap));
     let Some(chunker) = unless_cancelled(&cancel, building).await else {
-        return Ok(output.interrupted(None, VecDeque::new()));
+        return Ok(output.interrupted(None, VecDeque::new(), &[]));
     };
     let chunker = chunker.map_err(|e| IngestError::Worker {
         path: PathBuf::new(),
@@ -472,6 +493,14 @@ pub async fn ingest(
     // outlives it.
     let mut pending: VecDeque<Pending> = VecDeque::with_capacity(window + 1);
     let mut walk_done = false;
+    // CSV files whose relations check node keys, held back (paths only)
+    // until every other file, the node files among them, has been read.
+    let mut deferred: Vec<PathBuf> = Vec::new();
+    let mut keys = config
+        .csv_mapping
+        .as_ref()
+        .map(KeyIndex::new)
+        .unwrap_or_default();
     loop {
         // Keep `window` file reads in flight.
         while !walk_done
@@ -482,7 +511,7 @@ pub async fn ingest(
                 < window
         {
             let Some(item) = unless_cancelled(&cancel, walk_rx.recv()).await else {
-                return Ok(output.interrupted(None, pending));
+                return Ok(output.interrupted(None, pending, &deferred));
             };
             match item {
                 None => walk_done = true,
@@ -512,7 +541,7 @@ pub async fn ingest(
             Pending::Job(path, mut job) => {
                 let Some(joined) = unless_cancelled(&cancel, &mut job).await else {
                     job.abort();
-                    return Ok(output.interrupted(Some(&path), pending));
+                    return Ok(output.interrupted(Some(&path), pending, &deferred));
                 };
                 let result = joined.map_err(|e| IngestError::Worker {
                     path: path.clone(),
@@ -521,41 +550,25 @@ pub async fn ingest(
                 (path, result)
             }
             Pending::Csv(path) => {
-                let source = source_of(&path);
-                let (rows_tx, mut rows_rx) = mpsc::channel(CSV_QUEUE);
-                let csv_config = Arc::clone(&config);
-                let csv_path = path.clone();
-                let reader = tokio::task::spawn_blocking(move || {
-                    read_csv(&csv_path, &source, &csv_config, &rows_tx)
-                });
-                // Rows are forwarded as they come: a CSV of any size is
-                // streamed. Once the run is cancelled, `rows_rx` is dropped
-                // and the reader stops at its next row.
-                loop {
-                    let Some(row) = unless_cancelled(&cancel, rows_rx.recv()).await else {
-                        return Ok(output.interrupted(Some(&path), pending));
-                    };
-                    let Some(record) = row else { break };
-                    if !output.send(record).await? {
-                        return Ok(output.interrupted(Some(&path), pending));
-                    }
+                let mapped = config.csv_mapping.as_ref().and_then(|m| m.for_path(&path));
+                if mapped.is_some_and(|m| m.checks_keys()) {
+                    // Its relations need every node key: after the walk.
+                    deferred.push(path);
+                    continue;
                 }
-                // The reader has dropped its sender: it is done.
-                match reader.await {
-                    Ok(Some(csv_summary)) => output.summary.merge(csv_summary, max_listed),
-                    // Cannot happen while `rows_rx` is held; not a panic either.
-                    Ok(None) => {
-                        return Err(IngestError::Worker {
-                            path,
-                            message: "the CSV reader stopped before the end".to_string(),
-                        })
+                let node_label = mapped.and_then(|m| m.node.as_ref()).map(|n| &n.label);
+                let read =
+                    stream_csv(&mut output, &path, &config, None, Some(&mut keys), &cancel).await?;
+                match read {
+                    Streamed::Cancelled => {
+                        return Ok(output.interrupted(Some(&path), pending, &deferred))
                     }
-                    Err(e) => {
-                        return Err(IngestError::Worker {
-                            path,
-                            message: e.to_string(),
-                        })
+                    Streamed::Read => {
+                        if let Some(label) = node_label {
+                            keys.file_read(label);
+                        }
                     }
+                    Streamed::SetAside => {}
                 }
                 continue;
             }
@@ -582,13 +595,148 @@ pub async fn ingest(
         };
         for record in result.records {
             if !output.send(record).await? {
-                return Ok(output.interrupted(Some(&path), pending));
+                return Ok(output.interrupted(Some(&path), pending, &deferred));
             }
         }
         // Counted once all of the file's records are out.
         output.summary.merge(result.summary, max_listed);
     }
+    if deferred.is_empty() {
+        return Ok(output.summary);
+    }
+
+    // The held-back files may map nodes too (a row's own node, the target
+    // of another row's relation): read their keys first.
+    let node_label = |path: &Path| {
+        let mapping = config.csv_mapping.as_ref()?.for_path(path)?;
+        mapping.node.as_ref().map(|n| n.label.clone())
+    };
+    let key_paths: Vec<PathBuf> = deferred
+        .iter()
+        .filter(|p| node_label(p).is_some_and(|l| keys.wants(&l)))
+        .cloned()
+        .collect();
+    let key_config = Arc::clone(&config);
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut found = Vec::new();
+        for path in &key_paths {
+            let Some(mapping) = key_config
+                .csv_mapping
+                .as_ref()
+                .and_then(|m| m.for_path(path))
+            else {
+                continue;
+            };
+            if let Some(node) = &mapping.node {
+                if let Some(keys) = node_keys(path, &source_of(path), mapping) {
+                    found.push((node.label.clone(), keys));
+                }
+            }
+        }
+        found
+    });
+    let Some(found) = unless_cancelled(&cancel, reading).await else {
+        return Ok(output.interrupted(None, VecDeque::new(), &deferred));
+    };
+    let found = found.map_err(|e| IngestError::Worker {
+        path: PathBuf::new(),
+        message: e.to_string(),
+    })?;
+    for (label, file_keys) in found {
+        keys.file_read(&label);
+        for key in &file_keys {
+            keys.insert(&label, key);
+        }
+    }
+    let keys = Arc::new(keys);
+    let mut rest = std::mem::take(&mut deferred);
+    rest.reverse();
+    while let Some(path) = rest.pop() {
+        let read = stream_csv(
+            &mut output,
+            &path,
+            &config,
+            Some(Arc::clone(&keys)),
+            None,
+            &cancel,
+        )
+        .await?;
+        if read == Streamed::Cancelled {
+            rest.reverse();
+            return Ok(output.interrupted(Some(&path), VecDeque::new(), &rest));
+        }
+    }
     Ok(output.summary)
+}
+
+/// How streaming one CSV file ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Streamed {
+    /// Its rows were mapped (some may have been set aside).
+    Read,
+    /// The whole file was set aside.
+    SetAside,
+    /// The run was cancelled before all its records were sent.
+    Cancelled,
+}
+
+/// Streams one CSV file through its mapping into `output`: rows are
+/// forwarded as they come, so a CSV of any size needs constant memory.
+/// With `check`, relation ends are checked against those keys; with
+/// `collect`, the keys of the nodes sent are added to it.
+async fn stream_csv(
+    output: &mut Output,
+    path: &Path,
+    config: &Arc<IngestConfig>,
+    check: Option<Arc<KeyIndex>>,
+    mut collect: Option<&mut KeyIndex>,
+    cancel: &CancellationToken,
+) -> Result<Streamed, IngestError> {
+    let max_listed = output.max_listed;
+    let source = source_of(path);
+    let (rows_tx, mut rows_rx) = mpsc::channel(CSV_QUEUE);
+    let csv_config = Arc::clone(config);
+    let csv_path = path.to_path_buf();
+    let reader = tokio::task::spawn_blocking(move || {
+        read_csv(&csv_path, &source, &csv_config, check.as_deref(), &rows_tx)
+    });
+    // Once the run is cancelled, `rows_rx` is dropped and the reader stops
+    // at its next row.
+    loop {
+        let Some(row) = unless_cancelled(cancel, rows_rx.recv()).await else {
+            return Ok(Streamed::Cancelled);
+        };
+        let Some(record) = row else { break };
+        if let (Some(keys), Record::Node(node)) = (collect.as_deref_mut(), &record) {
+            if keys.wants(&node.label) {
+                keys.insert(&node.label, &node.key);
+            }
+        }
+        if !output.send(record).await? {
+            return Ok(Streamed::Cancelled);
+        }
+    }
+    // The reader has dropped its sender: it is done.
+    match reader.await {
+        Ok(Some(csv_summary)) => {
+            let read = if csv_summary.files_read > 0 {
+                Streamed::Read
+            } else {
+                Streamed::SetAside
+            };
+            output.summary.merge(csv_summary, max_listed);
+            Ok(read)
+        }
+        // Cannot happen while `rows_rx` is held; not a panic either.
+        Ok(None) => Err(IngestError::Worker {
+            path: path.to_path_buf(),
+            message: "the CSV reader stopped before the end".to_string(),
+        }),
+        Err(e) => Err(IngestError::Worker {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }),
+    }
 }
 
 /// Runs [`ingest`] on a fresh multi-threaded runtime and collects every

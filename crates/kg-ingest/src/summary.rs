@@ -34,12 +34,17 @@ pub struct IngestSummary {
     pub nodes: u64,
     /// Graph relations emitted from CSV rows.
     pub edges: u64,
-    /// Invalid UTF-8 sequences replaced by U+FFFD (text files and CSV cells).
+    /// Invalid UTF-8 sequences replaced by U+FFFD in text files (a CSV field
+    /// that is not UTF-8 is decoded as Windows-1252 instead; see `warnings`).
     pub invalid_utf8_sequences: u64,
     /// PDFs whose text came from the fallback engine.
     pub pdf_fallbacks: u64,
     /// Input bytes of the files read.
     pub bytes_read: u64,
+    /// Files read, but not exactly as their settings said, one line each
+    /// naming the file (a CSV that is not UTF-8 and was decoded as
+    /// Windows-1252). Also logged at warn level.
+    pub warnings: Vec<String>,
     /// Junk skipped by the walk, with why.
     pub skipped: Vec<SkippedPath>,
     /// Number of set-aside items per reason code.
@@ -102,6 +107,7 @@ impl IngestSummary {
         self.invalid_utf8_sequences += other.invalid_utf8_sequences;
         self.pdf_fallbacks += other.pdf_fallbacks;
         self.bytes_read += other.bytes_read;
+        self.warnings.extend(other.warnings);
         self.skipped.extend(other.skipped);
         for (reason, n) in other.set_aside_by_reason {
             *self.set_aside_by_reason.entry(reason).or_default() += n;

@@ -91,6 +91,31 @@ pub(crate) fn decode_latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
 }
 
+/// What Windows-1252 puts at bytes 0x80..=0x9F; the five bytes it leaves
+/// undefined keep their ISO-8859-1 (C1 control) meaning, as the WHATWG
+/// encoding standard does. Every other byte is its ISO-8859-1 code point.
+const WINDOWS_1252_HIGH: [char; 32] = [
+    '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}',
+    '\u{2C6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}', '\u{8F}',
+    '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}',
+    '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}', '\u{153}', '\u{9D}', '\u{17E}', '\u{178}',
+];
+
+/// Decodes Windows-1252, the superset of ISO-8859-1 that spreadsheet
+/// exports called "Latin-1" or "ANSI" actually use (`€`, curly quotes).
+pub(crate) fn decode_windows_1252(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| match b {
+            0x80..=0x9F => WINDOWS_1252_HIGH
+                .get(usize::from(b - 0x80))
+                .copied()
+                .unwrap_or(char::REPLACEMENT_CHARACTER),
+            _ => char::from(b),
+        })
+        .collect()
+}
+
 /// The first ATX heading (`# Title`) of a Markdown text, if any.
 pub(crate) fn markdown_title(text: &str) -> Option<String> {
     text.lines()
@@ -132,6 +157,16 @@ mod tests {
     #[test]
     fn latin1_maps_bytes_to_code_points() {
         assert_eq!(decode_latin1(b"Sa\xEFd, K\xF6ln"), "Saïd, Köln");
+    }
+
+    #[test]
+    fn windows_1252_decodes_latin1_and_the_extra_signs() {
+        assert_eq!(decode_windows_1252(b"M\xFCnchen"), "München");
+        assert_eq!(
+            decode_windows_1252(b"\x80 5, \x93quoted\x94 \x96 \x81"),
+            "€ 5, \u{201C}quoted\u{201D} \u{2013} \u{81}"
+        );
+        assert_eq!(decode_windows_1252(b"plain"), "plain");
     }
 
     #[test]

@@ -142,6 +142,13 @@ impl GraphStore for AnyStore {
         }
     }
 
+    async fn identity(&self) -> Result<String, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.identity().await,
+            Self::Embedded(s) => s.identity().await,
+        }
+    }
+
     async fn earlier_versions(
         &self,
         current: &[CurrentDocument],

@@ -902,6 +902,25 @@ impl GraphStore for EmbeddedStore {
         .await
     }
 
+    async fn identity(&self) -> Result<String, StoreError> {
+        let fresh = crate::store::new_identity();
+        self.blocking(move |c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS kg_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            )?;
+            c.execute(
+                "INSERT OR IGNORE INTO kg_meta (key, value) VALUES ('identity', ?1)",
+                [&fresh],
+            )?;
+            c.query_row(
+                "SELECT value FROM kg_meta WHERE key = 'identity'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
     async fn counts(&self, scope: &Scope) -> Result<GraphCounts, StoreError> {
         let scope = scope.clone();
         self.blocking(move |c| {

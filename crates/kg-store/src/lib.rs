@@ -36,6 +36,10 @@
 //! `vendor/neo4rs/PATCH.md`): without it, every transaction waits ~40 ms on
 //! Nagle's algorithm against the server's delayed ACK.
 //!
+//! Alone, from a shell: `cargo run -p kg-store --example store_jsonl --
+//! DATA_DIR` writes JSON Lines of records into the embedded store (see
+//! docs/store.md).
+//!
 //! A whole write, from opening the store to reading the graph back:
 //!
 //! ```

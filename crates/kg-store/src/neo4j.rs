@@ -1537,13 +1537,40 @@ impl GraphStore for Neo4jStore {
         })
     }
 
+    async fn identity(&self) -> Result<String, StoreError> {
+        // Two machines asking at once may both create a marker: the
+        // smallest identity wins for both, and the next call reads it.
+        self.exec(
+            query(
+                "OPTIONAL MATCH (m:KgStore) WITH count(m) AS n WHERE n = 0 \
+                 CREATE (:KgStore {identity: $identity})",
+            )
+            .param("identity", crate::store::new_identity()),
+            "store identity",
+        )
+        .await?;
+        let rows = self
+            .fetch(
+                query("MATCH (m:KgStore) RETURN m.identity AS identity ORDER BY identity LIMIT 1"),
+                "store identity",
+            )
+            .await?;
+        rows.first()
+            .and_then(|r| r.get::<String>("identity").ok())
+            .ok_or_else(|| StoreError::Query {
+                backend: "neo4j",
+                what: "store identity".into(),
+                detail: "the :KgStore marker has no identity".into(),
+            })
+    }
+
     async fn counts(&self, scope: &Scope) -> Result<GraphCounts, StoreError> {
         let mut counts = GraphCounts::default();
         let rows = self
             .fetch(
                 scope_params(
                     query(
-                        "MATCH (n) WHERE $all OR n.id IN $ids \
+                        "MATCH (n) WHERE NOT n:KgStore AND ($all OR n.id IN $ids) \
                          RETURN labels(n) AS labels, count(*) AS c",
                     ),
                     scope,

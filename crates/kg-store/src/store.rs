@@ -320,9 +320,18 @@ pub trait GraphStore: GraphSink {
         ids: &[String],
     ) -> impl Future<Output = Result<ChunkGraph, StoreError>> + Send;
 
-    /// Counts nodes and relationships in `scope`.
+    /// Counts nodes and relationships in `scope` (the identity marker of
+    /// [`Self::identity`] is not counted).
     fn counts(&self, scope: &Scope)
         -> impl Future<Output = Result<GraphCounts, StoreError>> + Send;
+
+    /// An id the store keeps for itself: drawn at random the first time it
+    /// is asked for, the same for as long as the store's data lives, and a
+    /// new one once the store is replaced or emptied (another database, a
+    /// deleted SQLite file, `MATCH (n) DETACH DELETE n`). A run state keeps
+    /// it to know that it describes this very store. Neo4j keeps it in one
+    /// `:KgStore` node, the embedded store in a table.
+    fn identity(&self) -> impl Future<Output = Result<String, StoreError>> + Send;
 
     /// The earlier versions of `current`'s sources: every document whose
     /// `source` is one of `current`'s but whose id is none of `current`'s
@@ -498,6 +507,10 @@ impl<T: GraphStore> GraphStore for Arc<T> {
         (**self).chunk_graph(ids)
     }
 
+    fn identity(&self) -> impl Future<Output = Result<String, StoreError>> + Send {
+        (**self).identity()
+    }
+
     fn counts(
         &self,
         scope: &Scope,
@@ -526,4 +539,9 @@ impl<T: GraphStore> GraphStore for Arc<T> {
     ) -> impl Future<Output = Result<u64, StoreError>> + Send {
         (**self).read_records(scope, out)
     }
+}
+
+/// A fresh random store identity: 128 bits in hex.
+pub(crate) fn new_identity() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }

@@ -438,3 +438,19 @@ async fn bolt_tls_mismatch_fails_fast() {
     assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
     assert!(err.to_string().contains(&uri), "{err}");
 }
+
+/// The store's identity holds across calls and connections, is not counted
+/// as a node, and is new once the marker is gone (an emptied database).
+#[tokio::test]
+async fn bolt_identity_is_stable_until_the_store_is_emptied() {
+    let store = connect().await;
+    let first = store.identity().await.unwrap();
+    assert_eq!(first.len(), 32, "{first}");
+    assert_eq!(connect().await.identity().await.unwrap(), first);
+    let counts = store.counts(&Scope::All).await.unwrap();
+    assert!(!counts.nodes.contains_key("KgStore"), "{counts:?}");
+    run(&store, "MATCH (m:KgStore) DETACH DELETE m").await;
+    let second = store.identity().await.unwrap();
+    assert_ne!(second, first);
+    assert_eq!(store.identity().await.unwrap(), second);
+}

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use kg_core::{DocumentId, Label, Record};
 use kg_store::{
-    export_embedded, Batch, BatchFailure, BatchWriter, CurrentDocument, EmbeddedConfig,
-    EmbeddedStore, GraphCounts, GraphSink, GraphStore, MemorySink, Removed, SchemaReport, Scope,
-    SearchHits, StoreError,
+    export_embedded, Batch, BatchFailure, BatchWriter, ChunkGraph, ChunkInfo, CurrentDocument,
+    EmbeddedConfig, EmbeddedStore, EntityMatch, GraphCounts, GraphSink, GraphStore, MemorySink,
+    Reached, Removed, SchemaReport, Scope, Scored, SearchHits, StoreError,
 };
 use tokio::sync::mpsc;
 
@@ -289,8 +289,40 @@ impl GraphStore for SchemaCalls {
     async fn search(&self, v: &[f32], k: usize) -> Result<SearchHits, StoreError> {
         self.inner.search(v, k).await
     }
+    async fn fulltext_chunks(&self, text: &str, k: usize) -> Result<Vec<Scored>, StoreError> {
+        self.inner.fulltext_chunks(text, k).await
+    }
+    async fn vector_chunks(&self, v: &[f32], k: usize) -> Result<Vec<Scored>, StoreError> {
+        self.inner.vector_chunks(v, k).await
+    }
+    async fn vector_entities(&self, v: &[f32], k: usize) -> Result<Vec<EntityMatch>, StoreError> {
+        self.inner.vector_entities(v, k).await
+    }
+    async fn entities_by_name(&self, text: &str, k: usize) -> Result<Vec<EntityMatch>, StoreError> {
+        self.inner.entities_by_name(text, k).await
+    }
+    async fn expand(
+        &self,
+        seeds: &[String],
+        hops: u8,
+        max_neighbours: usize,
+        per_entity: usize,
+    ) -> Result<Vec<Reached>, StoreError> {
+        self.inner
+            .expand(seeds, hops, max_neighbours, per_entity)
+            .await
+    }
+    async fn chunks(&self, ids: &[String]) -> Result<Vec<ChunkInfo>, StoreError> {
+        self.inner.chunks(ids).await
+    }
+    async fn chunk_graph(&self, ids: &[String]) -> Result<ChunkGraph, StoreError> {
+        self.inner.chunk_graph(ids).await
+    }
     async fn counts(&self, scope: &Scope) -> Result<GraphCounts, StoreError> {
         self.inner.counts(scope).await
+    }
+    async fn identity(&self) -> Result<String, StoreError> {
+        self.inner.identity().await
     }
     async fn earlier_versions(
         &self,
@@ -363,4 +395,21 @@ async fn embedded_store_open_fails_on_unusable_dir() {
     .unwrap_err();
     assert!(matches!(err, kg_store::StoreError::Embedded { .. }));
     assert!(err.to_string().contains("not-a-dir"), "{err}");
+}
+
+/// The identity lives in the SQLite file: the same after a reopen, new
+/// when the file is deleted.
+#[tokio::test]
+async fn embedded_identity_is_stable_until_the_file_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path()).identity().await.unwrap();
+    assert_eq!(first.len(), 32, "{first}");
+    assert_eq!(open(dir.path()).identity().await.unwrap(), first);
+    let data = dir.path().join("kg-data");
+    std::fs::remove_file(data.join("graph.sqlite")).unwrap();
+    for extra in ["graph.sqlite-wal", "graph.sqlite-shm"] {
+        let _ = std::fs::remove_file(data.join(extra));
+    }
+    let second = open(dir.path()).identity().await.unwrap();
+    assert_ne!(second, first);
 }

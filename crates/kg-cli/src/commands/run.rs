@@ -38,6 +38,7 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
     let entity_embedder = (embedder.embedder.clone(), embedder.cache.clone());
     let writer = Arc::new(build::writer(&app.settings, &app.cancel).await?);
     build::spawn_connection_gauge(&writer);
+    check_store(app, &ctx, &writer).await?;
     replay_dead_letters(app, &writer).await;
     let bars = RunBars {
         ingest: app.progress.stage("ingest"),
@@ -87,6 +88,37 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
         ));
     }
     Ok(app.finish(outcome.interrupted))
+}
+
+/// Ties the run state to this store: a state written against another
+/// store, or against this one before it was emptied, does not make this
+/// run skip documents the store does not have (see `crate::state`).
+async fn check_store(
+    app: &mut App,
+    ctx: &pipeline::Ctx,
+    writer: &kg_store::BatchWriter<kg_store::AnyStore>,
+) -> anyhow::Result<()> {
+    use kg_store::GraphStore as _;
+    let identity = writer
+        .sink()
+        .identity()
+        .await
+        .map_err(|e| pipeline::StageError::failed("store", &e))?;
+    let description = build::store_description(&app.settings);
+    if let crate::state::StoreMatch::Other { was, forgotten } =
+        ctx.state.check_store(&identity, &description)?
+    {
+        if forgotten > 0 {
+            let note = format!(
+                "the run state described another store ({was}); {description} is new or was \
+                 emptied, so the {forgotten} document(s) done before are written again, from \
+                 the caches (no LLM call for a chunk answered before)"
+            );
+            tracing::warn!("{note}");
+            app.notes.push(note);
+        }
+    }
+    Ok(())
 }
 
 async fn dry_run_run(
