@@ -239,22 +239,23 @@ impl LocalEmbedder {
         // Our own batching pads; the file's padding settings (if any) would
         // pad to a fixed length and waste work.
         tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
+        // Windows are cut by `windows` below: the tokenizer's own
+        // overflowing windows do not cover a long text evenly.
+        let truncation = match config.long_texts {
+            LongTexts::Truncate => Some(TruncationParams {
                 max_length: max_seq_len,
                 strategy: TruncationStrategy::LongestFirst,
-                stride: match config.long_texts {
-                    LongTexts::Truncate => 0,
-                    LongTexts::Windows => WINDOW_STRIDE.min(max_seq_len / 4),
-                },
+                stride: 0,
                 direction: TruncationDirection::Right,
-            }))
-            .map_err(|e| {
-                invalid(
-                    &tokenizer_path,
-                    format!("cannot truncate to {max_seq_len}: {e}"),
-                )
-            })?;
+            }),
+            LongTexts::Windows => None,
+        };
+        tokenizer.with_truncation(truncation).map_err(|e| {
+            invalid(
+                &tokenizer_path,
+                format!("cannot truncate to {max_seq_len}: {e}"),
+            )
+        })?;
         let bert = Bert::load(&weights_path, &bert_config).map_err(|e| match e {
             bert::LoadError::File(e) => invalid(&weights_path, e),
             bert::LoadError::Mismatch(e) => invalid(
@@ -321,8 +322,9 @@ impl LocalEmbedder {
         self.max_seq_len
     }
 
-    /// Number of word pieces of `text`'s first window (at most
-    /// [`Self::max_seq_len`]).
+    /// Number of word pieces `text` becomes, special tokens included: at
+    /// most [`Self::max_seq_len`] with [`LongTexts::Truncate`], all of them
+    /// with [`LongTexts::Windows`].
     pub fn token_count(&self, text: &str) -> Result<usize, EmbedError> {
         let enc = self
             .inner
@@ -361,16 +363,17 @@ impl LocalEmbedder {
             .workspace
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // (text index, window): the first window of each text and, in
-        // windows mode, the overflowing rest of it.
-        let mut windows: Vec<(usize, &tokenizers::Encoding)> = Vec::new();
+        // (text index, word pieces, type ids) of every window.
+        let mut windows: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
         for (i, e) in encodings.iter().enumerate() {
-            windows.push((i, e));
-            if self.long_texts == LongTexts::Windows {
-                windows.extend(e.get_overflowing().iter().map(|o| (i, o)));
-            }
+            let stride = WINDOW_STRIDE.min(self.max_seq_len / 4);
+            windows.extend(
+                cut_windows(e, self.max_seq_len, stride)
+                    .into_iter()
+                    .map(|(ids, types)| (i, ids, types)),
+            );
         }
-        let lengths: Vec<usize> = windows.iter().map(|(_, e)| e.get_ids().len()).collect();
+        let lengths: Vec<usize> = windows.iter().map(|(_, ids, _)| ids.len()).collect();
         // Per text: the sum of its window vectors and how many there were.
         let mut sums: Vec<(Option<Vec<f32>>, usize)> = vec![(None, 0); texts.len()];
         let mut rest = windows.as_slice();
@@ -379,17 +382,14 @@ impl LocalEmbedder {
             rest = tail;
             let seqs: Vec<Sequence<'_>> = pass
                 .iter()
-                .map(|(_, e)| Sequence {
-                    ids: e.get_ids(),
-                    type_ids: e.get_type_ids(),
-                })
+                .map(|(_, ids, type_ids)| Sequence { ids, type_ids })
                 .collect();
             let vectors = self
                 .inner
                 .bert
                 .embed(&seqs, self.inner.pooling, &mut workspace)
                 .map_err(|e| self.inference_error(pass.len(), e))?;
-            for (&(i, _), v) in pass.iter().zip(vectors) {
+            for (&(i, _, _), v) in pass.iter().zip(vectors) {
                 if let Some((slot, n)) = sums.get_mut(i) {
                     *n += 1;
                     match slot {
@@ -415,6 +415,53 @@ impl LocalEmbedder {
             })
             .collect()
     }
+}
+
+/// The windows of one encoded text: the text itself when it has at most
+/// `max_len` word pieces; else the fewest windows of exactly `max_len` word
+/// pieces (the text's leading and trailing special tokens, `[CLS]` and
+/// `[SEP]`, around a run of its other pieces) that cover it with at least
+/// `stride` pieces shared by neighbours, their starts spread evenly, so
+/// every window is full and no piece is left out.
+fn cut_windows(
+    e: &tokenizers::Encoding,
+    max_len: usize,
+    stride: usize,
+) -> Vec<(Vec<u32>, Vec<u32>)> {
+    let (ids, types) = (e.get_ids(), e.get_type_ids());
+    if ids.len() <= max_len || types.len() != ids.len() {
+        return vec![(ids.to_vec(), types.to_vec())];
+    }
+    let special = e.get_special_tokens_mask();
+    let head = special.iter().take_while(|&&m| m == 1).count();
+    let tail = special.iter().rev().take_while(|&&m| m == 1).count();
+    let body = head..ids.len().saturating_sub(tail).max(head);
+    let room = max_len.saturating_sub(head + tail).max(1);
+    let len = body.len();
+    if len <= room {
+        return vec![(ids.to_vec(), types.to_vec())];
+    }
+    let step = room.saturating_sub(stride).max(1);
+    // The fewest windows whose neighbours overlap by `stride` or more.
+    let n = (len - room).div_ceil(step) + 1;
+    let around = |v: &[u32], from: usize, to: usize| -> Vec<u32> {
+        let mut w = Vec::with_capacity(max_len);
+        w.extend_from_slice(v.get(..head).unwrap_or_default());
+        w.extend_from_slice(v.get(from..to).unwrap_or_default());
+        w.extend_from_slice(v.get(body.end..).unwrap_or_default());
+        w
+    };
+    (0..n)
+        .map(|k| {
+            // Evenly spread: the first window starts the body, the last
+            // ends it.
+            let start = body.start + (k * (len - room) + (n - 1) / 2) / (n - 1);
+            (
+                around(ids, start, start + room),
+                around(types, start, start + room),
+            )
+        })
+        .collect()
 }
 
 /// Cuts texts of these word-piece counts, in order, into forward passes of
@@ -517,7 +564,68 @@ impl Embedder for LocalEmbedder {
 
 #[cfg(test)]
 mod tests {
-    use super::plan_passes;
+    use super::{cut_windows, plan_passes};
+
+    /// An encoding like BERT's: `[CLS]` (101), the pieces 1..=n, `[SEP]`
+    /// (102).
+    fn encoding(n: u32) -> tokenizers::Encoding {
+        let ids: Vec<u32> = std::iter::once(101)
+            .chain(1..=n)
+            .chain(std::iter::once(102))
+            .collect();
+        let len = ids.len();
+        let mut special = vec![0; len];
+        special[0] = 1;
+        special[len - 1] = 1;
+        tokenizers::Encoding::new(
+            ids,
+            vec![0; len],
+            vec![String::new(); len],
+            vec![None; len],
+            vec![(0, 0); len],
+            special,
+            vec![1; len],
+            Vec::new(),
+            Default::default(),
+        )
+    }
+
+    #[test]
+    fn windows_are_full_cover_the_text_and_overlap() {
+        // Short enough: the text itself.
+        let short = cut_windows(&encoding(254), 256, 32);
+        assert_eq!(short.len(), 1);
+        assert_eq!(short[0].0.len(), 256);
+        for n in [255u32, 300, 476, 477, 480, 1000, 5000] {
+            let windows = cut_windows(&encoding(n), 256, 32);
+            assert!(windows.len() >= 2, "{n}");
+            let mut covered = vec![false; n as usize + 1];
+            let mut previous: Option<(u32, u32)> = None;
+            for (ids, types) in &windows {
+                assert_eq!(ids.len(), 256, "{n}: every window is full");
+                assert_eq!(types.len(), 256);
+                assert_eq!((ids[0], ids[255]), (101, 102), "{n}: [CLS] .. [SEP]");
+                let body = &ids[1..255];
+                assert!(body.windows(2).all(|p| p[1] == p[0] + 1), "{n}: contiguous");
+                body.iter().for_each(|&p| covered[p as usize] = true);
+                let (first, last) = (body[0], body[253]);
+                if let Some((_, previous_last)) = previous {
+                    assert!(
+                        previous_last + 1 >= first + 32,
+                        "{n}: overlap of 32 or more"
+                    );
+                }
+                previous = Some((first, last));
+            }
+            assert!(
+                covered[1..].iter().all(|&c| c),
+                "{n}: every piece in a window"
+            );
+            // No more windows than needed.
+            let step = 254 - 32;
+            assert_eq!(windows.len(), (n as usize - 254).div_ceil(step) + 1, "{n}");
+        }
+    }
 
     #[test]
     fn passes_respect_the_text_and_word_piece_limits() {

@@ -212,6 +212,63 @@ fn long_text_is_truncated_like_sentence_transformers() {
     }
 }
 
+/// `sentence` repeated to at most `pieces` word pieces.
+fn topic(sentence: &str, pieces: usize) -> String {
+    let mut text = String::new();
+    while model().token_count(&format!("{text}{sentence}")).unwrap() <= pieces {
+        text.push_str(sentence);
+    }
+    text
+}
+
+#[test]
+fn long_text_in_windows_sees_its_second_half() {
+    let first = topic(
+        "Debian releases are named after Toy Story characters. ",
+        250,
+    );
+    let second = topic(
+        "Chlorophyll absorbs red and blue light during photosynthesis. ",
+        250,
+    );
+    let long = format!("{first}{second}");
+    assert!(model().token_count(&long).unwrap() > 400);
+    assert_eq!(truncating().token_count(&long).unwrap(), 256);
+    let question = "How do plants absorb light for photosynthesis?";
+    let texts = vec![long.clone(), question.to_string(), second.clone()];
+    let windows = model().embed_blocking(&texts).expect("embedding");
+    let truncated = truncating().embed_blocking(&texts).expect("embedding");
+    assert!((norm(&windows[0]) - 1.0).abs() < 1e-4);
+    // Truncated, the chunk is its first half; in windows, both halves.
+    let seen_truncated = cosine(&truncated[0], &truncated[1]);
+    let seen_windows = cosine(&windows[0], &windows[1]);
+    assert!(
+        seen_windows > seen_truncated + 0.1,
+        "question vs chunk: windows {seen_windows}, truncated {seen_truncated}"
+    );
+    let second_windows = cosine(&windows[0], &windows[2]);
+    let second_truncated = cosine(&truncated[0], &truncated[2]);
+    assert!(
+        second_windows > second_truncated + 0.2,
+        "chunk vs its second half: windows {second_windows}, truncated {second_truncated}"
+    );
+    // The mean of the window vectors keeps the first half too.
+    let first_alone = truncating()
+        .embed_blocking(std::slice::from_ref(&first))
+        .expect("embedding");
+    let first_windows = cosine(&windows[0], &first_alone[0]);
+    assert!(
+        first_windows > 0.6,
+        "chunk vs its first half: {first_windows}"
+    );
+    // A text of one window gets the model's own vector, bit for bit.
+    assert_eq!(windows[1], truncated[1]);
+    assert_eq!(windows[2], truncated[2]);
+    // The two ways never share cached vectors.
+    assert_ne!(model().model_id(), truncating().model_id());
+    assert!(model().model_id().ends_with("+windows"));
+}
+
 #[test]
 fn padding_in_a_mixed_batch_does_not_change_vectors() {
     let alone = embed(&[DEBIAN_A]);
