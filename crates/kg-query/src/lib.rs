@@ -27,7 +27,10 @@ pub mod prompt;
 mod search;
 mod source;
 
-pub use search::{search, Hit, Mode, Retrieved, SearchOptions, Why, WhyEntity};
+pub use search::{
+    candidates, search, Candidates, Hit, Mode, Retrieved, SearchOptions, Why, WhyEntity,
+    DEFAULT_FUSION,
+};
 pub use source::{
     ChunkDoc, ChunkGraph, EntityHit, EntityRef, QueryEmbedder, QueryError, Reach, Relation,
     Retriever, ScoredId,

@@ -4,8 +4,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::fusion::{rrf, Ranked};
-use crate::source::{ChunkDoc, EntityHit, QueryEmbedder, QueryError, Retriever};
+use crate::fusion::{rrf, Fusion, Norm, Ranked};
+use crate::source::{ChunkDoc, EntityHit, QueryEmbedder, QueryError, Retriever, ScoredId};
 
 /// How to retrieve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -21,6 +21,15 @@ pub enum Mode {
     /// neighbours.
     Graph,
 }
+
+/// The fusion of hybrid and graph mode: a convex combination of BM25 and
+/// cosine, each normalised by theoretical min-max, with a fulltext share
+/// of 0.6. Chosen on eval/ by two-fold cross-validation against weighted
+/// RRF and the other normalisations (`cargo xtask eval`, docs/query.md).
+pub const DEFAULT_FUSION: Fusion = Fusion::Convex {
+    lexical: 0.6,
+    norm: Norm::TheoreticalMinMax,
+};
 
 impl Mode {
     /// The mode's name, as on the command line.
@@ -55,14 +64,11 @@ pub struct SearchOptions {
     pub k: usize,
     /// Candidates each list contributes to a fusion.
     pub pool: usize,
-    /// Weight of the vector list in the fusion.
-    pub vector_weight: f32,
-    /// Weight of the fulltext list.
-    pub fulltext_weight: f32,
-    /// Weight of the graph list (graph mode).
+    /// How hybrid (and graph) mode fuses the vector and fulltext lists.
+    pub fusion: Fusion,
+    /// Graph mode: the weight of the graph list when it is fused, by RRF,
+    /// with the hybrid ranking (which weighs 1).
     pub graph_weight: f32,
-    /// RRF's `k`.
-    pub rrf_k: f32,
     /// Relationships to follow from a seed entity: 0, 1 or 2.
     pub hops: u8,
     /// Seed entities found by vector, at most.
@@ -81,10 +87,8 @@ impl Default for SearchOptions {
             mode: Mode::Hybrid,
             k: 10,
             pool: 50,
-            vector_weight: 1.0,
-            fulltext_weight: 1.0,
+            fusion: DEFAULT_FUSION,
             graph_weight: 0.5,
-            rrf_k: crate::fusion::RRF_K,
             hops: 1,
             seed_entities: 5,
             min_entity_cosine: 0.5,
@@ -136,6 +140,8 @@ pub struct Hit {
     pub chunk: ChunkDoc,
     /// Why it was found.
     pub why: Why,
+    /// The entities the chunk mentions.
+    pub mentions: Vec<crate::source::EntityRef>,
 }
 
 /// What [`search`] found.
@@ -150,6 +156,116 @@ pub struct Retrieved {
     pub seeds: Vec<crate::source::EntityRef>,
 }
 
+/// The ranked lists a mode fuses, before fusion: what [`search`] ranks,
+/// and what the evaluation sweeps fusions over.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Candidates {
+    /// The `pool` nearest chunks by cosine, best first (empty in fulltext
+    /// mode).
+    pub vector: Vec<ScoredId>,
+    /// The `pool` best chunks by BM25, best first (empty in vector mode).
+    pub fulltext: Vec<ScoredId>,
+    /// Graph mode: the chunks reached from the seed entities, best first,
+    /// scored by the seed's score halved per hop.
+    pub graph: Vec<ScoredId>,
+    /// Graph mode: the entities behind each graph chunk.
+    #[serde(skip)]
+    pub graph_why: HashMap<String, Vec<WhyEntity>>,
+    /// Graph mode: the seed entities.
+    pub seeds: Vec<crate::source::EntityRef>,
+}
+
+impl Candidates {
+    /// The mode's ranking: `(chunk id, score)`, best first, all of it.
+    pub fn rank(&self, options: &SearchOptions) -> Vec<(String, f32)> {
+        let pairs = |list: &[ScoredId]| -> Vec<(String, f32)> {
+            list.iter().map(|s| (s.id.clone(), s.score)).collect()
+        };
+        match options.mode {
+            Mode::Vector => pairs(&self.vector),
+            Mode::Fulltext => pairs(&self.fulltext),
+            Mode::Hybrid => options.fusion.fuse(&self.vector, &self.fulltext),
+            Mode::Graph => {
+                let hybrid = options.fusion.fuse(&self.vector, &self.fulltext);
+                rrf(
+                    &[
+                        Ranked {
+                            ids: hybrid.iter().map(|(id, _)| id.as_str()).collect(),
+                            weight: 1.0,
+                        },
+                        Ranked {
+                            ids: self.graph.iter().map(|s| s.id.as_str()).collect(),
+                            weight: options.graph_weight,
+                        },
+                    ],
+                    crate::fusion::RRF_K,
+                )
+            }
+        }
+    }
+
+    /// Why each chunk of the lists was found.
+    fn why(&self) -> HashMap<String, Why> {
+        let mut why: HashMap<String, Why> = HashMap::new();
+        for (i, s) in self.vector.iter().enumerate() {
+            let w = why.entry(s.id.clone()).or_default();
+            w.modes.push("vector");
+            w.vector = Some((i + 1, s.score));
+        }
+        for (i, s) in self.fulltext.iter().enumerate() {
+            let w = why.entry(s.id.clone()).or_default();
+            w.modes.push("fulltext");
+            w.fulltext = Some((i + 1, s.score));
+        }
+        for s in &self.graph {
+            let w = why.entry(s.id.clone()).or_default();
+            w.modes.push("graph");
+            w.entities = self.graph_why.get(&s.id).cloned().unwrap_or_default();
+        }
+        why
+    }
+}
+
+/// The lists `options.mode` fuses for `question` (each `options.pool`
+/// long, at least `k`).
+pub async fn candidates<R: Retriever, E: QueryEmbedder>(
+    store: &R,
+    embedder: &E,
+    question: &str,
+    options: &SearchOptions,
+) -> Result<Candidates, QueryError> {
+    let pool = options.pool.max(options.k);
+    let needs_vector = options.mode != Mode::Fulltext;
+    let needs_fulltext = options.mode != Mode::Vector;
+    let qv = if needs_vector {
+        Some(embedder.embed_query(question).await?)
+    } else {
+        None
+    };
+    let vector = match &qv {
+        Some(v) => store.vector_chunks(v, pool).await?,
+        None => Vec::new(),
+    };
+    let fulltext = if needs_fulltext {
+        store.fulltext(question, pool).await?
+    } else {
+        Vec::new()
+    };
+    let mut out = Candidates {
+        vector,
+        fulltext,
+        ..Candidates::default()
+    };
+    if options.mode == Mode::Graph {
+        let seeds = seed_hits(store, qv.as_deref(), question, options).await?;
+        let (graph, why) = graph_list(store, &seeds, options).await?;
+        out.graph = graph;
+        out.graph_why = why;
+        out.seeds = seeds.into_iter().map(|h| h.entity).collect();
+    }
+    Ok(out)
+}
+
 /// Retrieves chunks for `question`.
 pub async fn search<R: Retriever, E: QueryEmbedder>(
     store: &R,
@@ -157,74 +273,17 @@ pub async fn search<R: Retriever, E: QueryEmbedder>(
     question: &str,
     options: &SearchOptions,
 ) -> Result<Retrieved, QueryError> {
-    let k = options.k;
-    let pool = options.pool.max(k);
-    let needs_vector = options.mode != Mode::Fulltext;
-    let needs_fulltext = options.mode != Mode::Vector;
-    let qv = if needs_vector || options.mode == Mode::Graph {
-        Some(embedder.embed_query(question).await?)
-    } else {
-        None
-    };
-    let vector = match (&qv, needs_vector) {
-        (Some(v), true) => store.vector_chunks(v, pool).await?,
-        _ => Vec::new(),
-    };
-    let fulltext = if needs_fulltext {
-        store.fulltext(question, pool).await?
-    } else {
-        Vec::new()
-    };
-    let best_cosine = vector.first().map(|s| s.score);
-    let mut why: HashMap<String, Why> = HashMap::new();
-    for (i, s) in vector.iter().enumerate() {
-        let w = why.entry(s.id.clone()).or_default();
-        w.modes.push("vector");
-        w.vector = Some((i + 1, s.score));
-    }
-    for (i, s) in fulltext.iter().enumerate() {
-        let w = why.entry(s.id.clone()).or_default();
-        w.modes.push("fulltext");
-        w.fulltext = Some((i + 1, s.score));
-    }
-    let mut seeds = Vec::new();
-    let mut graph: Vec<(String, f32)> = Vec::new();
-    if options.mode == Mode::Graph {
-        let (list, found) = graph_list(store, qv.as_deref(), question, options).await?;
-        for (id, entities) in &found {
-            let w = why.entry(id.clone()).or_default();
-            w.modes.push("graph");
-            w.entities = entities.clone();
-        }
-        graph = list;
-        seeds = found_seeds(store, qv.as_deref(), question, options).await?;
-    }
-    let ranked: Vec<(String, f32)> = match options.mode {
-        Mode::Vector => vector.iter().map(|s| (s.id.clone(), s.score)).collect(),
-        Mode::Fulltext => fulltext.iter().map(|s| (s.id.clone(), s.score)).collect(),
-        Mode::Hybrid | Mode::Graph => {
-            let mut lists = vec![
-                Ranked {
-                    ids: vector.iter().map(|s| s.id.as_str()).collect(),
-                    weight: options.vector_weight,
-                },
-                Ranked {
-                    ids: fulltext.iter().map(|s| s.id.as_str()).collect(),
-                    weight: options.fulltext_weight,
-                },
-            ];
-            if options.mode == Mode::Graph {
-                lists.push(Ranked {
-                    ids: graph.iter().map(|(id, _)| id.as_str()).collect(),
-                    weight: options.graph_weight,
-                });
-            }
-            rrf(&lists, options.rrf_k)
-        }
-    };
-    let top: Vec<(String, f32)> = ranked.into_iter().take(k).collect();
+    let found = candidates(store, embedder, question, options).await?;
+    let best_cosine = found.vector.first().map(|s| s.score);
+    let mut why = found.why();
+    let top: Vec<(String, f32)> = found.rank(options).into_iter().take(options.k).collect();
     let ids: Vec<String> = top.iter().map(|(id, _)| id.clone()).collect();
     let docs = store.chunks(&ids).await?;
+    let graph = if ids.is_empty() {
+        crate::source::ChunkGraph::default()
+    } else {
+        store.chunk_graph(&ids).await?
+    };
     let hits = top
         .into_iter()
         .filter_map(|(id, score)| {
@@ -237,12 +296,18 @@ pub async fn search<R: Retriever, E: QueryEmbedder>(
             score,
             chunk,
             why: why.remove(&id).unwrap_or_default(),
+            mentions: graph
+                .mentions
+                .iter()
+                .filter(|(chunk, _)| *chunk == id)
+                .map(|(_, e)| e.clone())
+                .collect(),
         })
         .collect();
     Ok(Retrieved {
         hits,
         best_cosine,
-        seeds,
+        seeds: found.seeds,
     })
 }
 
@@ -270,31 +335,15 @@ async fn seed_hits<R: Retriever>(
     Ok(out)
 }
 
-async fn found_seeds<R: Retriever>(
-    store: &R,
-    qv: Option<&[f32]>,
-    question: &str,
-    options: &SearchOptions,
-) -> Result<Vec<crate::source::EntityRef>, QueryError> {
-    Ok(seed_hits(store, qv, question, options)
-        .await?
-        .into_iter()
-        .map(|h| h.entity)
-        .collect())
-}
-
 /// The graph list: chunks reached from the seeds, scored by the seed's
 /// score halved per hop (the best reach of each chunk, plus a little for
 /// every other entity that reaches it), best first; and the entities
 /// behind each chunk.
-#[allow(clippy::type_complexity)]
 async fn graph_list<R: Retriever>(
     store: &R,
-    qv: Option<&[f32]>,
-    question: &str,
+    seeds: &[EntityHit],
     options: &SearchOptions,
-) -> Result<(Vec<(String, f32)>, HashMap<String, Vec<WhyEntity>>), QueryError> {
-    let seeds = seed_hits(store, qv, question, options).await?;
+) -> Result<(Vec<ScoredId>, HashMap<String, Vec<WhyEntity>>), QueryError> {
     if seeds.is_empty() {
         return Ok((Vec::new(), HashMap::new()));
     }
@@ -336,8 +385,11 @@ async fn graph_list<R: Retriever>(
             });
         }
     }
-    let mut list: Vec<(String, f32)> = score.into_iter().collect();
-    list.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut list: Vec<ScoredId> = score
+        .into_iter()
+        .map(|(id, score)| ScoredId { id, score })
+        .collect();
+    list.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
     list.truncate(options.pool.max(options.k));
     Ok((list, why))
 }

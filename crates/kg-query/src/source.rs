@@ -20,7 +20,7 @@ pub enum QueryError {
 }
 
 /// A chunk or entity id with a score.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ScoredId {
     /// The id.
     pub id: String,
@@ -29,7 +29,7 @@ pub struct ScoredId {
 }
 
 /// An entity, as retrieval shows it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 pub struct EntityRef {
     /// Entity id.
     pub id: String,
