@@ -140,6 +140,11 @@ pub enum Command {
         /// and print one JSON line of hits per question.
         #[arg(long, value_name = "FILE", hide = true)]
         questions: Option<PathBuf>,
+        /// With --questions: print each question's lists before fusion
+        /// (vector, fulltext, graph; ids and scores) and the text of every
+        /// chunk in them, for the evaluation's fusion sweep.
+        #[arg(long, requires = "questions", hide = true)]
+        candidates: bool,
         /// Embedder options (must match the one that embedded the chunks).
         #[command(flatten)]
         embed: EmbedArgs,

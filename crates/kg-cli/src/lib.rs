@@ -35,7 +35,6 @@ pub mod logging;
 pub mod metrics_export;
 pub mod pipeline;
 pub mod query;
-pub mod search;
 pub mod state;
 pub mod stats;
 
@@ -144,12 +143,14 @@ pub fn main_with(
                 json,
                 retrieval,
                 questions,
+                candidates,
                 ..
             } => {
                 let args = commands::SearchArgs {
                     options: retrieval.options(kg_query::Mode::Hybrid, usize::from(k)),
                     json,
                     questions,
+                    candidates,
                 };
                 commands::search(&mut app, &text, args).await
             }

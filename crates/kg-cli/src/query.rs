@@ -218,6 +218,21 @@ pub fn render_hits(query: &str, mode: kg_query::Mode, hits: &[kg_query::Hit]) ->
             ""
         };
         let _ = writeln!(out, "   {short}{ellipsis}");
+        if !h.mentions.is_empty() {
+            let list: Vec<String> = h
+                .mentions
+                .iter()
+                .take(8)
+                .map(|e| format!("{} ({})", e.name, e.entity_type))
+                .collect();
+            let more = h.mentions.len().saturating_sub(8);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "   mentions: {}{more}", list.join(", "));
+        }
     }
     if hits.is_empty() {
         let _ = writeln!(

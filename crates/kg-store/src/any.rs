@@ -16,7 +16,7 @@ use crate::neo4j::Neo4jStore;
 use crate::plan::Batch;
 use crate::store::{
     ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, GraphCounts, GraphSink, GraphStore,
-    Reached, Removed, SchemaReport, Scope, Scored, SearchHits,
+    Reached, Removed, SchemaReport, Scope, Scored,
 };
 
 /// Either backend, chosen at run time from a [`StoreConfig`].
@@ -70,13 +70,6 @@ impl GraphStore for AnyStore {
         match self {
             Self::Neo4j(s) => s.ensure_schema(vector_dims).await,
             Self::Embedded(s) => s.ensure_schema(vector_dims).await,
-        }
-    }
-
-    async fn search(&self, query_vector: &[f32], k: usize) -> Result<SearchHits, StoreError> {
-        match self {
-            Self::Neo4j(s) => s.search(query_vector, k).await,
-            Self::Embedded(s) => s.search(query_vector, k).await,
         }
     }
 

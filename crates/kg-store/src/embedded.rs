@@ -35,8 +35,7 @@ use crate::plan::{Batch, GroupKey, Param, Row};
 use crate::shared::{cosine, csv_properties, media_type, top_k, StoredValue};
 use crate::store::{
     ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntitySummary, GraphCounts, GraphSink,
-    GraphStore, Neighbour, Reached, RelationSummary, Removed, SchemaReport, Scope, Scored,
-    SearchHit, SearchHits,
+    GraphStore, Reached, RelationSummary, Removed, SchemaReport, Scope, Scored,
 };
 
 const BACKEND: &str = "embedded";
@@ -675,77 +674,6 @@ impl GraphStore for EmbeddedStore {
                 None => "no embedding dimensions given".into(),
             }),
         })
-    }
-
-    async fn search(&self, query_vector: &[f32], k: usize) -> Result<SearchHits, StoreError> {
-        let qv = query_vector.to_vec();
-        self.blocking(move |c| {
-            let mut scored = Vec::new();
-            {
-                let mut st = c.prepare("SELECT id, embedding FROM chunks WHERE embedding IS NOT NULL")?;
-                let mut rows = st.query([])?;
-                while let Some(r) = rows.next()? {
-                    let id: String = r.get(0)?;
-                    let blob: Vec<u8> = r.get(1)?;
-                    scored.push((cosine(&qv, &blob_vector(&blob)), id));
-                }
-            }
-            let mut hits = Vec::new();
-            for (score, id) in top_k(scored, k) {
-                let (text, source, doc): (Option<String>, Option<String>, Option<String>) = c
-                    .prepare_cached("SELECT text, source, document_id FROM chunks WHERE id = ?1")?
-                    .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                let mut entities: Vec<EntitySummary> = c
-                    .prepare_cached(
-                        "SELECT e.id, e.name, e.type FROM rels r JOIN entities e ON e.id = r.dst
-                         WHERE r.src = ?1 AND r.type = 'MENTIONS'",
-                    )?
-                    .query_map([&id], |r| Ok(summary(r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<rusqlite::Result<_>>()?;
-                entities.sort();
-                let mut neighbours = Vec::new();
-                for e in &entities {
-                    for (outgoing, q) in [
-                        (
-                            true,
-                            "SELECT r.type, n.id, n.name, n.type FROM rels r JOIN entities n ON n.id = r.dst
-                             WHERE r.src = ?1 AND r.src_label = 'Entity' AND r.dst_label = 'Entity'",
-                        ),
-                        (
-                            false,
-                            "SELECT r.type, n.id, n.name, n.type FROM rels r JOIN entities n ON n.id = r.src
-                             WHERE r.dst = ?1 AND r.src_label = 'Entity' AND r.dst_label = 'Entity'",
-                        ),
-                    ] {
-                        let found: Vec<Neighbour> = c
-                            .prepare_cached(q)?
-                            .query_map([&e.id], |r| {
-                                Ok(Neighbour {
-                                    from: e.id.clone(),
-                                    rel_type: r.get(0)?,
-                                    outgoing,
-                                    entity: summary(r.get(1)?, r.get(2)?, r.get(3)?),
-                                })
-                            })?
-                            .collect::<rusqlite::Result<_>>()?;
-                        neighbours.extend(found);
-                    }
-                }
-                neighbours.sort();
-                neighbours.dedup();
-                hits.push(SearchHit {
-                    chunk_id: id,
-                    score,
-                    text: text.unwrap_or_default(),
-                    source: source.unwrap_or_default(),
-                    document_id: doc.unwrap_or_default(),
-                    entities,
-                    neighbours,
-                });
-            }
-            Ok(SearchHits { hits })
-        })
-        .await
     }
 
     async fn fulltext_chunks(&self, text: &str, k: usize) -> Result<Vec<Scored>, StoreError> {

@@ -130,8 +130,7 @@ pub use neo4j::Neo4jStore;
 pub use plan::{plan, plan_linked, Batch, ChunkTail, Group, GroupKey, Param, Phase, Row};
 pub use store::{
     ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntitySummary, GraphCounts, GraphSink,
-    GraphStore, Neighbour, Reached, RelationSummary, Removed, SchemaReport, Scope, Scored,
-    SearchHit, SearchHits, Superseded,
+    GraphStore, Reached, RelationSummary, Removed, SchemaReport, Scope, Scored, Superseded,
 };
 pub use writer::{
     default_retry_policy, read_dead_letters, rerun_dead_letters, Ack, AckOutcome, BatchSizer,

@@ -36,8 +36,7 @@ use crate::plan::{Batch, GroupKey, Param, Row};
 use crate::shared::{cosine, csv_properties, media_type, top_k, StoredValue};
 use crate::store::{
     ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntitySummary, GraphCounts, GraphSink,
-    GraphStore, Neighbour, Reached, RelationSummary, Removed, SchemaReport, Scope, Scored,
-    SearchHit, SearchHits,
+    GraphStore, Reached, RelationSummary, Removed, SchemaReport, Scope, Scored,
 };
 
 const BACKEND: &str = "neo4j";
@@ -446,98 +445,6 @@ impl Neo4jStore {
         txn.commit().await.map_err(|e| classify(&e))?;
         if let Ok(mut s) = self.node_constraints.lock() {
             s.insert(label.clone());
-        }
-        Ok(())
-    }
-
-    async fn chunk_context(&self, hits: &mut [SearchHit]) -> Result<(), StoreError> {
-        let ids: Vec<String> = hits.iter().map(|h| h.chunk_id.clone()).collect();
-        let rows = self
-            .fetch(
-                query(
-                    "UNWIND $ids AS cid MATCH (c:Chunk {id: cid}) \
-                     RETURN c.id AS id, c.text AS text, c.source AS source, c.document_id AS doc",
-                )
-                .param("ids", ids.clone()),
-                "search: chunks",
-            )
-            .await?;
-        for r in rows {
-            let id: String = r.get("id").unwrap_or_default();
-            if let Some(h) = hits.iter_mut().find(|h| h.chunk_id == id) {
-                h.text = r
-                    .get::<Option<String>>("text")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                h.source = r
-                    .get::<Option<String>>("source")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                h.document_id = r
-                    .get::<Option<String>>("doc")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-            }
-        }
-        let rows = self
-            .fetch(
-                query(
-                    "UNWIND $ids AS cid MATCH (c:Chunk {id: cid})-[:MENTIONS]->(e:Entity) \
-                     RETURN c.id AS chunk, e.id AS id, e.name AS name, e.type AS type",
-                )
-                .param("ids", ids),
-                "search: mentions",
-            )
-            .await?;
-        let mut entity_ids = HashSet::new();
-        for r in rows {
-            let chunk: String = r.get("chunk").unwrap_or_default();
-            let e = entity_summary(&r, "id", "name", "type");
-            entity_ids.insert(e.id.clone());
-            if let Some(h) = hits.iter_mut().find(|h| h.chunk_id == chunk) {
-                h.entities.push(e);
-            }
-        }
-        let eids: Vec<String> = entity_ids.into_iter().collect();
-        let mut neighbours: Vec<Neighbour> = Vec::new();
-        for (outgoing, text) in [
-            (
-                true,
-                "UNWIND $ids AS eid MATCH (e:Entity {id: eid})-[r]->(n:Entity) \
-                 RETURN e.id AS from, type(r) AS t, n.id AS id, n.name AS name, n.type AS type",
-            ),
-            (
-                false,
-                "UNWIND $ids AS eid MATCH (e:Entity {id: eid})<-[r]-(n:Entity) \
-                 RETURN e.id AS from, type(r) AS t, n.id AS id, n.name AS name, n.type AS type",
-            ),
-        ] {
-            let rows = self
-                .fetch(query(text).param("ids", eids.clone()), "search: neighbours")
-                .await?;
-            for r in rows {
-                neighbours.push(Neighbour {
-                    from: r.get("from").unwrap_or_default(),
-                    rel_type: r.get("t").unwrap_or_default(),
-                    outgoing,
-                    entity: entity_summary(&r, "id", "name", "type"),
-                });
-            }
-        }
-        for h in hits.iter_mut() {
-            h.entities.sort();
-            h.entities.dedup();
-            let mut n: Vec<Neighbour> = neighbours
-                .iter()
-                .filter(|n| h.entities.iter().any(|e| e.id == n.from))
-                .cloned()
-                .collect();
-            n.sort();
-            n.dedup();
-            h.neighbours = n;
         }
         Ok(())
     }
@@ -1263,26 +1170,6 @@ impl GraphStore for Neo4jStore {
             }
         }
         Ok(report)
-    }
-
-    async fn search(&self, query_vector: &[f32], k: usize) -> Result<SearchHits, StoreError> {
-        let best = self.nearest_chunks(query_vector, k).await?;
-        let mut hits: Vec<SearchHit> = best
-            .into_iter()
-            .map(|(score, chunk_id)| SearchHit {
-                chunk_id,
-                score,
-                text: String::new(),
-                source: String::new(),
-                document_id: String::new(),
-                entities: Vec::new(),
-                neighbours: Vec::new(),
-            })
-            .collect();
-        if !hits.is_empty() {
-            self.chunk_context(&mut hits).await?;
-        }
-        Ok(SearchHits { hits })
     }
 
     async fn fulltext_chunks(&self, text: &str, k: usize) -> Result<Vec<Scored>, StoreError> {

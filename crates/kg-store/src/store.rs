@@ -86,45 +86,6 @@ pub struct EntitySummary {
     pub entity_type: String,
 }
 
-/// A relationship from a mentioned entity to a neighbour.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Neighbour {
-    /// The mentioned entity's id.
-    pub from: String,
-    /// Relationship type.
-    pub rel_type: String,
-    /// Whether the relationship points from `from` to `entity`.
-    pub outgoing: bool,
-    /// The neighbour.
-    pub entity: EntitySummary,
-}
-
-/// One chunk found by search, with its graph context.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SearchHit {
-    /// Chunk id.
-    pub chunk_id: String,
-    /// Cosine similarity to the query, -1..=1.
-    pub score: f32,
-    /// The chunk's text.
-    pub text: String,
-    /// The source file.
-    pub source: String,
-    /// The document id.
-    pub document_id: String,
-    /// Entities the chunk mentions, by id.
-    pub entities: Vec<EntitySummary>,
-    /// Their 1-hop entity neighbours.
-    pub neighbours: Vec<Neighbour>,
-}
-
-/// Search results, best first.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SearchHits {
-    /// The hits.
-    pub hits: Vec<SearchHit>,
-}
-
 /// A source file and the id of its current content (the document id is a
 /// content address, so a changed file gets a new id).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -252,14 +213,6 @@ pub trait GraphStore: GraphSink {
         &self,
         vector_dims: Option<usize>,
     ) -> impl Future<Output = Result<SchemaReport, StoreError>> + Send;
-
-    /// The `k` chunks nearest to `query_vector` by cosine, with the
-    /// entities they mention and those entities' neighbours.
-    fn search(
-        &self,
-        query_vector: &[f32],
-        k: usize,
-    ) -> impl Future<Output = Result<SearchHits, StoreError>> + Send;
 
     /// The `k` chunks with the best keyword (fulltext) scores for `text`:
     /// BM25 from the backend's fulltext index (SQLite FTS5, Neo4j's
@@ -441,14 +394,6 @@ impl<T: GraphStore> GraphStore for Arc<T> {
         vector_dims: Option<usize>,
     ) -> impl Future<Output = Result<SchemaReport, StoreError>> + Send {
         (**self).ensure_schema(vector_dims)
-    }
-
-    fn search(
-        &self,
-        query_vector: &[f32],
-        k: usize,
-    ) -> impl Future<Output = Result<SearchHits, StoreError>> + Send {
-        (**self).search(query_vector, k)
     }
 
     fn fulltext_chunks(

@@ -10,7 +10,7 @@ use kg_core::{DocumentId, Label, Record};
 use kg_store::{
     export_embedded, Batch, BatchFailure, BatchWriter, ChunkGraph, ChunkInfo, CurrentDocument,
     EmbeddedConfig, EmbeddedStore, EntityMatch, GraphCounts, GraphSink, GraphStore, MemorySink,
-    Reached, Removed, SchemaReport, Scope, Scored, SearchHits, StoreError,
+    Reached, Removed, SchemaReport, Scope, Scored, StoreError,
 };
 use tokio::sync::mpsc;
 
@@ -148,7 +148,7 @@ async fn embedded_hostile_data_is_only_data() {
 }
 
 #[tokio::test]
-async fn embedded_search_finds_chunk_entities_and_neighbours() {
+async fn embedded_vector_search_finds_the_chunk_its_entities_and_relations() {
     let dir = tempfile::tempdir().unwrap();
     check_search(open(dir.path()), dir.path(), &unique_tag("search")).await;
 }
@@ -285,9 +285,6 @@ impl GraphStore for SchemaCalls {
     async fn ensure_schema(&self, dims: Option<usize>) -> Result<SchemaReport, StoreError> {
         self.calls.lock().unwrap().push(dims);
         self.inner.ensure_schema(dims).await
-    }
-    async fn search(&self, v: &[f32], k: usize) -> Result<SearchHits, StoreError> {
-        self.inner.search(v, k).await
     }
     async fn fulltext_chunks(&self, text: &str, k: usize) -> Result<Vec<Scored>, StoreError> {
         self.inner.fulltext_chunks(text, k).await

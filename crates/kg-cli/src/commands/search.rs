@@ -16,6 +16,9 @@ pub struct SearchArgs {
     /// of one text: one JSON line of hits per question (for the
     /// evaluation).
     pub questions: Option<std::path::PathBuf>,
+    /// With `questions`: print the lists before fusion and their chunks'
+    /// text instead of hits.
+    pub candidates: bool,
 }
 
 /// `kg search TEXT --mode M -k N [--json]`.
@@ -33,6 +36,13 @@ pub async fn search(app: &mut App, text: &str, args: SearchArgs) -> anyhow::Resu
                 .get("question")
                 .and_then(|v| v.as_str())
                 .unwrap_or_default();
+            if args.candidates {
+                println!(
+                    "{}",
+                    candidates_line(&retriever, &embedder, &q, question, &args.options).await?
+                );
+                continue;
+            }
             let started = std::time::Instant::now();
             let found = kg_query::search(&retriever, &embedder, question, &args.options)
                 .await
@@ -71,4 +81,44 @@ pub async fn search(app: &mut App, text: &str, args: SearchArgs) -> anyhow::Resu
     } else {
         Exit::Done
     })
+}
+
+/// One question's lists before fusion, and the text of every chunk in
+/// them (the evaluation judges relevance by text).
+async fn candidates_line(
+    retriever: &StoreRetriever<'_>,
+    embedder: &EmbedderQuery,
+    q: &serde_json::Value,
+    question: &str,
+    options: &kg_query::SearchOptions,
+) -> anyhow::Result<serde_json::Value> {
+    let started = std::time::Instant::now();
+    let found = kg_query::candidates(retriever, embedder, question, options)
+        .await
+        .map_err(|e| pipeline::StageError::failed("search", &e))?;
+    let micros = started.elapsed().as_micros() as u64;
+    let mut ids: Vec<String> = found
+        .vector
+        .iter()
+        .chain(&found.fulltext)
+        .chain(&found.graph)
+        .map(|s| s.id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    use kg_query::Retriever as _;
+    let texts: serde_json::Map<String, serde_json::Value> = retriever
+        .chunks(&ids)
+        .await
+        .map_err(|e| pipeline::StageError::failed("search", &e))?
+        .into_iter()
+        .map(|c| (c.id, serde_json::Value::String(c.text)))
+        .collect();
+    Ok(serde_json::json!({
+        "id": q.get("id"),
+        "question": question,
+        "micros": micros,
+        "candidates": found,
+        "texts": texts,
+    }))
 }
