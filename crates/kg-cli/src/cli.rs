@@ -176,8 +176,58 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Merge entities of one type whose names are spellings of one entity
+    /// (over the whole graph).
+    Resolve {
+        /// Print the merge plan (groups and scores) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Resolution options.
+        #[command(flatten)]
+        resolve: ResolveArgs,
+        /// Store options.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove documents from the graph by source path (files, or every
+    /// document under a folder), or by id.
+    Delete {
+        /// Source files or folders, as given to `kg run`.
+        #[arg(required_unless_present = "document_id")]
+        paths: Vec<PathBuf>,
+        /// Document ids (as `kg store` and the graph know them).
+        #[arg(long, value_name = "ID")]
+        document_id: Vec<String>,
+        /// Print what would go and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Store options.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove the documents under these folders whose source file no
+    /// longer exists.
+    Prune {
+        /// Folders (or files) to check.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print what would go and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Store options.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Print the effective settings (secrets masked) and where each came from.
     Config,
+}
+
+/// Resolution flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ResolveArgs {
+    /// Name score (0..1) at which two entities of one type are one.
+    #[arg(long, value_name = "SCORE")]
+    pub threshold: Option<f64>,
 }
 
 /// Chunking flags.
@@ -339,6 +389,16 @@ impl Cli {
                 store,
                 ..
             } => (None, Some(extract), Some(embed), Some(store)),
+            Command::Resolve { store, resolve, .. } => {
+                put(
+                    "resolve.threshold",
+                    resolve.threshold.map(|t| t.to_string()),
+                );
+                (None, None, None, Some(store))
+            }
+            Command::Delete { store, .. } | Command::Prune { store, .. } => {
+                (None, None, None, Some(store))
+            }
             Command::Config => (None, None, None, None),
         };
         if let Some(a) = ingest {
@@ -388,6 +448,19 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// `kg search -k 0` is a usage error (exit 2) naming the flag, not a
+    /// search that finds nothing.
+    #[test]
+    fn search_k_zero_is_refused_naming_the_flag() {
+        let err = Cli::try_parse_from(["kg", "search", "who", "-k", "0"])
+            .err()
+            .map(|e| (e.exit_code(), e.to_string()));
+        let (code, text) = err.expect("-k 0 was accepted");
+        assert_eq!(code, 2);
+        assert!(text.contains("-k"), "{text}");
+        assert!(Cli::try_parse_from(["kg", "search", "who", "-k", "1"]).is_ok());
+    }
+
     #[test]
     fn run_flags_become_the_flag_layer() {
         let cli = Cli::try_parse_from([
@@ -423,5 +496,11 @@ mod tests {
         assert!(Cli::try_parse_from(["kg", "ingest"]).is_err());
         assert!(Cli::try_parse_from(["kg", "store", "--from-embedded", "-i", "x"]).is_err());
         assert!(Cli::try_parse_from(["kg", "embed", "--embedder", "word2vec"]).is_err());
+        assert!(Cli::try_parse_from(["kg", "delete"]).is_err());
+        assert!(Cli::try_parse_from(["kg", "delete", "--document-id", "abc"]).is_ok());
+        assert!(Cli::try_parse_from(["kg", "prune"]).is_err());
+        let cli =
+            Cli::try_parse_from(["kg", "resolve", "--dry-run", "--threshold", "0.9"]).unwrap();
+        assert_eq!(cli.flag_layer()["resolve.threshold"], "0.9");
     }
 }

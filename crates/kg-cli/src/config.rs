@@ -231,6 +231,27 @@ pub const SETTINGS: &[SettingSpec] = &[
         false,
         "Neo4j database (default: the server's)",
     ),
+    spec(
+        "resolve.mode",
+        Some("KG_RESOLVE_MODE"),
+        Some("fuzzy"),
+        false,
+        "entity resolution after a run: off, exact (names' keys only) or fuzzy",
+    ),
+    spec(
+        "resolve.threshold",
+        Some("KG_RESOLVE_THRESHOLD"),
+        Some("0.85"),
+        false,
+        "name score (0..1) at which two entities of one type are one",
+    ),
+    spec(
+        "resolve.window",
+        Some("KG_RESOLVE_WINDOW"),
+        Some("30"),
+        false,
+        "entities each one is compared with in each sorted blocking key",
+    ),
 ];
 
 /// Settings that are paths: relative ones in `kg.toml` are relative to it.
@@ -510,6 +531,8 @@ pub struct Settings {
     pub neo4j_password: Option<Secret>,
     /// Neo4j database.
     pub neo4j_database: Option<String>,
+    /// Entity resolution (`[resolve]`).
+    pub resolve: kg_resolve::ResolveConfig,
 }
 
 impl Settings {
@@ -628,6 +651,25 @@ impl Settings {
                 .map(|n| u32::try_from(n).map_err(|_| bad(key, "at most 4294967295")))
                 .transpose()
         };
+        let resolve = kg_resolve::ResolveConfig {
+            mode: match text("resolve.mode").as_deref() {
+                None | Some("fuzzy") => kg_resolve::Mode::Fuzzy,
+                Some("exact") => kg_resolve::Mode::Exact,
+                Some("off") => kg_resolve::Mode::Off,
+                Some(_) => return Err(bad("resolve.mode", "`off`, `exact` or `fuzzy`")),
+            },
+            threshold: match text("resolve.threshold") {
+                None => kg_resolve::ResolveConfig::default().threshold,
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|t| (0.0..=1.0).contains(t))
+                    .ok_or_else(|| bad("resolve.threshold", "a number from 0 to 1"))?,
+            },
+            window: ranged("resolve.window", 10_000, "from 1 to 10000")?,
+            ..kg_resolve::ResolveConfig::default()
+        };
         Ok(Settings {
             data_dir: PathBuf::from(text("data_dir").unwrap_or_default()),
             log_format,
@@ -655,6 +697,7 @@ impl Settings {
             neo4j_user: text("neo4j.user").unwrap_or_default(),
             neo4j_password: text("neo4j.password").map(Secret::new),
             neo4j_database: text("neo4j.database"),
+            resolve,
         })
     }
 }
@@ -808,6 +851,32 @@ mod tests {
         assert!(!text.contains("hunter2") && !text.contains("pw2"), "{text}");
         assert!(text.contains("https://***@llm.example.com/v1"), "{text}");
         assert!(text.contains("neo4j+s://***@db.example.com:7687"), "{text}");
+    }
+
+    #[test]
+    fn resolve_section_parses_and_refuses_bad_values() {
+        let l = layers(
+            &[],
+            &[("KG_RESOLVE_WINDOW", "12")],
+            "[resolve]\nmode = \"exact\"\nthreshold = 0.9\n",
+        );
+        let s = Settings::from_resolved(&resolve(&l)).unwrap();
+        assert_eq!(s.resolve.mode, kg_resolve::Mode::Exact);
+        assert_eq!(s.resolve.threshold, 0.9);
+        assert_eq!(s.resolve.window, 12);
+        let d = Settings::from_resolved(&[]).unwrap();
+        assert_eq!(d.resolve, kg_resolve::ResolveConfig::default());
+        for (key, value) in [
+            ("resolve.mode", "maybe"),
+            ("resolve.threshold", "1.5"),
+            ("resolve.window", "0"),
+        ] {
+            let l = layers(&[(key, value)], &[], "");
+            let err = Settings::from_resolved(&resolve(&l))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod logging;
 pub mod metrics_export;
 pub mod pipeline;
 pub mod query;
+pub mod resolution;
 pub mod state;
 pub mod stats;
 
@@ -164,6 +165,16 @@ pub fn main_with(
             } => {
                 let options = retrieval.options(kg_query::Mode::Graph, usize::from(k));
                 commands::ask(&mut app, &question, options, json, extract.dry_run).await
+            }
+            Command::Resolve { dry_run, .. } => commands::resolve(&mut app, dry_run).await,
+            Command::Delete {
+                paths,
+                document_id,
+                dry_run,
+                ..
+            } => commands::delete(&mut app, paths, document_id, dry_run).await,
+            Command::Prune { paths, dry_run, .. } => {
+                commands::prune(&mut app, paths, dry_run).await
             }
             Command::Config => Ok(Exit::Done),
         };

@@ -314,6 +314,35 @@ impl RunState {
         .map(|done| done.unwrap_or(false))
     }
 
+    /// A random id of this data dir's runs, drawn on first use: the holder
+    /// of the store's writer lease (`kg_store::lease`). Runs from the same
+    /// data dir share it (the data-dir lock keeps them one at a time), so a
+    /// run after a killed one takes its lease back at once.
+    pub fn holder_id(&self) -> Result<String, StateError> {
+        let fresh = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.write_u32(std::process::id());
+            let a = h.finish();
+            h.write_u64(a);
+            format!("{a:016x}{:016x}", h.finish())
+        };
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('holder_id', ?1)",
+                [&fresh],
+            )?;
+            c.query_row("SELECT value FROM meta WHERE key = 'holder_id'", [], |r| {
+                r.get(0)
+            })
+        })
+    }
+
     /// Ties the state to the store with `identity` (described by
     /// `description`, credentials removed), forgetting what it knew of any
     /// other store; see the module docs.

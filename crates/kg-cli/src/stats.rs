@@ -302,6 +302,14 @@ impl RunStats {
         self.failed_batches.add(report.failed_batches.len() as u64);
     }
 
+    /// Whether this run stored (or extracted into the store) the entity
+    /// `id` (by its 64-bit hash: a collision counts an untouched entity as
+    /// touched, which only costs a comparison).
+    pub fn stored_entity(&self, id: &str) -> bool {
+        let d = self.distinct.lock().unwrap_or_else(|p| p.into_inner());
+        d.entities.contains(&hash64(&[id]))
+    }
+
     /// Distinct entities and relations stored so far.
     pub fn distinct_counts(&self) -> (u64, u64) {
         let d = self.distinct.lock().unwrap_or_else(|p| p.into_inner());

@@ -1156,3 +1156,105 @@ fn a_run_off_a_terminal_logs_progress_while_a_slow_stage_runs() {
         progress[0]
     );
 }
+
+/// The distinct chunk texts `kg ingest` makes of `docs` (with the test's
+/// chunk size).
+fn chunk_texts(docs: &Path, data_dir: &Path) -> BTreeSet<String> {
+    let out = data_dir.join("chunks.jsonl");
+    let mut cmd = kg(data_dir);
+    cmd.env("KG_CHUNK_TOKENS", "128")
+        .env("KG_CHUNK_OVERLAP", "16")
+        .arg("ingest")
+        .arg(docs)
+        .arg("-o")
+        .arg(&out);
+    run_ok(cmd);
+    std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "chunk")
+        .filter_map(|v| v["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Two `kg run` on one data dir started a second apart, the file edited
+/// between the two starts, twenty times over: the LLM calls of both add up
+/// to at most one run's plus the chunks the edit made, and the graph left
+/// equals a fresh build of the last version (no chunk without its
+/// document, no MENTIONS from a removed chunk: the graphs are compared
+/// record by record).
+#[test]
+fn two_runs_a_second_apart_with_an_edit_between_cost_one_run_plus_the_edit() {
+    let llm = Llm::start(Duration::from_millis(40));
+    let tmp = tempfile::tempdir().unwrap();
+    let paragraphs = manual(24, 77);
+    let v1 = paragraphs.join("\n\n");
+    let mut edited = paragraphs.clone();
+    edited[12].push_str(" A harbour ferry sponsor signed the keyring upload today.");
+    let v2 = edited.join("\n\n");
+    let versions = |name: &str, text: &str| {
+        let docs = tmp.path().join(name).join("docs");
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::write(docs.join("manual.txt"), text).unwrap();
+        chunk_texts(&docs, &tmp.path().join(name))
+    };
+    let (chunks_v1, chunks_v2) = (versions("v1", &v1), versions("v2", &v2));
+    let made_by_edit = chunks_v2.difference(&chunks_v1).count() as u64;
+    assert!(
+        made_by_edit > 0 && chunks_v1.len() >= 10,
+        "{}",
+        chunks_v1.len()
+    );
+
+    let run = |dir: &Path, docs: &Path| {
+        let mut cmd = with_llm(kg(dir), llm.handle());
+        // Embeddings from the fake too: the test is about the runs' race,
+        // and the local model is slow in a debug build.
+        cmd.env("KG_EMBEDDER", "openai")
+            .env("KG_EMBED_MODEL", "text-embedding-3-small")
+            .env("KG_CHUNK_TOKENS", "128")
+            .env("KG_CHUNK_OVERLAP", "16")
+            .arg("run")
+            .arg(docs)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let fresh_dir = tmp.path().join("fresh");
+    std::fs::create_dir_all(&fresh_dir).unwrap();
+    let fresh_docs = tmp.path().join("v2").join("docs");
+    run_ok(run(&fresh_dir, &fresh_docs));
+    let fresh = graph(&fresh_dir);
+    assert!(fresh.0.nodes["Chunk"] >= 10, "{:?}", fresh.0);
+
+    for rep in 0..20 {
+        let dir = tmp.path().join(format!("rep{rep}"));
+        let docs = dir.join("docs");
+        std::fs::create_dir_all(&docs).unwrap();
+        let file = docs.join("manual.txt");
+        std::fs::write(&file, &v1).unwrap();
+        let calls = llm.chat_requests();
+        let first = run(&dir, &docs).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        std::fs::write(&file, &v2).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let second = run(&dir, &docs).spawn().unwrap();
+        for (which, child) in [("first", first), ("second", second)] {
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "repetition {rep}, {which} run: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let spent = llm.chat_requests() - calls;
+        assert!(
+            spent <= chunks_v1.len() as u64 + made_by_edit,
+            "repetition {rep}: {spent} calls for {} chunks plus {made_by_edit} made by the edit",
+            chunks_v1.len()
+        );
+        assert_eq!(graph(&dir), fresh, "repetition {rep}");
+    }
+}

@@ -640,3 +640,112 @@ fn a_data_dir_switched_to_bolt_writes_the_full_graph_there() {
         assert_eq!(in_bolt, expected);
     });
 }
+
+/// The holder note of the store's writer lease, if anyone holds it.
+async fn writer_lease_note(store: &Neo4jStore) -> Option<String> {
+    let mut txn = store.graph().start_txn().await.ok()?;
+    let mut rows = txn
+        .execute(neo4rs::query(
+            "MATCH (l:KgLease {name: 'writer'}) WHERE l.holder IS NOT NULL RETURN l.note AS note",
+        ))
+        .await
+        .ok()?;
+    let row = rows.next(txn.handle()).await.ok()??;
+    row.get::<String>("note").ok()
+}
+
+/// Two data dirs (two machines, as far as kg can tell) writing one Bolt
+/// store: while the first run holds the store's writer lease, a second
+/// with `--no-wait` exits 1 naming the store and the holder; one that waits
+/// runs after it; and the graph both leave equals a fresh build.
+#[test]
+fn two_data_dirs_on_one_bolt_store_write_one_at_a_time() {
+    let bolt = bolt_settings();
+    let tag = RunTag::new("lease_two_dirs");
+    let s = suffix(&tag);
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let (docs, _) = corpus(work, &s);
+    // Slow answers keep the first run busy while the others start. (Other
+    // tests writing the shared server hold the lease now and then: the
+    // first run may wait for them.)
+    let llm = Llm::start(std::time::Duration::from_secs(4));
+    let (dir_a, dir_b) = (work.join("machine-a"), work.join("machine-b"));
+
+    let mut a = kg(work, &dir_a);
+    with_llm(&mut a, llm.handle());
+    with_bolt(&mut a, &bolt);
+    let a = a
+        .arg("run")
+        .arg(&docs)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(neo4j(&bolt));
+    let a_dir = dir_a.display().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while !rt
+        .block_on(writer_lease_note(&store))
+        .is_some_and(|note| note.contains(&a_dir))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run never took the store's writer lease"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let mut refused = kg(work, &dir_b);
+    with_llm(&mut refused, llm.handle());
+    with_bolt(&mut refused, &bolt);
+    let out = refused
+        .args(["--no-wait", "run"])
+        .arg(&docs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another kg is writing to"), "{stderr}");
+    assert!(stderr.contains(&bolt.uri), "{stderr}");
+    assert!(stderr.contains("--no-wait"), "{stderr}");
+    assert!(!stderr.contains(&bolt.password), "{stderr}");
+
+    let mut waits = kg(work, &dir_b);
+    with_llm(&mut waits, llm.handle());
+    with_bolt(&mut waits, &bolt);
+    let waits = waits.arg("run").arg(&docs).output().unwrap();
+    let a = a.wait_with_output().unwrap();
+    assert_eq!(
+        a.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    let waited = String::from_utf8_lossy(&waits.stderr);
+    // Whether it still found the first run's lease depends on how fast it
+    // started (the waiting itself is tested in kg-store's lease tests): it
+    // must end well either way.
+    assert_eq!(waits.status.code(), Some(0), "{waited}");
+
+    // A fresh build of the same documents, in an embedded store.
+    let fresh_dir = work.join("fresh");
+    let mut fresh = kg(work, &fresh_dir);
+    with_llm(&mut fresh, llm.handle());
+    run_ok(fresh.arg("run").arg(&docs));
+    rt.block_on(async {
+        let (embedded, _, ids) = embedded_graph(&fresh_dir).await;
+        let scope = Scope::Ids(ids);
+        let expected = snapshot(&embedded, &scope).await;
+        assert_eq!(count(&expected.counts.nodes, "Document"), 2);
+        assert_eq!(snapshot(&store, &scope).await, expected);
+        assert!(
+            !writer_lease_note(&store)
+                .await
+                .is_some_and(|n| n.contains(&a_dir)),
+            "the first run left its lease held"
+        );
+    });
+}

@@ -106,11 +106,25 @@ const FAULTS: &[Fault] = &[
         test: "crates/kg-cli/tests/e2e.rs::a_second_run_on_the_same_data_dir_refuses_with_no_wait",
     },
     Fault {
+        fault: "two runs on one data dir a second apart, the file edited between (20 times)",
+        behaviour: "the second waits for the first, then does only what the edit changed",
+        exit: "0 for both",
+        nothing_lost: "LLM calls at most one run's plus the chunks the edit made; the graph equals a fresh build of the last version",
+        test: "crates/kg-cli/tests/e2e.rs::two_runs_a_second_apart_with_an_edit_between_cost_one_run_plus_the_edit",
+    },
+    Fault {
         fault: "a run holding the lock is killed",
         behaviour: "the kernel drops the lock",
         exit: "0 on the next run",
         nothing_lost: "the next run starts at once (--no-wait) and completes",
         test: "crates/kg-cli/tests/e2e.rs::a_lock_held_by_a_killed_run_is_free_at_once",
+    },
+    Fault {
+        fault: "two machines (two data dirs) writing one Neo4j database",
+        behaviour: "the store's writer lease lets one write at a time; the other waits, or with --no-wait exits naming the holder",
+        exit: "1 with --no-wait",
+        nothing_lost: "the graph equals a fresh build; a dead holder's lease expires (60 s), its own data dir takes it back at once",
+        test: "crates/kg-cli/tests/e2e_bolt.rs::two_data_dirs_on_one_bolt_store_write_one_at_a_time",
     },
     Fault {
         fault: "LLM endpoint on a closed port",

@@ -54,7 +54,8 @@ pub fn normalise_text(text: &str) -> String {
 }
 
 /// The key under which two mentions are the same entity: NFKC, lower case,
-/// punctuation dropped, whitespace folded, and common company suffixes
+/// punctuation dropped (`+` and `#` read as words: "C++" is not "C"),
+/// whitespace folded, and common company suffixes
 /// ("Inc.", "Ltd", "GmbH", ...) removed. `"Acme, Inc."` and `"ACME"` share
 /// one key.
 pub fn entity_key(name: &str) -> String {
@@ -76,11 +77,16 @@ pub fn entity_key(name: &str) -> String {
         "oy",
         "ab",
     ];
-    let folded: String = name
-        .nfkc()
-        .flat_map(char::to_lowercase)
-        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
-        .collect();
+    // `+` and `#` are words: "C++" and "C#" are not "C".
+    let mut folded = String::with_capacity(name.len());
+    for c in name.nfkc().flat_map(char::to_lowercase) {
+        match c {
+            '+' => folded.push_str(" plus "),
+            '#' => folded.push_str(" sharp "),
+            c if c.is_alphanumeric() => folded.push(c),
+            _ => folded.push(' '),
+        }
+    }
     let mut words: Vec<&str> = folded.split_whitespace().collect();
     while words.len() > 1 && words.last().is_some_and(|w| SUFFIXES.contains(w)) {
         words.pop();
@@ -207,6 +213,9 @@ mod tests {
         assert_eq!(entity_key("  Ian   Murdock "), "ian murdock");
         assert_eq!(entity_key("The Debian Project"), "debian project");
         assert_eq!(entity_key("Inc"), "inc");
+        assert_eq!(entity_key("C++"), "c plus plus");
+        assert_eq!(entity_key("C#"), "c sharp");
+        assert_ne!(entity_key("C"), entity_key("C++"));
         let person = Label::new("Person").unwrap();
         assert_eq!(
             EntityId::new(&person, "Ian Murdock"),

@@ -35,6 +35,7 @@
 
 mod answer;
 mod fault;
+pub mod script;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -54,6 +55,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 pub use fault::{Fault, FaultRates};
+pub use script::{Script, ScriptEntry};
 
 /// The completion cap an [`Fault::EndlessJson`] answer runs to when the
 /// request sets neither `max_completion_tokens` nor `max_tokens` (a model's
@@ -103,6 +105,9 @@ pub struct FakeConfig {
     /// as `kg ask` sends): also cite this source number, whether or not the
     /// prompt has it (to test that invented citations are flagged).
     pub invent_citation: Option<usize>,
+    /// Scripted extraction answers by marker in the chunk text (see
+    /// [`Script`]); empty: every answer is heuristic.
+    pub script: Script,
 }
 
 impl Default for FakeConfig {
@@ -124,6 +129,7 @@ impl Default for FakeConfig {
             embedding_dim: 64,
             embedding_dim_switch: None,
             invent_citation: None,
+            script: Script::default(),
         }
     }
 }
@@ -779,7 +785,11 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
     if hostile {
         state.live.hostile.fetch_add(1, Ordering::Relaxed);
     }
-    let found = answer::extraction(&request, &text, state.config.seed, hostile);
+    let found = state
+        .config
+        .script
+        .answer(&text)
+        .unwrap_or_else(|| answer::extraction(&request, &text, state.config.seed, hostile));
     let full = if answer::is_grounded_question(&text) {
         state.live.answers.fetch_add(1, Ordering::Relaxed);
         *state

@@ -6,6 +6,11 @@
 //! pdftotext on each file in turn), and one with what removing page
 //! furniture and joining hyphenation costs on the largest fixture
 //! (bash.pdf, 87 pages). pdftotext must be installed.
+//!
+//! `KG_BENCH_PDF_DIRS` (folders separated by `:`) adds a second comparison
+//! line over other PDFs, for instance the held-out manuals of `eval/corpus`
+//! or any public manuals you have at hand:
+//! `KG_BENCH_PDF_DIRS=eval/corpus cargo bench -p kg-ingest --bench ingest_throughput`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,10 +25,15 @@ fn pdf_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pdf")
 }
 
-fn pdfs() -> (Vec<PathBuf>, u64) {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(pdf_dir())
-        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-        .unwrap_or_default();
+fn pdfs(dirs: &[PathBuf]) -> (Vec<PathBuf>, u64) {
+    let mut files: Vec<PathBuf> = dirs
+        .iter()
+        .flat_map(|dir| {
+            std::fs::read_dir(dir)
+                .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+                .unwrap_or_else(|_| Vec::new())
+        })
+        .collect();
     files.retain(|p| p.extension().is_some_and(|e| e == "pdf"));
     files.sort();
     let bytes = files
@@ -33,8 +43,8 @@ fn pdfs() -> (Vec<PathBuf>, u64) {
     (files, bytes)
 }
 
-fn run_kg() -> u64 {
-    match ingest_to_vec(vec![pdf_dir()], IngestConfig::default()) {
+fn run_kg(files: &[PathBuf]) -> u64 {
+    match ingest_to_vec(files.to_vec(), IngestConfig::default()) {
         Ok((_, summary)) => {
             assert_eq!(summary.set_aside_total(), 0, "{:?}", summary.set_aside);
             summary.chunks
@@ -56,39 +66,50 @@ fn run_pdftotext(files: &[PathBuf]) {
     }
 }
 
-/// Mean seconds of `runs` calls of `f`, after one warm-up call.
-fn mean_secs(runs: u32, mut f: impl FnMut()) -> f64 {
-    f();
-    let start = Instant::now();
-    for _ in 0..runs {
-        f();
-    }
-    start.elapsed().as_secs_f64() / f64::from(runs)
-}
-
 fn bench(c: &mut Criterion) {
-    let (files, bytes) = pdfs();
+    let (files, bytes) = pdfs(&[pdf_dir()]);
     assert!(!files.is_empty(), "no PDF fixtures");
-    let mb = bytes as f64 / 1e6;
 
     let mut group = c.benchmark_group("ingest_pdfs");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Bytes(bytes));
-    group.bench_function("kg_ingest", |b| b.iter(run_kg));
+    group.bench_function("kg_ingest", |b| b.iter(|| run_kg(&files)));
     group.bench_function("pdftotext_each_file", |b| b.iter(|| run_pdftotext(&files)));
     group.finish();
 
-    // The comparison line, both sides measured here, one after the other.
-    let kg = mean_secs(5, || {
-        run_kg();
-    });
-    let poppler = mean_secs(5, || run_pdftotext(&files));
+    compare("ingest_pdfs", &files, bytes);
+    let extra: Vec<PathBuf> = std::env::var_os("KG_BENCH_PDF_DIRS")
+        .map(|dirs| std::env::split_paths(&dirs).collect())
+        .unwrap_or_default();
+    if !extra.is_empty() {
+        let (files, bytes) = pdfs(&extra);
+        assert!(!files.is_empty(), "no PDF in KG_BENCH_PDF_DIRS");
+        compare("ingest_other_pdfs", &files, bytes);
+    }
+}
+
+/// The comparison line for one set of files, both sides measured here, in
+/// alternating rounds so that a drift of the machine's speed hits both.
+fn compare(name: &str, files: &[PathBuf], bytes: u64) {
+    let mb = bytes as f64 / 1e6;
+    // One warm-up of each, then five rounds.
+    run_kg(files);
+    run_pdftotext(files);
+    let (mut kg, mut poppler) = (0.0, 0.0);
+    for _ in 0..5 {
+        let start = Instant::now();
+        run_kg(files);
+        kg += start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        run_pdftotext(files);
+        poppler += start.elapsed().as_secs_f64();
+    }
     println!(
-        "kg-bench: ingest_pdfs files={} mb={mb:.2} kg_mb_s={:.2} pdftotext_mb_s={:.2} ratio={:.2} (kg/pdftotext throughput; >1 means kg is faster)",
+        "kg-bench: {name} files={} mb={mb:.2} kg_mb_s={:.2} pdftotext_mb_s={:.2} ratio={:.2} (kg/pdftotext throughput; >1 means kg is faster)",
         files.len(),
-        mb / kg,
-        mb / poppler,
+        5.0 * mb / kg,
+        5.0 * mb / poppler,
         poppler / kg
     );
 }

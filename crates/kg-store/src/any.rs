@@ -4,6 +4,7 @@
 //! ([`crate::store`]) and the helpers they share (the private `shared`
 //! module).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use kg_core::{DocumentId, Record};
@@ -15,8 +16,8 @@ use crate::error::{BatchFailure, StoreError};
 use crate::neo4j::Neo4jStore;
 use crate::plan::Batch;
 use crate::store::{
-    ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, GraphCounts, GraphSink, GraphStore,
-    Reached, Removed, SchemaReport, Scope, Scored,
+    ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntityMerge, EntityRow, GraphCounts,
+    GraphSink, GraphStore, MergeOutcome, Reached, Removed, SchemaReport, Scope, Scored,
 };
 
 /// Either backend, chosen at run time from a [`StoreConfig`].
@@ -142,6 +143,27 @@ impl GraphStore for AnyStore {
         }
     }
 
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        note: &str,
+        ttl: std::time::Duration,
+        now_ms: i64,
+    ) -> Result<crate::lease::LeaseState, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.try_lease(name, holder, note, ttl, now_ms).await,
+            Self::Embedded(s) => s.try_lease(name, holder, note, ttl, now_ms).await,
+        }
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Neo4j(s) => s.release_lease(name, holder).await,
+            Self::Embedded(s) => s.release_lease(name, holder).await,
+        }
+    }
+
     async fn earlier_versions(
         &self,
         current: &[CurrentDocument],
@@ -167,6 +189,37 @@ impl GraphStore for AnyStore {
         match self {
             Self::Neo4j(s) => s.read_records(scope, out).await,
             Self::Embedded(s) => s.read_records(scope, out).await,
+        }
+    }
+
+    async fn stream_entities(&self, out: mpsc::Sender<EntityRow>) -> Result<u64, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.stream_entities(out).await,
+            Self::Embedded(s) => s.stream_entities(out).await,
+        }
+    }
+
+    async fn entity_vectors(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Vec<f32>>, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.entity_vectors(ids).await,
+            Self::Embedded(s) => s.entity_vectors(ids).await,
+        }
+    }
+
+    async fn merge_entities(&self, merge: &EntityMerge) -> Result<MergeOutcome, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.merge_entities(merge).await,
+            Self::Embedded(s) => s.merge_entities(merge).await,
+        }
+    }
+
+    async fn documents_under(&self, prefix: &str) -> Result<Vec<CurrentDocument>, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.documents_under(prefix).await,
+            Self::Embedded(s) => s.documents_under(prefix).await,
         }
     }
 }

@@ -20,7 +20,7 @@
 //!
 //! SQLite calls block, so they run on tokio's blocking pool.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -34,8 +34,9 @@ use crate::error::{BatchFailure, StoreError};
 use crate::plan::{Batch, GroupKey, Param, Row};
 use crate::shared::{cosine, csv_properties, media_type, top_k, StoredValue};
 use crate::store::{
-    ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntitySummary, GraphCounts, GraphSink,
-    GraphStore, Reached, RelationSummary, Removed, SchemaReport, Scope, Scored,
+    merged_fields, ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntityMerge, EntityRow,
+    EntitySummary, GraphCounts, GraphSink, GraphStore, MergeOutcome, Reached, RelationSummary,
+    Removed, SchemaReport, Scope, Scored,
 };
 
 const BACKEND: &str = "embedded";
@@ -643,6 +644,152 @@ fn remove_version(c: &mut Connection, id: &str) -> rusqlite::Result<Removed> {
     })
 }
 
+/// A relationship's properties after uniting `moving` into `kept` (the
+/// kept relationship's, if it had one): chunk lists united, the larger
+/// weight, the kept description (else the moving one), other keys kept.
+fn unite_rel_props(kept: Option<&str>, moving: &str) -> String {
+    let mut out: Map<String, Value> = kept
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let new: Map<String, Value> = serde_json::from_str(moving).unwrap_or_default();
+    for (k, v) in new {
+        match k.as_str() {
+            "chunks" => {
+                let mut chunks: Vec<Value> = out
+                    .get("chunks")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for c in v.as_array().into_iter().flatten() {
+                    if !chunks.contains(c) {
+                        chunks.push(c.clone());
+                    }
+                }
+                out.insert(k, Value::Array(chunks));
+            }
+            "weight" => {
+                let old = out.get("weight").and_then(Value::as_f64);
+                if let Some(w) = v.as_f64() {
+                    if old.is_none_or(|o| w > o) {
+                        out.insert(k, v);
+                    }
+                }
+            }
+            _ => {
+                out.entry(k).or_insert(v);
+            }
+        }
+    }
+    Value::Object(out).to_string()
+}
+
+/// Merges one group in one transaction (see [`GraphStore::merge_entities`]).
+fn merge_group(c: &mut Connection, m: &EntityMerge) -> rusqlite::Result<MergeOutcome> {
+    let tx = c.transaction()?;
+    let fields = |id: &str| -> rusqlite::Result<Option<(String, Vec<String>, String)>> {
+        tx.prepare_cached("SELECT name, aliases, description FROM entities WHERE id = ?1")?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    r.get::<_, Option<String>>(1)?
+                        .and_then(|a| serde_json::from_str(&a).ok())
+                        .unwrap_or_default(),
+                    r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                ))
+            })
+            .optional()
+    };
+    let Some(kept) = fields(&m.keep)? else {
+        return Ok(MergeOutcome::default());
+    };
+    let mut members = vec![kept];
+    let mut merged: Vec<&str> = Vec::new();
+    for id in &m.merged {
+        if id == &m.keep || merged.contains(&id.as_str()) {
+            continue;
+        }
+        if let Some(f) = fields(id)? {
+            members.push(f);
+            merged.push(id);
+        }
+    }
+    if merged.is_empty() {
+        return Ok(MergeOutcome::default());
+    }
+    let group: HashSet<&str> = merged.iter().copied().chain([m.keep.as_str()]).collect();
+    let mut out = MergeOutcome::default();
+    let keep = m.keep.as_str();
+    let mut mentioning: HashSet<String> = HashSet::new();
+    for &mid in &merged {
+        let outgoing: Vec<(String, String, String, String)> = tx
+            .prepare_cached("SELECT type, dst, dst_label, props FROM rels WHERE src = ?1")?
+            .query_map([mid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (rel, dst, dst_label, props) in outgoing {
+            if group.contains(dst.as_str()) {
+                out.self_loops += 1;
+                continue;
+            }
+            let old = upsert_rel(&tx, ("Entity", keep), &rel, (&dst_label, &dst))?;
+            set_rel_props(
+                &tx,
+                keep,
+                &rel,
+                &dst,
+                &unite_rel_props(old.as_deref(), &props),
+            )?;
+            out.relations += 1;
+        }
+        let incoming: Vec<(String, String, String, String)> = tx
+            .prepare_cached("SELECT src, type, src_label, props FROM rels WHERE dst = ?1")?
+            .query_map([mid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (src, rel, src_label, props) in incoming {
+            if group.contains(src.as_str()) {
+                out.self_loops += 1;
+                continue;
+            }
+            let old = upsert_rel(&tx, (&src_label, &src), &rel, ("Entity", keep))?;
+            if rel == "MENTIONS" {
+                mentioning.insert(src);
+            } else {
+                set_rel_props(
+                    &tx,
+                    &src,
+                    &rel,
+                    keep,
+                    &unite_rel_props(old.as_deref(), &props),
+                )?;
+                out.relations += 1;
+            }
+        }
+        tx.prepare_cached(
+            "UPDATE entities SET embedding = (SELECT embedding FROM entities WHERE id = ?2),
+                embedding_model = (SELECT embedding_model FROM entities WHERE id = ?2)
+             WHERE id = ?1 AND embedding IS NULL",
+        )?
+        .execute([keep, mid])?;
+        tx.prepare_cached("DELETE FROM rels WHERE src = ?1 OR dst = ?1")?
+            .execute([mid])?;
+        tx.prepare_cached("DELETE FROM entities WHERE id = ?1")?
+            .execute([mid])?;
+        out.entities += 1;
+    }
+    out.mentions = mentioning.len() as u64;
+    let (aliases, description) = merged_fields(&m.name, &members);
+    tx.prepare_cached(
+        "UPDATE entities SET name = ?2, aliases = ?3, description = ?4 WHERE id = ?1",
+    )?
+    .execute(params![
+        keep,
+        m.name,
+        Value::from(aliases).to_string(),
+        description
+    ])?;
+    tx.commit()?;
+    Ok(out)
+}
+
 fn summary(id: String, name: Option<String>, ty: Option<String>) -> EntitySummary {
     EntitySummary {
         id,
@@ -849,6 +996,81 @@ impl GraphStore for EmbeddedStore {
         .await
     }
 
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        note: &str,
+        ttl: std::time::Duration,
+        now_ms: i64,
+    ) -> Result<crate::lease::LeaseState, StoreError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let (holder, note) = (holder.to_owned(), note.to_owned());
+        let keys = lease_keys(name);
+        self.blocking(move |c| {
+            // IMMEDIATE: the write lock first, then the read, so two
+            // processes on one file serialise.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS kg_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            )?;
+            let get = |key: &str| -> rusqlite::Result<Option<String>> {
+                tx.query_row("SELECT value FROM kg_meta WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()
+            };
+            let current = get(&keys[0])?;
+            let expires: i64 = get(&keys[2])?.and_then(|v| v.parse().ok()).unwrap_or(0);
+            let free = current.as_deref().is_none_or(|h| h == holder) || expires < now_ms;
+            if !free {
+                let other =
+                    get(&keys[1])?.unwrap_or_else(|| "a kg that did not say who it is".to_owned());
+                tx.commit()?;
+                return Ok(crate::lease::LeaseState::Held {
+                    note: other,
+                    expires_in: crate::lease::until(expires, now_ms),
+                });
+            }
+            let until = now_ms.saturating_add(ttl_ms).to_string();
+            for (key, value) in keys.iter().zip([&holder, &note, &until]) {
+                tx.execute(
+                    "INSERT INTO kg_meta (key, value) VALUES (?1, ?2) \
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [key, value],
+                )?;
+            }
+            tx.commit()?;
+            Ok(crate::lease::LeaseState::Granted)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let holder = holder.to_owned();
+        let keys = lease_keys(name);
+        self.blocking(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS kg_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            )?;
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM kg_meta WHERE key = ?1",
+                    [&keys[0]],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if current.as_deref() == Some(holder.as_str()) {
+                for key in &keys {
+                    tx.execute("DELETE FROM kg_meta WHERE key = ?1", [key])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
     async fn counts(&self, scope: &Scope) -> Result<GraphCounts, StoreError> {
         let scope = scope.clone();
         self.blocking(move |c| {
@@ -912,6 +1134,90 @@ impl GraphStore for EmbeddedStore {
         let removed = self.blocking(move |c| remove_version(c, &doc)).await?;
         tracing::info!(document = %id, chunks = removed.chunks, entities = removed.entities, relations = removed.relations, "removed an earlier version of a changed document");
         Ok(removed)
+    }
+
+    async fn stream_entities(&self, out: mpsc::Sender<EntityRow>) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut c = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            c.busy_timeout(std::time::Duration::from_secs(30))?;
+            let tx = c.transaction()?;
+            let mut st = tx.prepare(
+                "SELECT e.id, e.type, e.name,
+                    (SELECT count(*) FROM rels r WHERE r.dst = e.id AND r.type = 'MENTIONS')
+                 FROM entities e WHERE e.type IS NOT NULL AND e.name IS NOT NULL ORDER BY e.id",
+            )?;
+            let mut rows = st.query([])?;
+            let mut sent = 0u64;
+            while let Some(r) = rows.next()? {
+                let row = EntityRow {
+                    id: r.get(0)?,
+                    entity_type: r.get(1)?,
+                    name: r.get(2)?,
+                    mentions: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                };
+                if out.blocking_send(row).is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            Ok(sent)
+        })
+        .await;
+        joined
+            .map_err(|e| StoreError::Embedded {
+                path: self.path.clone(),
+                detail: format!("worker failed: {e}"),
+            })?
+            .map_err(embedded_err(&self.path))
+    }
+
+    async fn entity_vectors(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Vec<f32>>, StoreError> {
+        let list = Value::from(ids.to_vec()).to_string();
+        self.blocking(move |c| {
+            let mut st = c.prepare(
+                "SELECT id, embedding FROM entities
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND embedding IS NOT NULL",
+            )?;
+            let rows = st.query_map([&list], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    blob_vector(&r.get::<_, Vec<u8>>(1)?),
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn merge_entities(&self, merge: &EntityMerge) -> Result<MergeOutcome, StoreError> {
+        let m = merge.clone();
+        self.blocking(move |c| merge_group(c, &m)).await
+    }
+
+    async fn documents_under(&self, prefix: &str) -> Result<Vec<CurrentDocument>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.blocking(move |c| {
+            let mut st = c.prepare(
+                "SELECT source, id FROM documents
+                 WHERE source IS NOT NULL AND substr(source, 1, length(?1)) = ?1
+                 ORDER BY source, id",
+            )?;
+            let rows = st.query_map([&prefix], |r| {
+                Ok(CurrentDocument {
+                    source: r.get(0)?,
+                    id: DocumentId::from_raw(r.get::<_, String>(1)?),
+                })
+            })?;
+            rows.collect()
+        })
+        .await
     }
 
     async fn read_records(
@@ -1296,4 +1602,9 @@ fn expand_sql(
         }
     }
     Ok(out)
+}
+
+/// The `kg_meta` keys of lease `name`: holder, note, expiry.
+fn lease_keys(name: &str) -> [String; 3] {
+    ["holder", "note", "expires_ms"].map(|k| format!("lease:{name}:{k}"))
 }

@@ -112,6 +112,7 @@ pub mod embedded;
 pub mod error;
 pub mod export;
 pub mod fulltext;
+pub mod lease;
 pub mod memory;
 pub mod neo4j;
 pub mod plan;
@@ -125,12 +126,14 @@ pub use embedded::EmbeddedStore;
 pub use error::{BatchFailure, FailureClass, StoreError};
 pub use export::export_embedded;
 pub use kg_core::retry::RetryPolicy;
+pub use lease::{Lease, LeaseError, LeaseRequest, LeaseState};
 pub use memory::{FailRule, MemorySink};
 pub use neo4j::Neo4jStore;
 pub use plan::{plan, plan_linked, Batch, ChunkTail, Group, GroupKey, Param, Phase, Row};
 pub use store::{
-    ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntitySummary, GraphCounts, GraphSink,
-    GraphStore, Reached, RelationSummary, Removed, SchemaReport, Scope, Scored, Superseded,
+    ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntityMerge, EntityRow, EntitySummary,
+    GraphCounts, GraphSink, GraphStore, MergeOutcome, Reached, RelationSummary, Removed,
+    SchemaReport, Scope, Scored, Superseded,
 };
 pub use writer::{
     default_retry_policy, read_dead_letters, rerun_dead_letters, Ack, AckOutcome, BatchSizer,

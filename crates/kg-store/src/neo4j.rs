@@ -22,7 +22,7 @@
 //!   `(1 + cos) / 2` is converted back; a probe on the first search tells
 //!   which scale the function uses.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -35,8 +35,9 @@ use crate::error::{BatchFailure, FailureClass, StoreError};
 use crate::plan::{Batch, GroupKey, Param, Row};
 use crate::shared::{cosine, csv_properties, media_type, top_k, StoredValue};
 use crate::store::{
-    ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntitySummary, GraphCounts, GraphSink,
-    GraphStore, Reached, RelationSummary, Removed, SchemaReport, Scope, Scored,
+    merged_fields, ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntityMerge, EntityRow,
+    EntitySummary, GraphCounts, GraphSink, GraphStore, MergeOutcome, Reached, RelationSummary,
+    Removed, SchemaReport, Scope, Scored,
 };
 
 const BACKEND: &str = "neo4j";
@@ -419,6 +420,35 @@ impl Neo4jStore {
         Ok(rows)
     }
 
+    /// [`Self::fetch`], retried while the server calls the failure
+    /// transient (a deadlock, or an optimistic store's conflict on a record
+    /// another transaction changed): for short transactions on one hot
+    /// record, such as the writer lease.
+    async fn fetch_retrying(&self, q: Query, what: &str) -> Result<Vec<neo4rs::Row>, StoreError> {
+        let mut attempt = 0u32;
+        loop {
+            let once = async {
+                let (mut txn, _in_use) = self.begin().await?;
+                let mut stream = txn.execute(q.clone()).await?;
+                let mut rows = Vec::new();
+                while let Some(row) = stream.next(txn.handle()).await? {
+                    rows.push(row);
+                }
+                txn.commit().await?;
+                Ok::<_, neo4rs::Error>(rows)
+            };
+            match once.await {
+                Ok(rows) => return Ok(rows),
+                Err(e) if attempt < 20 && classify(&e).class == FailureClass::Transient => {
+                    attempt += 1;
+                    let jitter = rand::random::<u64>() % (20 * u64::from(attempt));
+                    tokio::time::sleep(std::time::Duration::from_millis(5 + jitter)).await;
+                }
+                Err(e) => return Err(q_err(what)(e)),
+            }
+        }
+    }
+
     /// Runs one statement in its own transaction.
     async fn exec(&self, q: Query, what: &str) -> Result<(), StoreError> {
         let (mut txn, _in_use) = self.begin().await.map_err(q_err(what))?;
@@ -689,6 +719,189 @@ impl Neo4jStore {
                 entities: orphans.len() as u64,
                 relations: u64::try_from(gone).unwrap_or(0),
             })
+        }
+        .await;
+        match result {
+            Ok(counts) => {
+                txn.commit().await?;
+                Ok(counts)
+            }
+            Err(e) => {
+                let _ = txn.rollback().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Neo4jStore {
+    /// Merges one group in one transaction (see [`GraphStore::merge_entities`]).
+    ///
+    /// Relationship types cannot be parameters in Cypher: the types at the
+    /// merged entities are read first, and each one, a validated
+    /// [`RelType`], gets its own statement.
+    async fn merge_group(&self, m: &EntityMerge) -> Result<MergeOutcome, neo4rs::Error> {
+        let (mut txn, _in_use) = self.begin().await?;
+        let result = async {
+            let mut ids: Vec<String> = vec![m.keep.clone()];
+            for id in &m.merged {
+                if !ids.contains(id) {
+                    ids.push(id.clone());
+                }
+            }
+            let rows = rows_in(
+                &mut txn,
+                query(
+                    "UNWIND $ids AS mid MATCH (m:Entity {id: mid}) \
+                     RETURN m.id AS id, m.name AS name, m.aliases AS aliases, m.description AS description",
+                )
+                .param("ids", ids.clone()),
+            )
+            .await?;
+            let mut found: HashMap<String, (String, Vec<String>, String)> = HashMap::new();
+            for r in &rows {
+                if let Some(id) = opt_string(r, "id") {
+                    found.insert(
+                        id,
+                        (
+                            opt_string(r, "name").unwrap_or_default(),
+                            strings(r, "aliases"),
+                            opt_string(r, "description").unwrap_or_default(),
+                        ),
+                    );
+                }
+            }
+            let Some(kept) = found.get(&m.keep).cloned() else {
+                return Ok(MergeOutcome::default());
+            };
+            let merged: Vec<String> = ids
+                .iter()
+                .skip(1)
+                .filter(|id| found.contains_key(*id))
+                .cloned()
+                .collect();
+            if merged.is_empty() {
+                return Ok(MergeOutcome::default());
+            }
+            let mut members = vec![kept];
+            members.extend(merged.iter().filter_map(|id| found.get(id).cloned()));
+            let group: Vec<String> = merged.iter().cloned().chain([m.keep.clone()]).collect();
+            let count = |rows: Vec<neo4rs::Row>| -> u64 {
+                rows.first()
+                    .and_then(|r| opt_i64(r, "n"))
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0)
+            };
+            let mut out = MergeOutcome {
+                entities: merged.len() as u64,
+                ..MergeOutcome::default()
+            };
+            out.self_loops = count(
+                rows_in(
+                    &mut txn,
+                    query(
+                        "UNWIND $ids AS mid MATCH (m:Entity {id: mid})-[r]-(o:Entity) \
+                         WHERE o.id IN $group RETURN count(DISTINCT r) AS n",
+                    )
+                    .param("ids", merged.clone())
+                    .param("group", group.clone()),
+                )
+                .await?,
+            );
+            out.mentions = count(
+                rows_in(
+                    &mut txn,
+                    query(
+                        "UNWIND $ids AS mid MATCH (c:Chunk)-[:MENTIONS]->(m:Entity {id: mid}) \
+                         WITH DISTINCT c MATCH (k:Entity {id: $keep}) \
+                         MERGE (c)-[:MENTIONS]->(k) RETURN count(*) AS n",
+                    )
+                    .param("ids", merged.clone())
+                    .param("keep", m.keep.clone()),
+                )
+                .await?,
+            );
+            for outgoing in [true, false] {
+                let pattern = if outgoing {
+                    "(m:Entity {id: mid})-[r]->(o:Entity)"
+                } else {
+                    "(o:Entity)-[r]->(m:Entity {id: mid})"
+                };
+                let types: Vec<String> = rows_in(
+                    &mut txn,
+                    query(&format!(
+                        "UNWIND $ids AS mid MATCH {pattern} WHERE NOT o.id IN $group \
+                         RETURN DISTINCT type(r) AS t"
+                    ))
+                    .param("ids", merged.clone())
+                    .param("group", group.clone()),
+                )
+                .await?
+                .iter()
+                .filter_map(|r| opt_string(r, "t"))
+                .collect();
+                for t in types {
+                    let rel = RelType::new(&t).map_err(|e| {
+                        neo4rs::Error::UnexpectedMessage(format!("relationship type {t:?}: {e}"))
+                    })?;
+                    let (from, to) = if outgoing { ("k", "o") } else { ("o", "k") };
+                    let typed = if outgoing {
+                        format!("(m:Entity {{id: mid}})-[r:{}]->(o:Entity)", rel.cypher())
+                    } else {
+                        format!("(o:Entity)-[r:{}]->(m:Entity {{id: mid}})", rel.cypher())
+                    };
+                    out.relations += count(
+                        rows_in(
+                            &mut txn,
+                            query(&format!(
+                                "UNWIND $ids AS mid MATCH {typed} WHERE NOT o.id IN $group \
+                                 MATCH (k:Entity {{id: $keep}}) \
+                                 MERGE ({from})-[n:{}]->({to}) \
+                                 SET n.description = coalesce(n.description, r.description), \
+                                 n.weight = CASE WHEN n.weight IS NULL OR r.weight > n.weight \
+                                 THEN r.weight ELSE n.weight END, \
+                                 n.chunks = coalesce(n.chunks, []) + \
+                                 [x IN coalesce(r.chunks, []) WHERE NOT x IN coalesce(n.chunks, [])] \
+                                 RETURN count(*) AS n",
+                                rel.cypher()
+                            ))
+                            .param("ids", merged.clone())
+                            .param("group", group.clone())
+                            .param("keep", m.keep.clone()),
+                        )
+                        .await?,
+                    );
+                }
+            }
+            txn.run(
+                query(
+                    "MATCH (k:Entity {id: $keep}) WHERE k.embedding IS NULL \
+                     UNWIND $ids AS mid MATCH (m:Entity {id: mid}) WHERE m.embedding IS NOT NULL \
+                     WITH k, m LIMIT 1 \
+                     SET k.embedding = m.embedding, k.embedding_model = m.embedding_model",
+                )
+                .param("ids", merged.clone())
+                .param("keep", m.keep.clone()),
+            )
+            .await?;
+            txn.run(
+                query("UNWIND $ids AS mid MATCH (m:Entity {id: mid}) DETACH DELETE m")
+                    .param("ids", merged.clone()),
+            )
+            .await?;
+            let (aliases, description) = merged_fields(&m.name, &members);
+            txn.run(
+                query(
+                    "MATCH (k:Entity {id: $keep}) \
+                     SET k.name = $name, k.aliases = $aliases, k.description = $description",
+                )
+                .param("keep", m.keep.clone())
+                .param("name", m.name.clone())
+                .param("aliases", aliases)
+                .param("description", description),
+            )
+            .await?;
+            Ok::<_, neo4rs::Error>(out)
         }
         .await;
         match result {
@@ -1451,13 +1664,72 @@ impl GraphStore for Neo4jStore {
             })
     }
 
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        note: &str,
+        ttl: std::time::Duration,
+        now_ms: i64,
+    ) -> Result<crate::lease::LeaseState, StoreError> {
+        let identity = self.identity().await?;
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        // Writing the marker first takes its write lock (Neo4j) before the
+        // lease is created or read, so two takers serialise; an optimistic
+        // store (ArcadeDB) fails one of two concurrent writers at commit.
+        let q = query(
+            "MATCH (m:KgStore {identity: $identity}) \
+             SET m.lease_touched_ms = $now \
+             WITH m MERGE (l:KgLease {name: $name}) \
+             WITH l, (l.holder IS NULL OR l.holder = $holder OR l.expires_ms < $now) AS free \
+             SET l.holder = CASE WHEN free THEN $holder ELSE l.holder END, \
+                 l.note = CASE WHEN free THEN $note ELSE l.note END, \
+                 l.expires_ms = CASE WHEN free THEN $now + $ttl ELSE l.expires_ms END \
+             RETURN l.holder AS holder, l.note AS note, l.expires_ms AS expires",
+        )
+        .param("identity", identity)
+        .param("name", name)
+        .param("now", now_ms)
+        .param("holder", holder)
+        .param("note", note)
+        .param("ttl", ttl_ms);
+        let rows = self.fetch_retrying(q, "writer lease").await?;
+        let row = rows.first().ok_or_else(|| StoreError::Query {
+            backend: "neo4j",
+            what: "writer lease".into(),
+            detail: "the :KgStore marker went away while the lease was taken".into(),
+        })?;
+        if row.get::<String>("holder").ok().as_deref() == Some(holder) {
+            return Ok(crate::lease::LeaseState::Granted);
+        }
+        let expires = row.get::<i64>("expires").unwrap_or(now_ms);
+        Ok(crate::lease::LeaseState::Held {
+            note: row
+                .get::<String>("note")
+                .unwrap_or_else(|_| "a kg that did not say who it is".to_owned()),
+            expires_in: crate::lease::until(expires, now_ms),
+        })
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let q = query(
+            "MATCH (l:KgLease {name: $name}) WHERE l.holder = $holder \
+             SET l.holder = null, l.note = null, l.expires_ms = null",
+        )
+        .param("name", name)
+        .param("holder", holder);
+        self.fetch_retrying(q, "writer lease release")
+            .await
+            .map(drop)
+    }
+
     async fn counts(&self, scope: &Scope) -> Result<GraphCounts, StoreError> {
         let mut counts = GraphCounts::default();
         let rows = self
             .fetch(
                 scope_params(
                     query(
-                        "MATCH (n) WHERE NOT n:KgStore AND ($all OR n.id IN $ids) \
+                        "MATCH (n) WHERE NOT n:KgStore AND NOT n:KgLease AND ($all OR n.id IN $ids) \
                          RETURN labels(n) AS labels, count(*) AS c",
                     ),
                     scope,
@@ -1530,6 +1802,106 @@ impl GraphStore for Neo4jStore {
             .map_err(q_err(format!("remove document {id}")))?;
         tracing::info!(document = %id, chunks = removed.chunks, entities = removed.entities, relations = removed.relations, "removed an earlier version of a changed document");
         Ok(removed)
+    }
+
+    async fn stream_entities(&self, out: mpsc::Sender<EntityRow>) -> Result<u64, StoreError> {
+        let mut after = String::new();
+        let mut sent = 0u64;
+        loop {
+            let rows = self
+                .fetch(
+                    query(
+                        "MATCH (n:Entity) WHERE n.type IS NOT NULL AND n.name IS NOT NULL \
+                         AND n.id > $after WITH n ORDER BY n.id LIMIT $page \
+                         OPTIONAL MATCH (c:Chunk)-[:MENTIONS]->(n) \
+                         WITH n, count(c) AS mentions \
+                         RETURN n.id AS id, n.type AS type, n.name AS name, mentions ORDER BY id",
+                    )
+                    .param("after", after.clone())
+                    .param("page", READ_PAGE),
+                    "read entities for resolution",
+                )
+                .await?;
+            let full = rows.len() as i64 >= READ_PAGE;
+            for r in rows {
+                let (Some(id), Some(entity_type), Some(name)) = (
+                    opt_string(&r, "id"),
+                    opt_string(&r, "type"),
+                    opt_string(&r, "name"),
+                ) else {
+                    continue;
+                };
+                after.clone_from(&id);
+                let row = EntityRow {
+                    id,
+                    entity_type,
+                    name,
+                    mentions: opt_i64(&r, "mentions")
+                        .and_then(|n| u64::try_from(n).ok())
+                        .unwrap_or(0),
+                };
+                if out.send(row).await.is_err() {
+                    return Ok(sent);
+                }
+                sent += 1;
+            }
+            if !full {
+                return Ok(sent);
+            }
+        }
+    }
+
+    async fn entity_vectors(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Vec<f32>>, StoreError> {
+        let mut out = HashMap::new();
+        for part in ids.chunks(READ_PAGE as usize) {
+            let rows = self
+                .fetch(
+                    query(
+                        "UNWIND $ids AS eid MATCH (n:Entity {id: eid}) \
+                         WHERE n.embedding IS NOT NULL RETURN n.id AS id, n.embedding AS v",
+                    )
+                    .param("ids", part.to_vec()),
+                    "read entity vectors",
+                )
+                .await?;
+            for r in rows {
+                if let (Some(id), Some(v)) = (opt_string(&r, "id"), vector(&r, "v")) {
+                    out.insert(id, v);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn merge_entities(&self, merge: &EntityMerge) -> Result<MergeOutcome, StoreError> {
+        self.merge_group(merge)
+            .await
+            .map_err(q_err(format!("merge entities into {}", merge.keep)))
+    }
+
+    async fn documents_under(&self, prefix: &str) -> Result<Vec<CurrentDocument>, StoreError> {
+        let rows = self
+            .fetch(
+                query(
+                    "MATCH (d:Document) WHERE d.source STARTS WITH $prefix \
+                     RETURN d.source AS source, d.id AS id ORDER BY source, id",
+                )
+                .param("prefix", prefix),
+                "list documents",
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(CurrentDocument {
+                    source: opt_string(r, "source")?,
+                    id: DocumentId::from_raw(opt_string(r, "id")?),
+                })
+            })
+            .collect())
     }
 
     async fn read_records(

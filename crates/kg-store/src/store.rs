@@ -12,7 +12,7 @@
 //! This module knows no backend: the backends ([`crate::neo4j`],
 //! [`crate::embedded`]) import it, never the other way round.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -201,6 +201,79 @@ pub struct ChunkGraph {
     pub relations: Vec<RelationSummary>,
 }
 
+/// An entity as resolution reads it ([`GraphStore::stream_entities`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityRow {
+    /// Entity id.
+    pub id: String,
+    /// Type label.
+    pub entity_type: String,
+    /// Name.
+    pub name: String,
+    /// Chunks that mention it.
+    pub mentions: u64,
+}
+
+/// One merge of entities into one ([`GraphStore::merge_entities`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityMerge {
+    /// The entity that stays.
+    pub keep: String,
+    /// Its name after the merge.
+    pub name: String,
+    /// The entities that go into it.
+    pub merged: Vec<String>,
+}
+
+/// What one merge did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeOutcome {
+    /// Entities merged away (0 when the merge was already done).
+    pub entities: u64,
+    /// `MENTIONS` moved onto the kept entity.
+    pub mentions: u64,
+    /// Entity relationships moved onto it (united with one it had, or new).
+    pub relations: u64,
+    /// Relationships between members of the group, dropped (they would
+    /// point from the kept entity to itself).
+    pub self_loops: u64,
+}
+
+/// The longest merged description, in characters.
+pub(crate) const MAX_MERGED_DESCRIPTION: usize = 2_000;
+
+/// Name, aliases and description of the entity kept by a merge: `name`;
+/// every other name and alias of the group as aliases (sorted, once
+/// each); the kept description, then each other distinct one, on lines
+/// of their own up to [`MAX_MERGED_DESCRIPTION`] characters.
+pub(crate) fn merged_fields(
+    name: &str,
+    members: &[(String, Vec<String>, String)],
+) -> (Vec<String>, String) {
+    let mut aliases: Vec<String> = members
+        .iter()
+        .flat_map(|(n, a, _)| std::iter::once(n.clone()).chain(a.iter().cloned()))
+        .filter(|a| a != name && !a.is_empty())
+        .collect();
+    aliases.sort();
+    aliases.dedup();
+    let mut description = String::new();
+    for (_, _, d) in members {
+        let d = d.trim();
+        if d.is_empty() || description.lines().any(|l| l == d) {
+            continue;
+        }
+        if description.chars().count() + d.chars().count() + 1 > MAX_MERGED_DESCRIPTION {
+            break;
+        }
+        if !description.is_empty() {
+            description.push('\n');
+        }
+        description.push_str(d);
+    }
+    (aliases, description)
+}
+
 /// A graph store: a [`GraphSink`] plus schema, search, counts and read-back.
 pub trait GraphStore: GraphSink {
     /// `neo4j` or `embedded`, for messages.
@@ -286,6 +359,30 @@ pub trait GraphStore: GraphSink {
     /// `:KgStore` node, the embedded store in a table.
     fn identity(&self) -> impl Future<Output = Result<String, StoreError>> + Send;
 
+    /// Takes or renews the store's lease `name` (kg's runs take
+    /// [`crate::lease::WRITER`]) for `holder` until `ttl` from `now_ms`
+    /// (milliseconds since the Unix epoch, the caller's clock): granted when
+    /// nobody holds it, `holder` already holds it, or the last holder's
+    /// lease has expired; else says who holds it and for how long still.
+    /// `note` is what another kg shows of this holder. One transaction that
+    /// serialises with any other taker: two machines asking at once cannot
+    /// both be granted. See [`crate::lease`].
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        note: &str,
+        ttl: std::time::Duration,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<crate::lease::LeaseState, StoreError>> + Send;
+
+    /// Gives lease `name` up if `holder` holds it (else changes nothing).
+    fn release_lease(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// The earlier versions of `current`'s sources: every document whose
     /// `source` is one of `current`'s but whose id is none of `current`'s
     /// ids (two files with the same content share one document, which
@@ -305,6 +402,42 @@ pub trait GraphStore: GraphSink {
         &self,
         id: &DocumentId,
     ) -> impl Future<Output = Result<Removed, StoreError>> + Send;
+
+    /// Every entity with a type, in id order, with its mention count, into
+    /// `out` (a bounded channel the caller drains; memory does not grow
+    /// with the graph: Neo4j keyset pages, SQLite row by row). Says how many
+    /// it sent; a receiver that goes away ends the read early.
+    fn stream_entities(
+        &self,
+        out: mpsc::Sender<EntityRow>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The vectors of those of `ids` that have one.
+    fn entity_vectors(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, Vec<f32>>, StoreError>> + Send;
+
+    /// Merges `merge.merged` into `merge.keep` in one transaction (whole,
+    /// or not at all): every `MENTIONS` of a merged entity moves to the
+    /// kept one; every relationship to or from another entity moves too,
+    /// united with the kept entity's own of the same type and other end
+    /// (chunk lists united, the larger weight, the kept description);
+    /// relationships inside the group go; the kept entity takes `name`,
+    /// every other name and alias as aliases, and the distinct
+    /// descriptions; the merged entities go. Idempotent: merged entities
+    /// that are gone are skipped, and a missing kept entity merges nothing.
+    fn merge_entities(
+        &self,
+        merge: &EntityMerge,
+    ) -> impl Future<Output = Result<MergeOutcome, StoreError>> + Send;
+
+    /// The documents whose source starts with `prefix` (all for `""`),
+    /// sorted by source and id.
+    fn documents_under(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<CurrentDocument>, StoreError>> + Send;
 
     /// [`Self::earlier_versions`], then [`Self::remove_document`] for each:
     /// a version that fails to go is listed in [`Superseded::failed`] and
@@ -463,6 +596,25 @@ impl<T: GraphStore> GraphStore for Arc<T> {
         (**self).counts(scope)
     }
 
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        note: &str,
+        ttl: std::time::Duration,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<crate::lease::LeaseState, StoreError>> + Send {
+        (**self).try_lease(name, holder, note, ttl, now_ms)
+    }
+
+    fn release_lease(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).release_lease(name, holder)
+    }
+
     fn earlier_versions(
         &self,
         current: &[CurrentDocument],
@@ -483,6 +635,33 @@ impl<T: GraphStore> GraphStore for Arc<T> {
         out: mpsc::Sender<Record>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send {
         (**self).read_records(scope, out)
+    }
+    fn stream_entities(
+        &self,
+        out: mpsc::Sender<EntityRow>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        (**self).stream_entities(out)
+    }
+
+    fn entity_vectors(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, Vec<f32>>, StoreError>> + Send {
+        (**self).entity_vectors(ids)
+    }
+
+    fn merge_entities(
+        &self,
+        merge: &EntityMerge,
+    ) -> impl Future<Output = Result<MergeOutcome, StoreError>> + Send {
+        (**self).merge_entities(merge)
+    }
+
+    fn documents_under(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<CurrentDocument>, StoreError>> + Send {
+        (**self).documents_under(prefix)
     }
 }
 

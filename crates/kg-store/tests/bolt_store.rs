@@ -458,3 +458,38 @@ async fn bolt_identity_is_stable_until_the_store_is_emptied() {
     assert_ne!(second, first);
     assert_eq!(store.identity().await.unwrap(), second);
 }
+
+/// The lease contract over Bolt, on a lease of the test's own (the shared
+/// server's runs hold the writer lease meanwhile); the lease node is not
+/// counted as graph.
+#[tokio::test]
+async fn bolt_lease_has_one_holder_at_a_time() {
+    let store = connect().await;
+    check_lease_contract(&store, &unique_tag("lease")).await;
+    let counts = store.counts(&Scope::All).await.unwrap();
+    assert!(!counts.nodes.contains_key("KgLease"), "{counts:?}");
+}
+
+/// Eight connections asking at once: at most one is granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bolt_lease_race_has_one_winner() {
+    let mut stores = Vec::new();
+    for _ in 0..8 {
+        stores.push(connect().await);
+    }
+    check_lease_race(stores, &unique_tag("race")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bolt_lease_guard_waits_renews_and_is_told_when_lost() {
+    check_lease_guard(std::sync::Arc::new(connect().await), &unique_tag("guard")).await;
+}
+
+#[tokio::test]
+async fn bolt_merge_entities_keeps_provenance_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = BatchWriter::open(connect().await, writer_config(dir.path()))
+        .await
+        .unwrap();
+    check_merge_entities(&writer, &unique_tag("merge")).await;
+}

@@ -321,6 +321,19 @@ impl GraphStore for SchemaCalls {
     async fn identity(&self) -> Result<String, StoreError> {
         self.inner.identity().await
     }
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        note: &str,
+        ttl: std::time::Duration,
+        now_ms: i64,
+    ) -> Result<kg_store::lease::LeaseState, StoreError> {
+        self.inner.try_lease(name, holder, note, ttl, now_ms).await
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.inner.release_lease(name, holder).await
+    }
     async fn earlier_versions(
         &self,
         current: &[CurrentDocument],
@@ -336,6 +349,27 @@ impl GraphStore for SchemaCalls {
         out: mpsc::Sender<Record>,
     ) -> Result<u64, StoreError> {
         self.inner.read_records(scope, out).await
+    }
+    async fn stream_entities(
+        &self,
+        out: mpsc::Sender<kg_store::EntityRow>,
+    ) -> Result<u64, StoreError> {
+        self.inner.stream_entities(out).await
+    }
+    async fn entity_vectors(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<f32>>, StoreError> {
+        self.inner.entity_vectors(ids).await
+    }
+    async fn merge_entities(
+        &self,
+        merge: &kg_store::EntityMerge,
+    ) -> Result<kg_store::MergeOutcome, StoreError> {
+        self.inner.merge_entities(merge).await
+    }
+    async fn documents_under(&self, prefix: &str) -> Result<Vec<CurrentDocument>, StoreError> {
+        self.inner.documents_under(prefix).await
     }
 }
 
@@ -409,4 +443,72 @@ async fn embedded_identity_is_stable_until_the_file_is_deleted() {
     }
     let second = open(dir.path()).identity().await.unwrap();
     assert_ne!(second, first);
+}
+
+/// The writer lease in the SQLite file: one holder at a time, renewals,
+/// expiry, release by the holder only.
+#[tokio::test]
+async fn embedded_lease_has_one_holder_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    check_lease_contract(&open(dir.path()), "writer").await;
+}
+
+/// Eight handles on one file (eight connections) asking at once: one
+/// holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_lease_race_has_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = (0..8).map(|_| open(dir.path())).collect();
+    check_lease_race(stores, "writer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_lease_guard_waits_renews_and_is_told_when_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    check_lease_guard(std::sync::Arc::new(open(dir.path())), "writer").await;
+}
+
+#[tokio::test]
+async fn embedded_merge_entities_keeps_provenance_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = BatchWriter::open(open(dir.path()), writer_config(dir.path()))
+        .await
+        .unwrap();
+    check_merge_entities(&writer, &unique_tag("merge")).await;
+}
+
+/// Every entity streams once, in id order, with its mention count.
+#[tokio::test]
+async fn embedded_streams_entities_with_mention_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = BatchWriter::open(open(dir.path()), writer_config(dir.path()))
+        .await
+        .unwrap();
+    let tag = unique_tag("stream");
+    write_ok(&writer, fixture(&tag)).await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let collect = async {
+        let mut v = Vec::new();
+        while let Some(r) = rx.recv().await {
+            v.push(r);
+        }
+        v
+    };
+    let (sent, rows) = tokio::join!(writer.sink().stream_entities(tx), collect);
+    assert_eq!(sent.unwrap(), rows.len() as u64);
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
+    let ian = rows
+        .iter()
+        .find(|r| r.name.starts_with("Ian Murdock"))
+        .unwrap();
+    assert_eq!((ian.entity_type.as_str(), ian.mentions), ("Person", 2));
+    let docs = writer.sink().documents_under(&tag).await.unwrap();
+    assert_eq!(docs.len(), 2);
+    assert!(writer
+        .sink()
+        .documents_under("/nowhere")
+        .await
+        .unwrap()
+        .is_empty());
 }

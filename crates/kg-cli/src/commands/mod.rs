@@ -1,15 +1,20 @@
 //! The subcommands: each builds its stages from the settings ([`crate::build`]),
 //! wires them ([`crate::pipeline`] for `kg run`) and turns the result into an
 //! exit code. One file per command family: [`stages`] (`kg ingest`, `kg
-//! extract`, `kg embed`), [`store`], [`run`], [`search`].
+//! extract`, `kg embed`), [`store`], [`run`], [`search`], [`resolve`],
+//! [`delete`] (`kg delete`, `kg prune`).
 
 mod ask;
+mod delete;
+mod resolve;
 mod run;
 mod search;
 mod stages;
 mod store;
 
 pub use ask::ask;
+pub use delete::{delete, prune};
+pub use resolve::resolve;
 pub use run::run;
 pub use search::{search, SearchArgs};
 pub use stages::{embed, extract, ingest, render_estimate};
@@ -95,6 +100,34 @@ impl App {
         .await?)
     }
 
+    /// Takes the writer lease of the store the settings name, for this
+    /// data dir (see `kg_store::lease`): waits for another kg writing the
+    /// same store, or with `--no-wait` exits 1 naming it. The lease has its
+    /// own store connection, so that renewals never queue behind writes.
+    pub(crate) async fn writer_lease(&self, state: &RunState) -> anyhow::Result<WriterLease> {
+        let store = Arc::new(crate::build::store(&self.settings).await?);
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "this host".to_owned());
+        let request = kg_store::LeaseRequest {
+            name: kg_store::lease::WRITER.to_owned(),
+            holder: state.holder_id()?,
+            note: format!(
+                "kg pid {} on {host}, data dir {}",
+                std::process::id(),
+                self.settings.data_dir.display()
+            ),
+            ttl: lease_ttl(),
+            wait: self.wait_for_locks,
+        };
+        let description = crate::build::store_description(&self.settings);
+        let lease =
+            kg_store::Lease::acquire(store.clone(), &description, &request, &self.cancel).await?;
+        Ok(WriterLease { lease, store })
+    }
+
     pub(crate) fn open_state(&self) -> anyhow::Result<Arc<RunState>> {
         Ok(Arc::new(RunState::open(&self.settings.data_dir)?))
     }
@@ -145,4 +178,60 @@ impl App {
             Exit::Done
         }
     }
+}
+
+/// The store's writer lease a writing command holds (see
+/// [`App::writer_lease`]).
+pub(crate) struct WriterLease {
+    lease: kg_store::Lease,
+    store: Arc<kg_store::AnyStore>,
+}
+
+impl WriterLease {
+    /// Why the lease was lost, if it was: the command must stop writing.
+    pub(crate) fn lost_reason(&self) -> Option<String> {
+        self.lease
+            .lost()
+            .is_cancelled()
+            .then(|| self.lease.lost_reason().unwrap_or_default())
+    }
+
+    /// Fires when the lease is lost.
+    pub(crate) fn lost_token(&self) -> CancellationToken {
+        self.lease.lost()
+    }
+
+    /// Cancels `cancel` (stopping the run) if the lease is lost.
+    pub(crate) fn stop_on_loss(&self, cancel: &CancellationToken) {
+        let (lost, cancel) = (self.lease.lost(), cancel.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = lost.cancelled() => {
+                    tracing::error!("the store's writer lease was lost: stopping the run");
+                    cancel.cancel();
+                }
+                () = cancel.cancelled() => {}
+            }
+        });
+    }
+
+    /// Gives the lease up (a failure only delays the next writer until the
+    /// lease expires, so it is logged, not fatal).
+    pub(crate) async fn release(self) {
+        if let Err(e) = self.lease.release(&*self.store).await {
+            tracing::warn!(
+                "could not give the store's writer lease up (it expires by itself): {e}"
+            );
+        }
+    }
+}
+
+/// The writer lease's time to live: `KG_LEASE_SECS` (whole seconds, at
+/// least 1), else [`kg_store::lease::DEFAULT_TTL`].
+fn lease_ttl() -> std::time::Duration {
+    std::env::var("KG_LEASE_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&s| s >= 1)
+        .map_or(kg_store::lease::DEFAULT_TTL, std::time::Duration::from_secs)
 }

@@ -39,6 +39,8 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
     let writer = Arc::new(build::writer(&app.settings, &app.cancel).await?);
     build::spawn_connection_gauge(&writer);
     check_store(app, &ctx, &writer).await?;
+    let lease = app.writer_lease(&ctx.state).await?;
+    lease.stop_on_loss(&app.cancel);
     replay_dead_letters(app, &writer).await;
     let bars = RunBars {
         ingest: app.progress.stage("ingest"),
@@ -62,8 +64,22 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
         bars,
     )
     .await;
+    if let Some(reason) = lease.lost_reason() {
+        // Another kg writes the store now: removing earlier versions could
+        // race it, so nothing more is written.
+        app.finish(true);
+        anyhow::bail!(
+            "{reason}; the run stopped ({} document(s) not finished): run it again once the \
+             other kg is done (nothing done so far is repeated)",
+            outcome.unfinished_documents
+        );
+    }
     let note = pipeline::replace_earlier_versions(writer.sink(), &ctx, outcome.documents).await;
     app.notes.extend(note);
+    if outcome.error.is_none() && !outcome.interrupted {
+        resolve_touched(app, writer.sink()).await;
+    }
+    lease.release().await;
     if let Some(e) = outcome.error {
         app.finish(true);
         return Err(e.into());
@@ -135,4 +151,29 @@ async fn dry_run_run(
         .map_err(|e| pipeline::StageError::failed("ingest", &e))?;
     println!("{}", render_estimate(&estimate, &app.settings));
     Ok(Exit::Done)
+}
+
+/// The resolution step: the entities this run stored against the whole
+/// graph (`resolve.mode = fuzzy`, the default), one transaction per merge.
+/// A failure is a note, not a failed run: the graph is whole either way,
+/// and `kg resolve` does it again.
+async fn resolve_touched(app: &mut App, store: &kg_store::AnyStore) {
+    let config = app.settings.resolve.clone();
+    if config.mode != kg_resolve::Mode::Fuzzy || app.stats.distinct_counts().0 == 0 {
+        return;
+    }
+    let stats = app.stats.clone();
+    let touched: crate::resolution::Touched =
+        Some(Box::new(move |id: &str| stats.stored_entity(id)));
+    match crate::resolution::plan(store, &config, touched).await {
+        Ok(plan) if plan.groups.is_empty() => {}
+        Ok(plan) => {
+            let applied = crate::resolution::apply(store, &plan, &app.cancel).await;
+            app.notes.push(crate::resolution::note(&applied));
+        }
+        Err(e) => app.notes.push(format!(
+            "entity resolution did not run ({}); `kg resolve` runs it",
+            crate::logging::cause_chain(e.as_ref())
+        )),
+    }
 }

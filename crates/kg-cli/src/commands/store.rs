@@ -26,8 +26,10 @@ pub async fn store(
     }
     let writer = Arc::new(build::writer(&app.settings, &app.cancel).await?);
     build::spawn_connection_gauge(&writer);
-    replay_dead_letters(app, &writer).await;
     let state = app.open_state()?;
+    let lease = app.writer_lease(&state).await?;
+    lease.stop_on_loss(&app.cancel);
+    replay_dead_letters(app, &writer).await;
     let ctx = app.ctx(state);
     let tracker = Arc::new(DocTracker::new(
         None,
@@ -84,6 +86,10 @@ pub async fn store(
     bar.finish();
     app.stats.record_write(&report);
     report_failed_batches(app, &report);
+    if let Some(reason) = lease.lost_reason() {
+        app.finish(true);
+        anyhow::bail!("{reason}; kg store stopped: run it again once the other kg is done");
+    }
     // Without a run state of documents, "complete" means: nothing of this
     // input was set aside and the input was read to its end.
     if app.stats.set_aside_total() == 0 && !app.cancel.is_cancelled() {
@@ -96,6 +102,7 @@ pub async fn store(
                 .into(),
         );
     }
+    lease.release().await;
     Ok(app.finish(app.cancel.is_cancelled()))
 }
 
@@ -149,9 +156,16 @@ async fn store_from_embedded(app: &mut App) -> anyhow::Result<Exit> {
     })
     .map_err(|e| pipeline::StageError::failed("store", &e))?;
     let writer = build::writer(&app.settings, &app.cancel).await?;
+    let lease = app.writer_lease(&*app.open_state()?).await?;
+    lease.stop_on_loss(&app.cancel);
     let report = kg_store::export_embedded(&embedded, &writer)
         .await
         .map_err(|e| pipeline::StageError::failed("store", &e))?;
+    if let Some(reason) = lease.lost_reason() {
+        app.finish(true);
+        anyhow::bail!("{reason}; the copy stopped: run it again once the other kg is done");
+    }
+    lease.release().await;
     app.stats.records_stored.add(report.records);
     app.stats.record_write(&report);
     report_failed_batches(app, &report);

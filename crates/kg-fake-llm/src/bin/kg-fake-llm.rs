@@ -82,6 +82,10 @@ struct Args {
     /// Answer 429 to the first N requests of every distinct text.
     #[arg(long, default_value_t = 0)]
     fail_first: u32,
+    /// Scripted answers: JSON Lines of {"marker", "entities", "relations"};
+    /// a chunk containing a marker gets that entry's entities.
+    #[arg(long, value_name = "FILE")]
+    script: Option<std::path::PathBuf>,
 }
 
 fn parse_switch(s: &str) -> Result<(u64, usize), String> {
@@ -101,6 +105,16 @@ async fn main() -> std::process::ExitCode {
         )
         .init();
     let a = Args::parse();
+    let script = match &a.script {
+        None => kg_fake_llm::Script::default(),
+        Some(p) => match kg_fake_llm::Script::from_file(p) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("kg-fake-llm: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+    };
     let config = FakeConfig {
         bind: SocketAddr::new(a.host, a.port),
         seed: a.seed,
@@ -127,6 +141,7 @@ async fn main() -> std::process::ExitCode {
         embedding_dim: a.embedding_dim,
         embedding_dim_switch: a.embedding_dim_switch,
         invent_citation: a.invent_citation,
+        script,
     };
     let server = match FakeLlm::start(config).await {
         Ok(s) => s,

@@ -1058,3 +1058,289 @@ pub async fn check_next_chunk_across_windows<S, F, Fut>(
     );
     assert_eq!(counts.relationships.get("HAS_CHUNK"), Some(&50_000));
 }
+
+/// The lease contract on one store: one holder at a time; the holder
+/// renews; an expired lease goes to the next taker; only the holder can
+/// give it up. `name` is a lease name unique to the test (the shared test
+/// server's runs hold the writer lease at the same time).
+pub async fn check_lease_contract<S: GraphStore>(store: &S, name: &str) {
+    use kg_store::LeaseState;
+    use std::time::Duration;
+    let ttl = Duration::from_secs(60);
+    let t0 = kg_store::lease::now_ms();
+    let a = store
+        .try_lease(name, "holder-a", "kg on host a", ttl, t0)
+        .await;
+    assert_eq!(a.unwrap(), LeaseState::Granted);
+    match store
+        .try_lease(name, "holder-b", "kg on host b", ttl, t0 + 1_000)
+        .await
+    {
+        Ok(LeaseState::Held { note, expires_in }) => {
+            assert_eq!(note, "kg on host a");
+            assert_eq!(expires_in, Duration::from_secs(59));
+        }
+        other => panic!("b was let in while a holds the lease: {other:?}"),
+    }
+    // a renews: its expiry moves on.
+    let renewed = store
+        .try_lease(name, "holder-a", "kg on host a", ttl, t0 + 30_000)
+        .await;
+    assert_eq!(renewed.unwrap(), LeaseState::Granted);
+    let still = store
+        .try_lease(name, "holder-b", "kg on host b", ttl, t0 + 61_000)
+        .await;
+    assert!(
+        matches!(still, Ok(LeaseState::Held { ref note, .. }) if note == "kg on host a"),
+        "a renewed at +30 s, so b at +61 s must wait: {still:?}"
+    );
+    // a stops renewing: b takes the lease once it expired.
+    let late = store
+        .try_lease(name, "holder-b", "kg on host b", ttl, t0 + 91_000)
+        .await;
+    assert_eq!(late.unwrap(), LeaseState::Granted);
+    let a_back = store
+        .try_lease(name, "holder-a", "kg on host a", ttl, t0 + 92_000)
+        .await;
+    assert!(
+        matches!(a_back, Ok(LeaseState::Held { ref note, .. }) if note == "kg on host b"),
+        "{a_back:?}"
+    );
+    // Only the holder gives it up.
+    store.release_lease(name, "holder-a").await.unwrap();
+    let c = store
+        .try_lease(name, "holder-c", "kg on host c", ttl, t0 + 93_000)
+        .await;
+    assert!(matches!(c, Ok(LeaseState::Held { .. })), "{c:?}");
+    store.release_lease(name, "holder-b").await.unwrap();
+    let c = store
+        .try_lease(name, "holder-c", "kg on host c", ttl, t0 + 94_000)
+        .await;
+    assert_eq!(c.unwrap(), LeaseState::Granted);
+    store.release_lease(name, "holder-c").await.unwrap();
+}
+
+/// Takers that ask at the same moment through their own connections: at
+/// most one is granted, every other answer is "held" or an error (an
+/// optimistic store fails a conflicting transaction), and once the dust
+/// settles exactly one holder has it.
+pub async fn check_lease_race<S: GraphStore + 'static>(stores: Vec<S>, name: &str) {
+    use kg_store::LeaseState;
+    use std::sync::Arc;
+    use std::time::Duration;
+    let ttl = Duration::from_secs(60);
+    let now = kg_store::lease::now_ms();
+    let barrier = Arc::new(tokio::sync::Barrier::new(stores.len()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, store) in stores.into_iter().enumerate() {
+        let (barrier, name) = (barrier.clone(), name.to_owned());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let holder = format!("racer-{i}");
+            let got = store.try_lease(&name, &holder, &holder, ttl, now).await;
+            (holder, got.map_err(|e| e.to_string()), store)
+        });
+    }
+    let mut granted = Vec::new();
+    let mut stores = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (holder, got, store) = joined.unwrap();
+        match got {
+            Ok(LeaseState::Granted) => granted.push(holder),
+            Ok(LeaseState::Held { .. }) | Err(_) => {}
+        }
+        stores.push(store);
+    }
+    assert!(
+        granted.len() <= 1,
+        "two takers were granted at once: {granted:?}"
+    );
+    // Whoever holds it now is the one granted (or, if every taker hit a
+    // conflict, nobody).
+    let probe = stores[0]
+        .try_lease(name, "probe", "probe", ttl, now + 1)
+        .await
+        .unwrap();
+    match (&probe, granted.first()) {
+        (LeaseState::Held { note, .. }, Some(winner)) => assert_eq!(note, winner),
+        (LeaseState::Granted, None) => {}
+        other => panic!("lease state after the race: {other:?}"),
+    }
+    for holder in granted.iter().map(String::as_str).chain(["probe"]) {
+        stores[0].release_lease(name, holder).await.unwrap();
+    }
+}
+
+/// [`kg_store::Lease`]: a second taker that will not wait is refused with
+/// the holder named; one that waits gets it once the first gives it up;
+/// a holder whose lease is taken over is told through `lost`.
+pub async fn check_lease_guard<S: GraphStore + 'static>(store: std::sync::Arc<S>, name: &str) {
+    use kg_store::{Lease, LeaseError, LeaseRequest};
+    use std::time::Duration;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let request = |holder: &str, wait: bool| LeaseRequest {
+        name: name.to_owned(),
+        holder: holder.to_owned(),
+        note: format!("kg {holder}"),
+        ttl: Duration::from_secs(2),
+        wait,
+    };
+    let first = Lease::acquire(
+        store.clone(),
+        "the test store",
+        &request("one", false),
+        &cancel,
+    )
+    .await
+    .unwrap();
+    // Renewals keep it: after twice its time to live it is still held.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!first.lost().is_cancelled(), "{:?}", first.lost_reason());
+    let err = Lease::acquire(
+        store.clone(),
+        "the test store",
+        &request("two", false),
+        &cancel,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, LeaseError::Busy { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("the test store") && text.contains("kg one"),
+        "{text}"
+    );
+    let waiter = {
+        let (store, cancel, req) = (store.clone(), cancel.clone(), request("two", true));
+        tokio::spawn(async move { Lease::acquire(store, "the test store", &req, &cancel).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "the waiter got a lease that is held");
+    first.release(&*store).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter never got the released lease")
+        .unwrap()
+        .unwrap();
+    // Someone whose clock says the lease expired takes it over: the
+    // holder's next renewal finds out.
+    let far = kg_store::lease::now_ms() + 3_600_000;
+    let taken = store
+        .try_lease(name, "three", "kg three", Duration::from_secs(60), far)
+        .await
+        .unwrap();
+    assert_eq!(taken, kg_store::LeaseState::Granted);
+    tokio::time::timeout(Duration::from_secs(10), second.lost().cancelled())
+        .await
+        .expect("the holder was not told its lease was taken over");
+    let reason = second.lost_reason().unwrap_or_default();
+    assert!(reason.contains("kg three"), "{reason}");
+    store.release_lease(name, "three").await.unwrap();
+}
+
+/// Merging entities (on the [`fixture`]): Bruce Perens into Ian Murdock
+/// (as if resolution had found them one). Every MENTIONS moves; LED moves
+/// and unites with the kept entity's own LED to Debian (chunk lists
+/// united, larger weight); SUCCEEDED, from one to the other, goes; the
+/// kept entity has the other name as an alias; a second run changes
+/// nothing.
+pub async fn check_merge_entities<S: GraphStore>(writer: &BatchWriter<S>, tag: &str) {
+    let mut records = fixture(tag);
+    let person = label("Person");
+    let org = label("Organization");
+    let ian = EntityId::new(&person, &format!("Ian Murdock {tag}"));
+    let bruce = EntityId::new(&person, &format!("Bruce Perens {tag}"));
+    let debian = EntityId::new(&org, &format!("Debian {tag}"));
+    let first_chunk = records
+        .iter()
+        .find_map(|r| match r {
+            Record::Chunk(c) if c.index == 0 && c.source.ends_with(".pdf") => Some(c.id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    records.push(Record::Relation(Relation {
+        source_id: ian.clone(),
+        target_id: debian.clone(),
+        rel_type: rel("LED"),
+        description: "led it at first".into(),
+        weight: 0.3,
+        chunk_ids: vec![first_chunk.clone()],
+    }));
+    let scope = Scope::Ids(node_ids(&records));
+    write_ok(writer, records).await;
+    let before = writer.sink().counts(&scope).await.unwrap();
+    assert_eq!(before.nodes["Entity:Person"], 2, "{before:?}");
+    assert_eq!(before.relationships["LED"], 2, "{before:?}");
+    let led_before: Vec<ChunkId> = writer
+        .sink()
+        .read_all(&scope)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Relation(x) if x.rel_type.as_str() == "LED" => Some(x.chunk_ids),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+
+    let merge = kg_store::EntityMerge {
+        keep: ian.to_string(),
+        name: format!("Ian Murdock {tag}"),
+        merged: vec![bruce.to_string()],
+    };
+    let done = writer.sink().merge_entities(&merge).await.unwrap();
+    assert_eq!(done.entities, 1, "{done:?}");
+    assert_eq!(done.self_loops, 1, "SUCCEEDED: {done:?}");
+    assert_eq!(done.relations, 1, "LED: {done:?}");
+    assert_eq!(done.mentions, 1, "{done:?}");
+
+    let after = writer.sink().counts(&scope).await.unwrap();
+    assert_eq!(after.nodes["Entity:Person"], 1, "{after:?}");
+    assert_eq!(after.relationships["LED"], 1, "{after:?}");
+    assert!(!after.relationships.contains_key("SUCCEEDED"), "{after:?}");
+    assert_eq!(
+        after.relationships["MENTIONS"],
+        before.relationships["MENTIONS"] - 1,
+        "Ian and Bruce were both mentioned by the third chunk"
+    );
+    let back = writer.sink().read_all(&scope).await.unwrap();
+    let kept = back
+        .iter()
+        .find_map(|r| match r {
+            Record::Entity(e) if e.id == ian => Some(e.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(kept.name, format!("Ian Murdock {tag}"));
+    assert!(
+        kept.aliases.contains(&format!("Bruce Perens {tag}")),
+        "{kept:?}"
+    );
+    assert!(kept.aliases.windows(2).all(|w| w[0] < w[1]), "{kept:?}");
+    assert_eq!(kept.chunk_ids.len(), 2, "{kept:?}");
+    assert!(!back
+        .iter()
+        .any(|r| matches!(r, Record::Entity(e) if e.id == bruce)));
+    let led: Vec<&Relation> = back
+        .iter()
+        .filter_map(|r| match r {
+            Record::Relation(x) if x.rel_type.as_str() == "LED" => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(led.len(), 1);
+    assert_eq!(led[0].source_id, ian);
+    let mut want: Vec<ChunkId> = led_before;
+    want.sort();
+    want.dedup();
+    assert_eq!(want.len(), 2);
+    let mut got = led[0].chunk_ids.clone();
+    got.sort();
+    assert_eq!(got, want, "chunk lists united");
+    assert!((led[0].weight - 0.6).abs() < 1e-6, "{:?}", led[0]);
+
+    let again = writer.sink().merge_entities(&merge).await.unwrap();
+    assert_eq!(again, kg_store::MergeOutcome::default());
+    assert_eq!(writer.sink().counts(&scope).await.unwrap(), after);
+}
