@@ -326,6 +326,23 @@ async fn bolt(server: &PrivateServer) -> Neo4jStore {
     }
 }
 
+/// The messages `kg ask` would send for `found` (built as kg-cli's ask
+/// command builds them) and its sources' chunk ids. (A source's score is
+/// left out: BM25 scores differ between backends, ranks do not.)
+async fn ask_prompt(
+    store: &AnyStore,
+    question: &str,
+    found: &kg_query::Retrieved,
+) -> (String, String, Vec<String>) {
+    let ids: Vec<String> = found.hits.iter().map(|h| h.chunk.id.clone()).collect();
+    let graph = kg_query::Retriever::chunk_graph(&StoreRetriever(store), &ids)
+        .await
+        .unwrap();
+    let prompt = kg_query::prompt::build(question, &found.hits, &graph);
+    let sources = prompt.sources.iter().map(|s| s.chunk_id.clone()).collect();
+    (prompt.system, prompt.user, sources)
+}
+
 /// What must be equal across backends: each hit's chunk, document, pages,
 /// the modes that found it and the entities behind it, in rank order.
 fn answer(found: &kg_query::Retrieved) -> Vec<String> {
@@ -376,6 +393,7 @@ async fn bolt_and_embedded_stores_give_the_same_hits_in_every_mode() {
         "${name:-word} (\"unbalanced * OR ~ \\",
     ];
     let mut compared = 0;
+    let mut prompts = 0;
     for mode in [Mode::Vector, Mode::Fulltext, Mode::Hybrid, Mode::Graph] {
         for hops in [1u8, 2] {
             if hops == 2 && mode != Mode::Graph {
@@ -409,6 +427,13 @@ async fn bolt_and_embedded_stores_give_the_same_hits_in_every_mode() {
                     }
                 }
                 assert_eq!(a.seeds, b.seeds, "{mode:?} {q:?}: seed entities");
+                // `kg ask` sends the same prompt: the hits, the entities
+                // their chunks mention and the relations among them.
+                let (pa, pb) = (ask_prompt(&embedded, q, &a).await, ask_prompt(&neo4j, q, &b).await);
+                assert_eq!(pa, pb, "{mode:?} hops {hops}: {q:?}: ask prompt");
+                if !a.hits.is_empty() {
+                    prompts += 1;
+                }
                 compared += a.hits.len();
             }
         }
@@ -416,6 +441,7 @@ async fn bolt_and_embedded_stores_give_the_same_hits_in_every_mode() {
     // The comparison compared something: hits in every mode, and graph
     // mode reached chunks through entities.
     assert!(compared > 100, "{compared} hits compared");
+    assert!(prompts > 20, "{prompts} prompts compared");
     let graph = kg_query::search(
         &StoreRetriever(&embedded),
         &embedder,
