@@ -116,10 +116,7 @@ async fn check_retrieval<S: GraphStore + 'static>(store: S, dir: &std::path::Pat
     assert!(two.iter().all(|r| r.hops <= 2));
 
     // Entity vectors are written and searched.
-    let e = store
-        .vector_entities(&[0.25, -0.5, 0.125, 1.0], 3)
-        .await
-        .unwrap();
+    let e = store.vector_entities(&entity_vector(tag), 3).await.unwrap();
     assert!(
         e.iter()
             .any(|m| m.entity.name == format!("Debian {tag}") && m.score > 0.999),

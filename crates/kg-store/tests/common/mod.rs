@@ -286,7 +286,7 @@ pub fn fixture(tag: &str) -> Vec<Record> {
     out.push(Record::Embedding(Embedding {
         id: debian.to_string(),
         target: EmbeddingTarget::Entity,
-        vector: vec![0.25, -0.5, 0.125, 1.0],
+        vector: entity_vector(tag),
         model: "fake-embed".into(),
     }));
     // CSV: airports and routes.
@@ -352,6 +352,22 @@ pub fn fixture(tag: &str) -> Vec<Record> {
         }));
     }
     out
+}
+
+/// The vector of the fixture's Debian entity: four components from the
+/// tag's hash, so on a shared server, where every earlier run left its
+/// own Debian, this run's is the only one in its direction.
+pub fn entity_vector(tag: &str) -> Vec<f32> {
+    let h = content_hash(&[tag.as_bytes(), b"entity"]);
+    (0..4)
+        .map(|i| {
+            let byte = h
+                .get(2 * i..2 * i + 2)
+                .and_then(|x| u8::from_str_radix(x, 16).ok())
+                .unwrap_or(0);
+            f32::from(byte) / 255.0 - 0.5 + if i == 3 { 1.0 } else { 0.0 }
+        })
+        .collect()
 }
 
 /// The vector of the chunk along `axis` in the fixture of `tag`.
