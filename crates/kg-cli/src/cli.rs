@@ -274,7 +274,7 @@ pub enum ModeArg {
     Vector,
     /// BM25 over chunk text.
     Fulltext,
-    /// Vector and fulltext fused (reciprocal rank fusion).
+    /// Vector and fulltext fused (sum of min-max normalised scores).
     Hybrid,
     /// Hybrid plus the chunks of the question's entities and their
     /// neighbours.
