@@ -429,7 +429,10 @@ async fn bolt_and_embedded_stores_give_the_same_hits_in_every_mode() {
                 assert_eq!(a.seeds, b.seeds, "{mode:?} {q:?}: seed entities");
                 // `kg ask` sends the same prompt: the hits, the entities
                 // their chunks mention and the relations among them.
-                let (pa, pb) = (ask_prompt(&embedded, q, &a).await, ask_prompt(&neo4j, q, &b).await);
+                let (pa, pb) = (
+                    ask_prompt(&embedded, q, &a).await,
+                    ask_prompt(&neo4j, q, &b).await,
+                );
                 assert_eq!(pa, pb, "{mode:?} hops {hops}: {q:?}: ask prompt");
                 if !a.hits.is_empty() {
                     prompts += 1;
