@@ -103,8 +103,16 @@ const DOCS: [(&str, &str, &[&str]); 2] = [
     ),
 ];
 
-/// (name, type, description, chunk (doc, index) that mentions it)
-const ENTITIES: [(&str, &str, &str, &[(usize, usize)]); 8] = [
+/// (name, type, description, chunks (doc, index) that mention it)
+type EntitySpec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(usize, usize)],
+);
+
+/// The graph's entities.
+const ENTITIES: [EntitySpec; 8] = [
     (
         "Ian Murdock",
         "Person",

@@ -101,7 +101,7 @@ async fn check_retrieval<S: GraphStore + 'static>(store: S, dir: &std::path::Pat
         .find(|m| m.entity.name == format!("Bruce Perens {tag}"))
         .unwrap_or_else(|| panic!("{named:?}"));
     let reached = store
-        .expand(&[bruce.entity.id.clone()], 1, 10, 5)
+        .expand(std::slice::from_ref(&bruce.entity.id), 1, 10, 5)
         .await
         .unwrap();
     let via_ian = reached
@@ -109,7 +109,7 @@ async fn check_retrieval<S: GraphStore + 'static>(store: S, dir: &std::path::Pat
         .find(|r| r.chunk_id == ian_chunk && r.entity.name == format!("Ian Murdock {tag}"));
     assert!(via_ian.is_some_and(|r| r.hops <= 1), "{reached:?}");
     let two = store
-        .expand(&[bruce.entity.id.clone()], 2, 10, 5)
+        .expand(std::slice::from_ref(&bruce.entity.id), 2, 10, 5)
         .await
         .unwrap();
     assert!(two.len() >= reached.len());
@@ -135,7 +135,7 @@ async fn check_retrieval<S: GraphStore + 'static>(store: S, dir: &std::path::Pat
     );
     assert_eq!((info[0].page_start, info[0].page_end), (Some(1), Some(1)));
     assert!(info[0].source.ends_with("debian-history.pdf"));
-    let graph = store.chunk_graph(&[ian_chunk.clone()]).await.unwrap();
+    let graph = store.chunk_graph(std::slice::from_ref(&ian_chunk)).await.unwrap();
     assert!(graph
         .mentions
         .iter()
