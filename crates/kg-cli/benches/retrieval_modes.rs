@@ -12,9 +12,17 @@
 //! without a model (MiniLM adds the same few milliseconds per question to
 //! every mode but fulltext).
 //!
-//! Prints one `kg-bench:` line: p50/p95 per mode and each mode's p50 as a
-//! ratio to vector-only search measured in the same run; then criterion's
-//! own measurement of each mode.
+//! With `KG_BENCH_BOLT=1`, the same corpus is also written to a fresh
+//! ArcadeDB over Bolt (kg-testkit's `PrivateServer`: `cargo xtask server
+//! start` on a free port, so the server holds exactly these 10,000 chunks;
+//! `KG_XTASK` names the xtask binary) and measured the same way.
+//!
+//! Prints one `kg-bench:` line per backend: p50/p95 per mode (every
+//! question, three rounds on the embedded store, one over Bolt) and each
+//! mode's p50 as a ratio to vector-only search measured in the same run;
+//! then criterion's own measurement of each mode on the embedded store.
+//!
+//! `cargo bench -p kg-cli --bench retrieval_modes`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +34,11 @@ use kg_core::{
     ExtractedEntity, ExtractedRelation, Extraction, Label, MediaType, Record, RelType,
 };
 use kg_query::{Mode, SearchOptions};
-use kg_store::{AnyStore, BatchWriter, EmbeddedConfig, EmbeddedStore, WriterConfig};
+use kg_store::{
+    AnyStore, BatchWriter, EmbeddedConfig, EmbeddedStore, Neo4jConfig, Neo4jStore, Secret,
+    WriterConfig,
+};
+use kg_testkit::PrivateServer;
 
 const DIMS: usize = 384;
 const CHUNKS: usize = 10_000;
@@ -248,39 +260,64 @@ fn options(mode: Mode) -> SearchOptions {
     }
 }
 
-fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Runtime::new().expect("a runtime");
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let (questions, words) = questions_and_words();
-    let records = corpus(&words);
-    let store = rt.block_on(async {
-        let store = EmbeddedStore::open(&EmbeddedConfig {
-            data_dir: dir.path().join("kg-data"),
-        })
-        .expect("the embedded store");
-        let config = WriterConfig {
-            dead_letter: dir.path().join("dead-letter.jsonl"),
-            ..WriterConfig::default()
-        };
-        let writer = BatchWriter::open(AnyStore::Embedded(store), config)
-            .await
-            .expect("a writer");
-        writer
-            .write_records(records)
-            .await
-            .expect("the corpus")
-            .check()
-            .expect("every batch written");
-        writer.into_sink()
-    });
-    let retriever = StoreRetriever(&store);
+/// Writes `records` into `store` and returns it.
+async fn load(store: AnyStore, dir: &std::path::Path, records: Vec<Record>) -> AnyStore {
+    let config = WriterConfig {
+        dead_letter: dir.join("dead-letter.jsonl"),
+        ..WriterConfig::default()
+    };
+    let writer = BatchWriter::open(store, config).await.expect("a writer");
+    writer
+        .write_records(records)
+        .await
+        .expect("the corpus")
+        .check()
+        .expect("every batch written");
+    writer.into_sink()
+}
+
+/// A fresh ArcadeDB of the bench's own (kg-testkit's `PrivateServer`,
+/// `cargo xtask server start` on a free port), so it holds exactly the
+/// bench's corpus; and a store connected to it.
+async fn private_bolt() -> (PrivateServer, AnyStore) {
+    let server = PrivateServer::start().await.expect("a private Bolt server");
+    let s = server.settings();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let mut config = Neo4jConfig::new(
+            s.uri.clone(),
+            s.user.clone(),
+            Secret::new(s.password.clone()),
+        );
+        if let Some(database) = &s.database {
+            config.database = database.clone();
+        }
+        match Neo4jStore::connect(config).await {
+            Ok(store) => return (server, AnyStore::Neo4j(Box::new(store))),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("private Bolt server on port {}: {e}", server.port()),
+        }
+    }
+}
+
+/// Times every question in every mode, interleaved so load on the machine
+/// hits all modes alike, after a warm-up; prints one `kg-bench:` line.
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    store: &AnyStore,
+    backend: &str,
+    questions: &[String],
+    rounds: usize,
+) {
+    let retriever = StoreRetriever(store);
     let embedder = EmbedderQuery(Arc::new(BagOfWords));
     let search = |mode: Mode, q: &str| {
         rt.block_on(kg_query::search(&retriever, &embedder, q, &options(mode)))
             .expect("search")
     };
-    // Warm the page cache and the statements, then time every question in
-    // every mode, interleaved so load on the machine hits all modes alike.
     for q in questions.iter().take(5) {
         for mode in MODES {
             search(mode, q);
@@ -288,12 +325,14 @@ fn bench(c: &mut Criterion) {
     }
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); MODES.len()];
     let mut hits = vec![0usize; MODES.len()];
-    for q in &questions {
-        for (m, mode) in MODES.iter().enumerate() {
-            let t = Instant::now();
-            let found = search(*mode, q);
-            times[m].push(t.elapsed());
-            hits[m] += found.hits.len();
+    for _ in 0..rounds {
+        for q in questions {
+            for (m, mode) in MODES.iter().enumerate() {
+                let t = Instant::now();
+                let found = search(*mode, q);
+                times[m].push(t.elapsed());
+                hits[m] += found.hits.len();
+            }
         }
     }
     let figures: Vec<(f64, f64)> = times.into_iter().map(percentiles).collect();
@@ -311,10 +350,41 @@ fn bench(c: &mut Criterion) {
         })
         .collect();
     println!(
-        "kg-bench: retrieval modes, embedded store, {CHUNKS} chunks, {ENTITIES} entities, {} questions, k 10: {}",
+        "kg-bench: retrieval modes, {backend}, {CHUNKS} chunks, {ENTITIES} entities, {} questions x {rounds}, k 10: {}",
         questions.len(),
         parts.join("; ")
     );
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let (questions, words) = questions_and_words();
+    let records = corpus(&words);
+    let embedded = EmbeddedStore::open(&EmbeddedConfig {
+        data_dir: dir.path().join("kg-data"),
+    })
+    .expect("the embedded store");
+    let store = rt.block_on(load(
+        AnyStore::Embedded(embedded),
+        dir.path(),
+        records.clone(),
+    ));
+    measure(&rt, &store, "embedded store", &questions, 3);
+    if std::env::var_os("KG_BENCH_BOLT").is_some_and(|v| v == "1") {
+        let (server, bolt) = rt.block_on(private_bolt());
+        let started = Instant::now();
+        let bolt = rt.block_on(load(bolt, dir.path(), records));
+        println!(
+            "kg-bench: retrieval modes, Bolt server: {CHUNKS} chunks written in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        measure(&rt, &bolt, "Bolt server (ArcadeDB)", &questions, 1);
+        drop(bolt);
+        drop(server);
+    }
+    let retriever = StoreRetriever(&store);
+    let embedder = EmbedderQuery(Arc::new(BagOfWords));
     let mut group = c.benchmark_group("retrieval_modes_10k");
     group
         .sample_size(10)
@@ -324,7 +394,9 @@ fn bench(c: &mut Criterion) {
         group.bench_function(mode.as_str(), |b| {
             b.iter(|| {
                 i = (i + 1) % questions.len().max(1);
-                search(mode, questions.get(i).map_or("", String::as_str))
+                let q = questions.get(i).map_or("", String::as_str);
+                rt.block_on(kg_query::search(&retriever, &embedder, q, &options(mode)))
+                    .expect("search")
             })
         });
     }
