@@ -135,7 +135,10 @@ async fn check_retrieval<S: GraphStore + 'static>(store: S, dir: &std::path::Pat
     );
     assert_eq!((info[0].page_start, info[0].page_end), (Some(1), Some(1)));
     assert!(info[0].source.ends_with("debian-history.pdf"));
-    let graph = store.chunk_graph(std::slice::from_ref(&ian_chunk)).await.unwrap();
+    let graph = store
+        .chunk_graph(std::slice::from_ref(&ian_chunk))
+        .await
+        .unwrap();
     assert!(graph
         .mentions
         .iter()
