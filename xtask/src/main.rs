@@ -14,6 +14,7 @@
 //! and a Bolt handshake are a few lines each.
 
 mod bolt;
+mod eval;
 mod install;
 mod server;
 mod tasks;
@@ -70,6 +71,7 @@ fn run(args: &[String]) -> Result<()> {
         "it" => tasks::integration(Flags::parse(rest)?.take_port()?),
         "bench" => tasks::bench(Flags::parse(rest)?.take_port()?),
         "fake-llm" => tasks::fake_llm(rest),
+        "eval" => eval::eval(rest),
         "demo" => {
             expect_no_flags(&Flags::parse(rest)?)?;
             tasks::demo()

@@ -127,13 +127,25 @@ pub async fn embedder(
                         .into(),
                 })?,
             };
-            let loaded = tokio::task::spawn_blocking(move || kg_embed::LocalEmbedder::load(&dir))
-                .await
-                .map_err(|e| StageError::Failed {
-                    stage: "embed",
-                    message: format!("loading the model: {e}"),
-                })?
-                .map_err(|e| StageError::failed("embed", &e))?;
+            // Long chunks: embedded in windows and pooled (the default), or
+            // truncated to the model's window (`KG_EMBED_LONG_TEXTS=truncate`,
+            // to compare: docs/query.md).
+            let config = kg_embed::LocalEmbedConfig {
+                long_texts: match std::env::var("KG_EMBED_LONG_TEXTS").as_deref() {
+                    Ok("truncate") => kg_embed::LongTexts::Truncate,
+                    _ => kg_embed::LongTexts::Windows,
+                },
+                ..kg_embed::LocalEmbedConfig::default()
+            };
+            let loaded = tokio::task::spawn_blocking(move || {
+                kg_embed::LocalEmbedder::load_with(&dir, &config)
+            })
+            .await
+            .map_err(|e| StageError::Failed {
+                stage: "embed",
+                message: format!("loading the model: {e}"),
+            })?
+            .map_err(|e| StageError::failed("embed", &e))?;
             Ok(Arc::new(loaded))
         }
         EmbedderKind::OpenAi => {

@@ -122,9 +122,10 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Search the graph: nearest chunks, their entities and neighbours.
+    /// Search the graph: the chunks that best match a text, and why.
     Search {
         /// The query text.
+        #[arg(required_unless_present = "questions", default_value = "")]
         text: String,
         /// How many chunks (at least 1).
         #[arg(short = 'k', default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
@@ -132,6 +133,42 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Retrieval options.
+        #[command(flatten)]
+        retrieval: RetrievalArgs,
+        /// Run every question of a JSON Lines file (`{"id", "question"}`)
+        /// and print one JSON line of hits per question.
+        #[arg(long, value_name = "FILE", hide = true)]
+        questions: Option<PathBuf>,
+        /// With --questions: print each question's lists before fusion
+        /// (vector, fulltext, graph; ids and scores) and the text of every
+        /// chunk in them, for the evaluation's fusion sweep.
+        #[arg(long, requires = "questions", hide = true)]
+        candidates: bool,
+        /// Embedder options (must match the one that embedded the chunks).
+        #[command(flatten)]
+        embed: EmbedArgs,
+        /// Store options.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Answer a question from the graph with the chat model, citing sources.
+    Ask {
+        /// The question.
+        question: String,
+        /// How many chunks to give the model (at least 1).
+        #[arg(short = 'k', default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+        k: u16,
+        /// Print JSON (question, answer, citations, context, tokens, cost).
+        /// (`--dry-run`: print the prompt and its token count; call nothing.)
+        #[arg(long)]
+        json: bool,
+        /// Retrieval options (default mode for ask: graph).
+        #[command(flatten)]
+        retrieval: RetrievalArgs,
+        /// LLM options.
+        #[command(flatten)]
+        extract: ExtractArgs,
         /// Embedder options (must match the one that embedded the chunks).
         #[command(flatten)]
         embed: EmbedArgs,
@@ -230,6 +267,63 @@ pub struct ExtractArgs {
     pub dry_run: bool,
 }
 
+/// Retrieval modes of `kg search` and `kg ask`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Cosine over chunk vectors.
+    Vector,
+    /// BM25 over chunk text.
+    Fulltext,
+    /// Vector and fulltext fused (sum of min-max normalised scores).
+    Hybrid,
+    /// Hybrid plus the chunks of the question's entities and their
+    /// neighbours.
+    Graph,
+}
+
+impl From<ModeArg> for kg_query::Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Vector => kg_query::Mode::Vector,
+            ModeArg::Fulltext => kg_query::Mode::Fulltext,
+            ModeArg::Hybrid => kg_query::Mode::Hybrid,
+            ModeArg::Graph => kg_query::Mode::Graph,
+        }
+    }
+}
+
+/// Retrieval flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RetrievalArgs {
+    /// Retrieval mode (search: hybrid; ask: graph).
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Graph mode: relationships to follow from an entity (0, 1 or 2).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub hops: Option<u8>,
+    /// Graph mode: neighbours followed per entity.
+    #[arg(long, value_name = "N")]
+    pub max_neighbours: Option<usize>,
+    /// Graph mode: chunks taken per entity.
+    #[arg(long, value_name = "N")]
+    pub per_entity: Option<usize>,
+}
+
+impl RetrievalArgs {
+    /// kg-query's options, from these flags over the defaults.
+    pub fn options(&self, default_mode: kg_query::Mode, k: usize) -> kg_query::SearchOptions {
+        let d = kg_query::SearchOptions::default();
+        kg_query::SearchOptions {
+            mode: self.mode.map_or(default_mode, Into::into),
+            k,
+            hops: self.hops.unwrap_or(d.hops),
+            max_neighbours: self.max_neighbours.unwrap_or(d.max_neighbours),
+            per_entity: self.per_entity.unwrap_or(d.per_entity),
+            ..d
+        }
+    }
+}
+
 /// Embedder flags.
 #[derive(Debug, Clone, Default, Args)]
 pub struct EmbedArgs {
@@ -289,6 +383,12 @@ impl Cli {
                 ..
             } => (Some(ingest), Some(extract), Some(embed), Some(store)),
             Command::Search { embed, store, .. } => (None, None, Some(embed), Some(store)),
+            Command::Ask {
+                extract,
+                embed,
+                store,
+                ..
+            } => (None, Some(extract), Some(embed), Some(store)),
             Command::Resolve { store, resolve, .. } => {
                 put(
                     "resolve.threshold",

@@ -28,13 +28,14 @@ pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod entity_vectors;
 pub mod jsonl_io;
 pub mod lock;
 pub mod logging;
 pub mod metrics_export;
 pub mod pipeline;
+pub mod query;
 pub mod resolution;
-pub mod search;
 pub mod state;
 pub mod stats;
 
@@ -137,8 +138,33 @@ pub fn main_with(
             Command::Run { paths, extract, .. } => {
                 commands::run(&mut app, paths, extract.dry_run).await
             }
-            Command::Search { text, k, json, .. } => {
-                commands::search(&mut app, &text, usize::from(k), json).await
+            Command::Search {
+                text,
+                k,
+                json,
+                retrieval,
+                questions,
+                candidates,
+                ..
+            } => {
+                let args = commands::SearchArgs {
+                    options: retrieval.options(kg_query::Mode::Hybrid, usize::from(k)),
+                    json,
+                    questions,
+                    candidates,
+                };
+                commands::search(&mut app, &text, args).await
+            }
+            Command::Ask {
+                question,
+                k,
+                json,
+                retrieval,
+                extract,
+                ..
+            } => {
+                let options = retrieval.options(kg_query::Mode::Graph, usize::from(k));
+                commands::ask(&mut app, &question, options, json, extract.dry_run).await
             }
             Command::Resolve { dry_run, .. } => commands::resolve(&mut app, dry_run).await,
             Command::Delete {

@@ -228,8 +228,8 @@ fn pipe_of_stages_and_kg_run_build_the_same_graph() {
     let mut search = kg(&streamed);
     search.args(["search", "Who founded Debian?", "-k", "3", "--json"]);
     let out = run_ok(search);
-    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let hits = hits.as_array().unwrap();
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hits = found["hits"].as_array().unwrap();
     assert_eq!(hits.len(), 3);
     let text: String = hits
         .iter()
@@ -238,7 +238,7 @@ fn pipe_of_stages_and_kg_run_build_the_same_graph() {
     assert!(text.contains("Murdock"), "{text}");
     assert!(hits
         .iter()
-        .any(|h| !h["entities"].as_array().unwrap().is_empty()));
+        .any(|h| !h["mentions"].as_array().unwrap().is_empty()));
 }
 
 #[test]

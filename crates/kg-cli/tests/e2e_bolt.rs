@@ -410,21 +410,21 @@ fn kg_run_into_bolt_builds_the_same_graph_as_the_embedded_store() {
     let mut cmd = kg(work, &bolt_dir);
     with_bolt(&mut cmd, &bolt);
     let out = run_ok(cmd.args(["search", &expected_chunk.text, "-k", "3", "--json"]));
-    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let hits = hits.as_array().expect("search --json prints an array");
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hits = found["hits"].as_array().expect("search --json holds hits");
     assert!(!hits.is_empty(), "no hit");
     let first = &hits[0];
     assert_eq!(
-        first["chunk_id"].as_str(),
+        first["id"].as_str(),
         Some(expected_chunk.id.as_str()),
         "{hits:#?}"
     );
     assert_eq!(first["text"].as_str(), Some(expected_chunk.text.as_str()));
-    let mentioned: BTreeSet<String> = first["entities"]
+    let mentioned: BTreeSet<String> = first["mentions"]
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|e| e[0].as_str().map(str::to_string))
+        .filter_map(|e| e["name"].as_str().map(str::to_string))
         .collect();
     let expected_mentions: BTreeSet<String> = records
         .iter()

@@ -107,7 +107,7 @@ fn local_model(c: &mut Criterion) {
         &dir,
         &LocalEmbedConfig {
             batch_size: 1,
-            max_seq_len: None,
+            ..LocalEmbedConfig::default()
         },
     )
     .expect("load the model");

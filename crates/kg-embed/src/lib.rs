@@ -114,7 +114,7 @@ pub use driver::{
     embed_chunks, embed_entities, embed_items, entity_text, EmbedItem, EmbedOptions, EmbedSummary,
 };
 pub use error::EmbedError;
-pub use local::{LocalEmbedConfig, LocalEmbedder, Pooling};
+pub use local::{LocalEmbedConfig, LocalEmbedder, LongTexts, Pooling, WINDOW_STRIDE};
 pub use openai::{OpenAiEmbedConfig, OpenAiEmbedder, OpenAiStats};
 
 use futures::future::BoxFuture;

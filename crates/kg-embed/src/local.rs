@@ -10,10 +10,14 @@
 //! BERT-family models.
 //!
 //! Design choices:
-//! - **Truncation.** Each text is cut to the model's maximum sequence length
+//! - **Long texts.** The model reads at most its maximum sequence length
 //!   (`max_seq_length` of `sentence_bert_config.json`, 256 word pieces for
-//!   MiniLM, never more than `max_position_embeddings`). Longer chunks embed
-//!   their beginning, exactly like sentence-transformers; they never crash.
+//!   MiniLM, never more than `max_position_embeddings`). By default
+//!   ([`LongTexts::Windows`]) a longer text is embedded in windows of that
+//!   length overlapping by [`WINDOW_STRIDE`] word pieces, and its vector is
+//!   the mean of the window vectors, normalised, so every word of a chunk
+//!   counts; [`LongTexts::Truncate`] embeds the beginning only, exactly
+//!   like sentence-transformers. Neither ever crashes.
 //! - **No padding.** A forward pass stacks the word pieces of its texts
 //!   (at most `batch_size` texts and [`bert::MAX_PASS_TOKENS`] word pieces)
 //!   into one matrix; attention runs per text, so a long chunk costs the
@@ -63,13 +67,32 @@ pub struct LocalEmbedConfig {
     /// Overrides the maximum sequence length (word pieces, special tokens
     /// included) read from the folder. Clamped to the model's positions.
     pub max_seq_len: Option<usize>,
+    /// What happens to a text longer than the sequence length.
+    pub long_texts: LongTexts,
 }
+
+/// What happens to a text longer than the model's sequence length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongTexts {
+    /// Embed its beginning only (sentence-transformers' behaviour).
+    Truncate,
+    /// Embed it in windows of the sequence length that overlap by
+    /// [`WINDOW_STRIDE`] word pieces, and take the mean of the window
+    /// vectors, normalised: every word of the text counts. The model id
+    /// gets a `+windows` suffix, so cached vectors of the two ways never
+    /// mix.
+    Windows,
+}
+
+/// Word pieces two consecutive windows share.
+pub const WINDOW_STRIDE: usize = 32;
 
 impl Default for LocalEmbedConfig {
     fn default() -> Self {
         Self {
             batch_size: DEFAULT_LOCAL_BATCH,
             max_seq_len: None,
+            long_texts: LongTexts::Windows,
         }
     }
 }
@@ -106,6 +129,7 @@ pub struct LocalEmbedder {
     dimensions: usize,
     max_seq_len: usize,
     batch_size: usize,
+    long_texts: LongTexts,
     dir: PathBuf,
 }
 
@@ -117,6 +141,7 @@ impl std::fmt::Debug for LocalEmbedder {
             .field("dimensions", &self.dimensions)
             .field("max_seq_len", &self.max_seq_len)
             .field("batch_size", &self.batch_size)
+            .field("long_texts", &self.long_texts)
             .field("pooling", &self.inner.pooling)
             .finish()
     }
@@ -214,19 +239,23 @@ impl LocalEmbedder {
         // Our own batching pads; the file's padding settings (if any) would
         // pad to a fixed length and waste work.
         tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
+        // Windows are cut by `windows` below: the tokenizer's own
+        // overflowing windows do not cover a long text evenly.
+        let truncation = match config.long_texts {
+            LongTexts::Truncate => Some(TruncationParams {
                 max_length: max_seq_len,
                 strategy: TruncationStrategy::LongestFirst,
                 stride: 0,
                 direction: TruncationDirection::Right,
-            }))
-            .map_err(|e| {
-                invalid(
-                    &tokenizer_path,
-                    format!("cannot truncate to {max_seq_len}: {e}"),
-                )
-            })?;
+            }),
+            LongTexts::Windows => None,
+        };
+        tokenizer.with_truncation(truncation).map_err(|e| {
+            invalid(
+                &tokenizer_path,
+                format!("cannot truncate to {max_seq_len}: {e}"),
+            )
+        })?;
         let bert = Bert::load(&weights_path, &bert_config).map_err(|e| match e {
             bert::LoadError::File(e) => invalid(&weights_path, e),
             bert::LoadError::Mismatch(e) => invalid(
@@ -235,7 +264,10 @@ impl LocalEmbedder {
             ),
         })?;
 
-        let model_id = model_id_for(dir, &config_bytes, &weights_path)?;
+        let mut model_id = model_id_for(dir, &config_bytes, &weights_path)?;
+        if config.long_texts == LongTexts::Windows {
+            model_id.push_str("+windows");
+        }
         let embedder = LocalEmbedder {
             inner: Arc::new(LocalModel {
                 bert,
@@ -247,6 +279,7 @@ impl LocalEmbedder {
             dimensions: bert_config.hidden_size,
             max_seq_len,
             batch_size: config.batch_size,
+            long_texts: config.long_texts,
             dir: dir.to_path_buf(),
         };
         // A forward pass on a tiny input proves the weights have the shapes
@@ -282,13 +315,16 @@ impl LocalEmbedder {
         &self.dir
     }
 
-    /// Maximum word pieces per text (special tokens included); longer texts
-    /// are truncated.
+    /// Maximum word pieces per forward pass of one text (special tokens
+    /// included); longer texts are embedded in windows or truncated
+    /// ([`LongTexts`]).
     pub fn max_seq_len(&self) -> usize {
         self.max_seq_len
     }
 
-    /// Number of word pieces `text` becomes, after truncation.
+    /// Number of word pieces `text` becomes, special tokens included: at
+    /// most [`Self::max_seq_len`] with [`LongTexts::Truncate`], all of them
+    /// with [`LongTexts::Windows`].
     pub fn token_count(&self, text: &str) -> Result<usize, EmbedError> {
         let enc = self
             .inner
@@ -308,8 +344,9 @@ impl LocalEmbedder {
 
     /// Embeds `texts` on the calling thread (blocking): tokenise, then run
     /// forward passes of at most `batch_size` texts and
-    /// [`bert::MAX_PASS_TOKENS`] word pieces. Vectors come back in the
-    /// caller's order.
+    /// [`bert::MAX_PASS_TOKENS`] word pieces. A text longer than the
+    /// sequence length is embedded in windows and pooled, or truncated
+    /// ([`LongTexts`]). Vectors come back in the caller's order.
     pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
@@ -326,28 +363,105 @@ impl LocalEmbedder {
             .workspace
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let lengths: Vec<usize> = encodings.iter().map(|e| e.get_ids().len()).collect();
-        let mut out = Vec::with_capacity(texts.len());
-        let mut rest = encodings.as_slice();
+        // (text index, word pieces, type ids) of every window.
+        let mut windows: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
+        for (i, e) in encodings.iter().enumerate() {
+            let stride = WINDOW_STRIDE.min(self.max_seq_len / 4);
+            windows.extend(
+                cut_windows(e, self.max_seq_len, stride)
+                    .into_iter()
+                    .map(|(ids, types)| (i, ids, types)),
+            );
+        }
+        let lengths: Vec<usize> = windows.iter().map(|(_, ids, _)| ids.len()).collect();
+        // Per text: the sum of its window vectors and how many there were.
+        let mut sums: Vec<(Option<Vec<f32>>, usize)> = vec![(None, 0); texts.len()];
+        let mut rest = windows.as_slice();
         for size in plan_passes(&lengths, self.batch_size, bert::MAX_PASS_TOKENS) {
             let (pass, tail) = rest.split_at(size.min(rest.len()));
             rest = tail;
             let seqs: Vec<Sequence<'_>> = pass
                 .iter()
-                .map(|e| Sequence {
-                    ids: e.get_ids(),
-                    type_ids: e.get_type_ids(),
-                })
+                .map(|(_, ids, type_ids)| Sequence { ids, type_ids })
                 .collect();
             let vectors = self
                 .inner
                 .bert
                 .embed(&seqs, self.inner.pooling, &mut workspace)
                 .map_err(|e| self.inference_error(pass.len(), e))?;
-            out.extend(vectors);
+            for (&(i, _, _), v) in pass.iter().zip(vectors) {
+                if let Some((slot, n)) = sums.get_mut(i) {
+                    *n += 1;
+                    match slot {
+                        Some(sum) => sum.iter_mut().zip(&v).for_each(|(a, b)| *a += b),
+                        None => *slot = Some(v),
+                    }
+                }
+            }
         }
-        Ok(out)
+        sums.into_iter()
+            .enumerate()
+            .map(|(i, (v, n))| {
+                let mut v = v.ok_or_else(|| {
+                    self.inference_error(texts.len(), format!("no vector for text {i}"))
+                })?;
+                // The mean of unit vectors, normalised. A text of one
+                // window keeps the model's vector bit for bit.
+                if n > 1 {
+                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                    v.iter_mut().for_each(|x| *x /= norm);
+                }
+                Ok(v)
+            })
+            .collect()
     }
+}
+
+/// The windows of one encoded text: the text itself when it has at most
+/// `max_len` word pieces; else the fewest windows of exactly `max_len` word
+/// pieces (the text's leading and trailing special tokens, `[CLS]` and
+/// `[SEP]`, around a run of its other pieces) that cover it with at least
+/// `stride` pieces shared by neighbours, their starts spread evenly, so
+/// every window is full and no piece is left out.
+fn cut_windows(
+    e: &tokenizers::Encoding,
+    max_len: usize,
+    stride: usize,
+) -> Vec<(Vec<u32>, Vec<u32>)> {
+    let (ids, types) = (e.get_ids(), e.get_type_ids());
+    if ids.len() <= max_len || types.len() != ids.len() {
+        return vec![(ids.to_vec(), types.to_vec())];
+    }
+    let special = e.get_special_tokens_mask();
+    let head = special.iter().take_while(|&&m| m == 1).count();
+    let tail = special.iter().rev().take_while(|&&m| m == 1).count();
+    let body = head..ids.len().saturating_sub(tail).max(head);
+    let room = max_len.saturating_sub(head + tail).max(1);
+    let len = body.len();
+    if len <= room {
+        return vec![(ids.to_vec(), types.to_vec())];
+    }
+    let step = room.saturating_sub(stride).max(1);
+    // The fewest windows whose neighbours overlap by `stride` or more.
+    let n = (len - room).div_ceil(step) + 1;
+    let around = |v: &[u32], from: usize, to: usize| -> Vec<u32> {
+        let mut w = Vec::with_capacity(max_len);
+        w.extend_from_slice(v.get(..head).unwrap_or_default());
+        w.extend_from_slice(v.get(from..to).unwrap_or_default());
+        w.extend_from_slice(v.get(body.end..).unwrap_or_default());
+        w
+    };
+    (0..n)
+        .map(|k| {
+            // Evenly spread: the first window starts the body, the last
+            // ends it.
+            let start = body.start + (k * (len - room) + (n - 1) / 2) / (n - 1);
+            (
+                around(ids, start, start + room),
+                around(types, start, start + room),
+            )
+        })
+        .collect()
 }
 
 /// Cuts texts of these word-piece counts, in order, into forward passes of
@@ -450,7 +564,68 @@ impl Embedder for LocalEmbedder {
 
 #[cfg(test)]
 mod tests {
-    use super::plan_passes;
+    use super::{cut_windows, plan_passes};
+
+    /// An encoding like BERT's: `[CLS]` (101), the pieces 1..=n, `[SEP]`
+    /// (102).
+    fn encoding(n: u32) -> tokenizers::Encoding {
+        let ids: Vec<u32> = std::iter::once(101)
+            .chain(1..=n)
+            .chain(std::iter::once(102))
+            .collect();
+        let len = ids.len();
+        let mut special = vec![0; len];
+        special[0] = 1;
+        special[len - 1] = 1;
+        tokenizers::Encoding::new(
+            ids,
+            vec![0; len],
+            vec![String::new(); len],
+            vec![None; len],
+            vec![(0, 0); len],
+            special,
+            vec![1; len],
+            Vec::new(),
+            Default::default(),
+        )
+    }
+
+    #[test]
+    fn windows_are_full_cover_the_text_and_overlap() {
+        // Short enough: the text itself.
+        let short = cut_windows(&encoding(254), 256, 32);
+        assert_eq!(short.len(), 1);
+        assert_eq!(short[0].0.len(), 256);
+        for n in [255u32, 300, 476, 477, 480, 1000, 5000] {
+            let windows = cut_windows(&encoding(n), 256, 32);
+            assert!(windows.len() >= 2, "{n}");
+            let mut covered = vec![false; n as usize + 1];
+            let mut previous: Option<(u32, u32)> = None;
+            for (ids, types) in &windows {
+                assert_eq!(ids.len(), 256, "{n}: every window is full");
+                assert_eq!(types.len(), 256);
+                assert_eq!((ids[0], ids[255]), (101, 102), "{n}: [CLS] .. [SEP]");
+                let body = &ids[1..255];
+                assert!(body.windows(2).all(|p| p[1] == p[0] + 1), "{n}: contiguous");
+                body.iter().for_each(|&p| covered[p as usize] = true);
+                let (first, last) = (body[0], body[253]);
+                if let Some((_, previous_last)) = previous {
+                    assert!(
+                        previous_last + 1 >= first + 32,
+                        "{n}: overlap of 32 or more"
+                    );
+                }
+                previous = Some((first, last));
+            }
+            assert!(
+                covered[1..].iter().all(|&c| c),
+                "{n}: every piece in a window"
+            );
+            // No more windows than needed.
+            let step = 254 - 32;
+            assert_eq!(windows.len(), (n as usize - 254).div_ceil(step) + 1, "{n}");
+        }
+    }
 
     #[test]
     fn passes_respect_the_text_and_word_piece_limits() {

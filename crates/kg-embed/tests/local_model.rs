@@ -8,7 +8,9 @@
 //! package on the same folder (`SentenceTransformer(dir).encode(texts,
 //! normalize_embeddings=True)`), and `fixtures/minilm_reference.json` holds
 //! the full vectors the previous implementation (candle 0.11's `BertModel`)
-//! gave for twelve sentences and chunks.
+//! gave for twelve sentences and chunks. Those comparisons use
+//! [`LongTexts::Truncate`], sentence-transformers' way with long texts; the
+//! default embeds long texts in windows ([`LongTexts::Windows`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -17,7 +19,7 @@ use futures::stream;
 use kg_core::{Chunk, ChunkId, DocumentId, EmbeddingTarget, Entity, EntityId, Label, Record};
 use kg_embed::{
     cosine, embed_chunks, embed_entities, embed_query, EmbedCache, EmbedError, EmbedOptions,
-    Embedder, LocalEmbedConfig, LocalEmbedder,
+    Embedder, LocalEmbedConfig, LocalEmbedder, LongTexts,
 };
 use tokio::sync::mpsc;
 
@@ -43,6 +45,22 @@ fn model() -> &'static LocalEmbedder {
     MODEL.get_or_init(|| match LocalEmbedder::load(&model_dir()) {
         Ok(m) => m,
         Err(e) => panic!("loading {}: {e}", model_dir().display()),
+    })
+}
+
+/// The model embedding long texts by their beginning only, as
+/// sentence-transformers does.
+fn truncating() -> &'static LocalEmbedder {
+    static MODEL: OnceLock<LocalEmbedder> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let config = LocalEmbedConfig {
+            long_texts: LongTexts::Truncate,
+            ..LocalEmbedConfig::default()
+        };
+        match LocalEmbedder::load_with(&model_dir(), &config) {
+            Ok(m) => m,
+            Err(e) => panic!("loading {}: {e}", model_dir().display()),
+        }
     })
 }
 
@@ -113,10 +131,10 @@ fn vectors_equal_the_previous_implementation() {
     let (texts, want) = reference();
     assert_eq!(texts.len(), 12);
     // All in one call (one pass), and each text alone: both must match.
-    let together = model().embed_blocking(&texts).expect("embedding");
+    let together = truncating().embed_blocking(&texts).expect("embedding");
     assert_eq!(together.len(), want.len());
     for (i, (text, reference)) in texts.iter().zip(&want).enumerate() {
-        let alone = model()
+        let alone = truncating()
             .embed_blocking(std::slice::from_ref(text))
             .expect("embedding");
         for got in [&together[i], &alone[0]] {
@@ -143,19 +161,22 @@ fn passes_of_full_length_texts_give_the_same_vectors() {
         "Chlorophyll absorbs red and blue light during photosynthesis. ",
     ];
     let texts: Vec<String> = topics.iter().map(|t| t.repeat(40)).collect();
-    assert!(texts.iter().all(|t| model().token_count(t).unwrap() == 256));
+    assert!(texts
+        .iter()
+        .all(|t| truncating().token_count(t).unwrap() == 256));
     let pairs = LocalEmbedder::load_with(
         &model_dir(),
         &LocalEmbedConfig {
             batch_size: 2,
-            max_seq_len: None,
+            long_texts: LongTexts::Truncate,
+            ..LocalEmbedConfig::default()
         },
     )
     .expect("load");
     let together = pairs.embed_blocking(&texts).expect("embedding");
     assert_eq!(together.len(), 3);
     for (i, text) in texts.iter().enumerate() {
-        let alone = model()
+        let alone = truncating()
             .embed_blocking(std::slice::from_ref(text))
             .expect("embedding");
         let diff = together[i]
@@ -172,9 +193,11 @@ fn passes_of_full_length_texts_give_the_same_vectors() {
 #[test]
 fn long_text_is_truncated_like_sentence_transformers() {
     let long = "Debian is a free operating system. ".repeat(400);
-    assert_eq!(model().max_seq_len(), 256);
-    assert_eq!(model().token_count(&long).unwrap(), 256);
-    let v = embed(&[&long]);
+    assert_eq!(truncating().max_seq_len(), 256);
+    assert_eq!(truncating().token_count(&long).unwrap(), 256);
+    let v = truncating()
+        .embed_blocking(std::slice::from_ref(&long))
+        .expect("embedding");
     assert_eq!(v[0].len(), 384);
     assert!((norm(&v[0]) - 1.0).abs() < 1e-4);
     let reference = [
@@ -189,6 +212,63 @@ fn long_text_is_truncated_like_sentence_transformers() {
     }
 }
 
+/// `sentence` repeated to at most `pieces` word pieces.
+fn topic(sentence: &str, pieces: usize) -> String {
+    let mut text = String::new();
+    while model().token_count(&format!("{text}{sentence}")).unwrap() <= pieces {
+        text.push_str(sentence);
+    }
+    text
+}
+
+#[test]
+fn long_text_in_windows_sees_its_second_half() {
+    let first = topic(
+        "Debian releases are named after Toy Story characters. ",
+        250,
+    );
+    let second = topic(
+        "Chlorophyll absorbs red and blue light during photosynthesis. ",
+        250,
+    );
+    let long = format!("{first}{second}");
+    assert!(model().token_count(&long).unwrap() > 400);
+    assert_eq!(truncating().token_count(&long).unwrap(), 256);
+    let question = "How do plants absorb light for photosynthesis?";
+    let texts = vec![long.clone(), question.to_string(), second.clone()];
+    let windows = model().embed_blocking(&texts).expect("embedding");
+    let truncated = truncating().embed_blocking(&texts).expect("embedding");
+    assert!((norm(&windows[0]) - 1.0).abs() < 1e-4);
+    // Truncated, the chunk is its first half; in windows, both halves.
+    let seen_truncated = cosine(&truncated[0], &truncated[1]);
+    let seen_windows = cosine(&windows[0], &windows[1]);
+    assert!(
+        seen_windows > seen_truncated + 0.1,
+        "question vs chunk: windows {seen_windows}, truncated {seen_truncated}"
+    );
+    let second_windows = cosine(&windows[0], &windows[2]);
+    let second_truncated = cosine(&truncated[0], &truncated[2]);
+    assert!(
+        second_windows > second_truncated + 0.2,
+        "chunk vs its second half: windows {second_windows}, truncated {second_truncated}"
+    );
+    // The mean of the window vectors keeps the first half too.
+    let first_alone = truncating()
+        .embed_blocking(std::slice::from_ref(&first))
+        .expect("embedding");
+    let first_windows = cosine(&windows[0], &first_alone[0]);
+    assert!(
+        first_windows > 0.6,
+        "chunk vs its first half: {first_windows}"
+    );
+    // A text of one window gets the model's own vector, bit for bit.
+    assert_eq!(windows[1], truncated[1]);
+    assert_eq!(windows[2], truncated[2]);
+    // The two ways never share cached vectors.
+    assert_ne!(model().model_id(), truncating().model_id());
+    assert!(model().model_id().ends_with("+windows"));
+}
+
 #[test]
 fn padding_in_a_mixed_batch_does_not_change_vectors() {
     let alone = embed(&[DEBIAN_A]);
@@ -200,7 +280,7 @@ fn padding_in_a_mixed_batch_does_not_change_vectors() {
         &model_dir(),
         &LocalEmbedConfig {
             batch_size: 2,
-            max_seq_len: None,
+            ..LocalEmbedConfig::default()
         },
     )
     .expect("load");

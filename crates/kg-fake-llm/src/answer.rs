@@ -190,6 +190,64 @@ fn phrases(sentence: &str) -> Vec<String> {
     out
 }
 
+/// Whether a user message is a grounded question (`Question: ...`, then
+/// numbered sources quoted between `<<<SOURCE n>>>` fences, as `kg ask`
+/// sends) rather than a chunk to extract from (a chunk that merely quotes
+/// a fence is still extracted).
+pub(crate) fn is_grounded_question(text: &str) -> bool {
+    text.starts_with("Question:") && text.contains("<<<SOURCE ") && text.contains("<<<END SOURCE ")
+}
+
+/// The numbers of the sources quoted in a grounded question, in order.
+fn source_numbers(text: &str) -> Vec<usize> {
+    text.match_indices("<<<SOURCE ")
+        .filter_map(|(i, m)| {
+            let rest = text.get(i + m.len()..)?;
+            let end = rest.find(">>>")?;
+            rest.get(..end)?.trim().parse().ok()
+        })
+        .collect()
+}
+
+/// The first words of source `n`'s text (after its `document:` line).
+fn source_words(text: &str, n: usize, words: usize) -> String {
+    let open = format!("<<<SOURCE {n}>>>");
+    let close = format!("<<<END SOURCE {n}>>>");
+    let (Some(a), Some(b)) = (text.find(&open), text.find(&close)) else {
+        return String::new();
+    };
+    let body = text.get(a + open.len()..b).unwrap_or_default();
+    body.lines()
+        .filter(|l| !l.starts_with("document:"))
+        .flat_map(str::split_whitespace)
+        .take(words)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A short answer to a grounded question that cites the first two sources
+/// it saw (and `invent`, a number it may not have seen).
+pub(crate) fn grounded_answer(text: &str, invent: Option<usize>) -> String {
+    let seen = source_numbers(text);
+    let mut out = String::new();
+    match seen.as_slice() {
+        [] => out.push_str("The sources do not answer the question."),
+        [first, rest @ ..] => {
+            out.push_str(&format!(
+                "According to the sources, \"{}...\" [{first}].",
+                source_words(text, *first, 12)
+            ));
+            if let Some(second) = rest.first() {
+                out.push_str(&format!(" See also [{second}]."));
+            }
+        }
+    }
+    if let Some(n) = invent {
+        out.push_str(&format!(" This is confirmed elsewhere [{n}]."));
+    }
+    out
+}
+
 /// A unit-length vector of `dim` dimensions for `text`.
 pub(crate) fn embedding(text: &str, dim: usize, seed: u64) -> Vec<f32> {
     let mut v = vec![0f32; dim.max(1)];
@@ -238,6 +296,22 @@ pub(crate) fn approx_tokens(text: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grounded_questions_are_answered_citing_seen_sources() {
+        let prompt = "Question: q\n<<<SOURCE 1>>>\ndocument: a.pdf p. 2 (c1)\nAlpha beta gamma\n<<<END SOURCE 1>>>\n<<<SOURCE 2>>>\ndocument: b\nDelta\n<<<END SOURCE 2>>>";
+        assert!(is_grounded_question(prompt));
+        assert!(!is_grounded_question("Alice met Bob."));
+        assert!(!is_grounded_question(
+            "Notes <<<SOURCE 1>>> x <<<END SOURCE 1>>>"
+        ));
+        let a = grounded_answer(prompt, None);
+        assert_eq!(
+            a,
+            "According to the sources, \"Alpha beta gamma...\" [1]. See also [2]."
+        );
+        assert!(grounded_answer(prompt, Some(9)).ends_with("[9]."));
+    }
 
     #[test]
     fn capitalised_phrases_become_entities_and_pairs_relations() {

@@ -103,6 +103,10 @@ pub struct FakeConfig {
     /// After this many embedding requests, switch to the second dimension
     /// (a model swapped under a running client).
     pub embedding_dim_switch: Option<(u64, usize)>,
+    /// Answer mode (a request whose user message quotes numbered sources,
+    /// as `kg ask` sends): also cite this source number, whether or not the
+    /// prompt has it (to test that invented citations are flagged).
+    pub invent_citation: Option<usize>,
     /// Scripted extraction answers by marker in the chunk text (see
     /// [`Script`]); empty: every answer is heuristic.
     pub script: Script,
@@ -126,6 +130,7 @@ impl Default for FakeConfig {
             reject_json_schema: false,
             embedding_dim: 64,
             embedding_dim_switch: None,
+            invent_citation: None,
             script: Script::default(),
         }
     }
@@ -176,6 +181,10 @@ pub struct Counters {
     pub uncapped_chat_requests: u64,
     /// Chat requests answered as a server-sent event stream.
     pub streamed_answers: u64,
+    /// Chat requests answered in answer mode (numbered sources quoted).
+    pub answers: u64,
+    /// The user message of the last answer-mode request.
+    pub last_answer_prompt: Option<String>,
     /// When the first chat request arrived, after the server started.
     pub first_chat_request: Option<Duration>,
     /// When the last chat answer was ready to go out (any outcome), after
@@ -277,6 +286,8 @@ struct Live {
     last_max_tokens: Mutex<Option<u64>>,
     uncapped: AtomicU64,
     streamed: AtomicU64,
+    answers: AtomicU64,
+    last_answer_prompt: Mutex<Option<String>>,
     by_status: Mutex<BTreeMap<u16, u64>>,
     faults: Mutex<BTreeMap<String, u64>>,
     /// Attempts seen per request text hash, for deterministic faults.
@@ -338,6 +349,12 @@ impl Live {
                 .unwrap_or_else(|p| p.into_inner()),
             uncapped_chat_requests: self.uncapped.load(Ordering::Relaxed),
             streamed_answers: self.streamed.load(Ordering::Relaxed),
+            answers: self.answers.load(Ordering::Relaxed),
+            last_answer_prompt: self
+                .last_answer_prompt
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             first_chat_request: Span::get(&self.chat_span.first),
             last_chat_answer: Span::get(&self.chat_span.last),
             first_embedding_request: Span::get(&self.embedding_span.first),
@@ -798,7 +815,17 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         .script
         .answer(&text)
         .unwrap_or_else(|| answer::extraction(&request, &text, state.config.seed, hostile));
-    let full = serde_json::to_string(&found).unwrap_or_else(|_| "{}".into());
+    let full = if answer::is_grounded_question(&text) {
+        state.live.answers.fetch_add(1, Ordering::Relaxed);
+        *state
+            .live
+            .last_answer_prompt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(text.clone());
+        answer::grounded_answer(&text, state.config.invent_citation)
+    } else {
+        serde_json::to_string(&found).unwrap_or_else(|_| "{}".into())
+    };
     let (content, finish) = match fault {
         Some(Fault::NonJson) => (
             format!(

@@ -16,8 +16,8 @@ use crate::error::{BatchFailure, StoreError};
 use crate::neo4j::Neo4jStore;
 use crate::plan::Batch;
 use crate::store::{
-    CurrentDocument, EntityMerge, EntityRow, GraphCounts, GraphSink, GraphStore, MergeOutcome,
-    Removed, SchemaReport, Scope, SearchHits,
+    ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntityMerge, EntityRow, GraphCounts,
+    GraphSink, GraphStore, MergeOutcome, Reached, Removed, SchemaReport, Scope, Scored,
 };
 
 /// Either backend, chosen at run time from a [`StoreConfig`].
@@ -74,10 +74,58 @@ impl GraphStore for AnyStore {
         }
     }
 
-    async fn search(&self, query_vector: &[f32], k: usize) -> Result<SearchHits, StoreError> {
+    async fn fulltext_chunks(&self, text: &str, k: usize) -> Result<Vec<Scored>, StoreError> {
         match self {
-            Self::Neo4j(s) => s.search(query_vector, k).await,
-            Self::Embedded(s) => s.search(query_vector, k).await,
+            Self::Neo4j(s) => s.fulltext_chunks(text, k).await,
+            Self::Embedded(s) => s.fulltext_chunks(text, k).await,
+        }
+    }
+
+    async fn vector_chunks(&self, v: &[f32], k: usize) -> Result<Vec<Scored>, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.vector_chunks(v, k).await,
+            Self::Embedded(s) => s.vector_chunks(v, k).await,
+        }
+    }
+
+    async fn vector_entities(&self, v: &[f32], k: usize) -> Result<Vec<EntityMatch>, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.vector_entities(v, k).await,
+            Self::Embedded(s) => s.vector_entities(v, k).await,
+        }
+    }
+
+    async fn entities_by_name(&self, text: &str, k: usize) -> Result<Vec<EntityMatch>, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.entities_by_name(text, k).await,
+            Self::Embedded(s) => s.entities_by_name(text, k).await,
+        }
+    }
+
+    async fn expand(
+        &self,
+        seeds: &[String],
+        hops: u8,
+        max_neighbours: usize,
+        per_entity: usize,
+    ) -> Result<Vec<Reached>, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.expand(seeds, hops, max_neighbours, per_entity).await,
+            Self::Embedded(s) => s.expand(seeds, hops, max_neighbours, per_entity).await,
+        }
+    }
+
+    async fn chunks(&self, ids: &[String]) -> Result<Vec<ChunkInfo>, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.chunks(ids).await,
+            Self::Embedded(s) => s.chunks(ids).await,
+        }
+    }
+
+    async fn chunk_graph(&self, ids: &[String]) -> Result<ChunkGraph, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.chunk_graph(ids).await,
+            Self::Embedded(s) => s.chunk_graph(ids).await,
         }
     }
 

@@ -34,8 +34,9 @@ use crate::error::{BatchFailure, StoreError};
 use crate::plan::{Batch, GroupKey, Param, Row};
 use crate::shared::{cosine, csv_properties, media_type, top_k, StoredValue};
 use crate::store::{
-    merged_fields, CurrentDocument, EntityMerge, EntityRow, EntitySummary, GraphCounts, GraphSink,
-    GraphStore, MergeOutcome, Neighbour, Removed, SchemaReport, Scope, SearchHit, SearchHits,
+    merged_fields, ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntityMerge, EntityRow,
+    EntitySummary, GraphCounts, GraphSink, GraphStore, MergeOutcome, Reached, RelationSummary,
+    Removed, SchemaReport, Scope, Scored,
 };
 
 const BACKEND: &str = "embedded";
@@ -61,7 +62,37 @@ CREATE TABLE IF NOT EXISTS rels (
 CREATE INDEX IF NOT EXISTS rels_dst ON rels (dst);
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks (document_id);
 CREATE INDEX IF NOT EXISTS documents_source ON documents (source);
+CREATE INDEX IF NOT EXISTS rels_src ON rels (src, type);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    text, content = 'chunks', content_rowid = 'rowid', tokenize = 'unicode61 remove_diacritics 0');
+CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_fts_update AFTER UPDATE OF text ON chunks BEGIN
+    INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+    INSERT INTO chunks_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
 ";
+
+/// Creates the schema; a database made before the fulltext table existed
+/// gets its chunks indexed once.
+fn apply_schema(c: &Connection) -> rusqlite::Result<()> {
+    let had_fts: bool = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'chunks_fts'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)?;
+    c.execute_batch(SCHEMA)?;
+    if !had_fts {
+        c.execute("INSERT INTO chunks_fts (chunks_fts) VALUES ('rebuild')", [])?;
+    }
+    Ok(())
+}
 
 /// The embedded SQLite graph store.
 pub struct EmbeddedStore {
@@ -453,7 +484,7 @@ impl EmbeddedStore {
         let conn = Connection::open(&path).map_err(embedded_err(&path))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(embedded_err(&path))?;
-        conn.execute_batch(SCHEMA).map_err(embedded_err(&path))?;
+        apply_schema(&conn).map_err(embedded_err(&path))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -775,13 +806,14 @@ impl GraphStore for EmbeddedStore {
     async fn ensure_schema(&self, vector_dims: Option<usize>) -> Result<SchemaReport, StoreError> {
         // The primary keys are the uniqueness constraints; vector search is
         // an exact scan, so there is no index to build.
-        self.blocking(|c| c.execute_batch(SCHEMA)).await?;
+        self.blocking(|c| apply_schema(c)).await?;
         Ok(SchemaReport {
             constraints: vec![
                 "documents.id".into(),
                 "chunks.id".into(),
                 "entities.id".into(),
                 "nodes.id".into(),
+                "chunks_fts (FTS5, BM25)".into(),
             ],
             vector_index: false,
             vector_index_skipped: Some(match vector_dims {
@@ -791,73 +823,156 @@ impl GraphStore for EmbeddedStore {
         })
     }
 
-    async fn search(&self, query_vector: &[f32], k: usize) -> Result<SearchHits, StoreError> {
-        let qv = query_vector.to_vec();
+    async fn fulltext_chunks(&self, text: &str, k: usize) -> Result<Vec<Scored>, StoreError> {
+        let terms = crate::fulltext::query_terms(text);
+        if terms.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let q = crate::fulltext::fts5_query(&terms);
         self.blocking(move |c| {
-            let mut scored = Vec::new();
-            {
-                let mut st = c.prepare("SELECT id, embedding FROM chunks WHERE embedding IS NOT NULL")?;
-                let mut rows = st.query([])?;
-                while let Some(r) = rows.next()? {
-                    let id: String = r.get(0)?;
-                    let blob: Vec<u8> = r.get(1)?;
-                    scored.push((cosine(&qv, &blob_vector(&blob)), id));
+            c.prepare_cached(
+                "SELECT c.id, -bm25(chunks_fts) FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid
+                 WHERE chunks_fts MATCH ?1 ORDER BY bm25(chunks_fts), c.id LIMIT ?2",
+            )?
+            .query_map(params![q, k as i64], |r| {
+                Ok(Scored {
+                    id: r.get(0)?,
+                    score: r.get::<_, f64>(1)? as f32,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn vector_chunks(&self, v: &[f32], k: usize) -> Result<Vec<Scored>, StoreError> {
+        let qv = v.to_vec();
+        self.blocking(move |c| scan_vectors(c, "chunks", &qv, k))
+            .await
+    }
+
+    async fn vector_entities(&self, v: &[f32], k: usize) -> Result<Vec<EntityMatch>, StoreError> {
+        let qv = v.to_vec();
+        self.blocking(move |c| {
+            let best = scan_vectors(c, "entities", &qv, k)?;
+            let mut out = Vec::new();
+            for s in best {
+                if let Some(entity) = entity_by_id(c, &s.id)? {
+                    out.push(EntityMatch {
+                        entity,
+                        score: s.score,
+                    });
                 }
             }
-            let mut hits = Vec::new();
-            for (score, id) in top_k(scored, k) {
-                let (text, source, doc): (Option<String>, Option<String>, Option<String>) = c
-                    .prepare_cached("SELECT text, source, document_id FROM chunks WHERE id = ?1")?
-                    .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                let mut entities: Vec<EntitySummary> = c
-                    .prepare_cached(
-                        "SELECT e.id, e.name, e.type FROM rels r JOIN entities e ON e.id = r.dst
-                         WHERE r.src = ?1 AND r.type = 'MENTIONS'",
-                    )?
-                    .query_map([&id], |r| Ok(summary(r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<rusqlite::Result<_>>()?;
-                entities.sort();
-                let mut neighbours = Vec::new();
-                for e in &entities {
-                    for (outgoing, q) in [
-                        (
-                            true,
-                            "SELECT r.type, n.id, n.name, n.type FROM rels r JOIN entities n ON n.id = r.dst
-                             WHERE r.src = ?1 AND r.src_label = 'Entity' AND r.dst_label = 'Entity'",
-                        ),
-                        (
-                            false,
-                            "SELECT r.type, n.id, n.name, n.type FROM rels r JOIN entities n ON n.id = r.src
-                             WHERE r.dst = ?1 AND r.src_label = 'Entity' AND r.dst_label = 'Entity'",
-                        ),
-                    ] {
-                        let found: Vec<Neighbour> = c
-                            .prepare_cached(q)?
-                            .query_map([&e.id], |r| {
-                                Ok(Neighbour {
-                                    from: e.id.clone(),
-                                    rel_type: r.get(0)?,
-                                    outgoing,
-                                    entity: summary(r.get(1)?, r.get(2)?, r.get(3)?),
-                                })
-                            })?
-                            .collect::<rusqlite::Result<_>>()?;
-                        neighbours.extend(found);
-                    }
-                }
-                neighbours.sort();
-                neighbours.dedup();
-                hits.push(SearchHit {
-                    chunk_id: id,
-                    score,
-                    text: text.unwrap_or_default(),
-                    source: source.unwrap_or_default(),
-                    document_id: doc.unwrap_or_default(),
-                    entities,
-                    neighbours,
-                });
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn entities_by_name(&self, text: &str, k: usize) -> Result<Vec<EntityMatch>, StoreError> {
+        let text = text.to_owned();
+        self.blocking(move |c| {
+            let lower = text.to_lowercase();
+            let found: Vec<EntitySummary> = c
+                .prepare_cached(
+                    "SELECT id, name, type FROM entities
+                     WHERE length(name) >= 2 AND instr(?1, lower(name)) > 0",
+                )?
+                .query_map([&lower], |r| Ok(summary(r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(crate::fulltext::rank_name_matches(&text, found, k))
+        })
+        .await
+    }
+
+    async fn expand(
+        &self,
+        seeds: &[String],
+        hops: u8,
+        max_neighbours: usize,
+        per_entity: usize,
+    ) -> Result<Vec<Reached>, StoreError> {
+        let seeds = seeds.to_vec();
+        self.blocking(move |c| expand_sql(c, &seeds, hops, max_neighbours, per_entity))
+            .await
+    }
+
+    async fn chunks(&self, ids: &[String]) -> Result<Vec<ChunkInfo>, StoreError> {
+        let ids = ids.to_vec();
+        self.blocking(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT c.id, c.document_id, c.idx, c.text, c.source, d.title, c.page_start, c.page_end
+                 FROM chunks c LEFT JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
+            )?;
+            let mut out = Vec::new();
+            for id in &ids {
+                let found = st
+                    .query_row([id], |r| {
+                        Ok(ChunkInfo {
+                            id: r.get(0)?,
+                            document_id: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                            index: u32_of(r.get(2)?),
+                            text: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                            source: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                            title: r.get(5)?,
+                            page_start: u32_of(r.get(6)?),
+                            page_end: u32_of(r.get(7)?),
+                        })
+                    })
+                    .optional()?;
+                out.extend(found);
             }
-            Ok(SearchHits { hits })
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn chunk_graph(&self, ids: &[String]) -> Result<ChunkGraph, StoreError> {
+        let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+        self.blocking(move |c| {
+            let mut mentions: Vec<(String, EntitySummary)> = c
+                .prepare_cached(
+                    "SELECT r.src, e.id, e.name, e.type FROM rels r JOIN entities e ON e.id = r.dst
+                     WHERE r.type = 'MENTIONS' AND r.src IN (SELECT value FROM json_each(?1))",
+                )?
+                .query_map([&list], |r| {
+                    Ok((r.get(0)?, summary(r.get(1)?, r.get(2)?, r.get(3)?)))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            mentions.sort();
+            mentions.dedup();
+            let mut ents: Vec<&str> = mentions.iter().map(|(_, e)| e.id.as_str()).collect();
+            ents.sort_unstable();
+            ents.dedup();
+            let ent_list = serde_json::to_string(&ents).unwrap_or_else(|_| "[]".into());
+            let mut relations: Vec<RelationSummary> = c
+                .prepare_cached(
+                    "SELECT a.id, a.name, a.type, r.type, b.id, b.name, b.type, r.props
+                     FROM rels r JOIN entities a ON a.id = r.src JOIN entities b ON b.id = r.dst
+                     WHERE r.src_label = 'Entity' AND r.dst_label = 'Entity'
+                       AND r.src IN (SELECT value FROM json_each(?1))
+                       AND r.dst IN (SELECT value FROM json_each(?1))",
+                )?
+                .query_map([&ent_list], |r| {
+                    let props: Map<String, Value> =
+                        serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default();
+                    Ok(RelationSummary {
+                        from: summary(r.get(0)?, r.get(1)?, r.get(2)?),
+                        rel_type: r.get(3)?,
+                        to: summary(r.get(4)?, r.get(5)?, r.get(6)?),
+                        description: props
+                            .get("description")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            relations.sort();
+            Ok(ChunkGraph {
+                mentions,
+                relations,
+            })
         })
         .await
     }
@@ -1393,6 +1508,100 @@ fn stream_records(
         }
     }
     Ok(())
+}
+
+/// Cosine of `qv` with every vector of `table` (`chunks` or `entities`), the
+/// `k` best.
+fn scan_vectors(
+    c: &Connection,
+    table: &str,
+    qv: &[f32],
+    k: usize,
+) -> rusqlite::Result<Vec<Scored>> {
+    let mut scored = Vec::new();
+    let mut st = c.prepare_cached(&format!(
+        "SELECT id, embedding FROM {table} WHERE embedding IS NOT NULL"
+    ))?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        let blob: Vec<u8> = r.get(1)?;
+        scored.push((cosine(qv, &blob_vector(&blob)), r.get::<_, String>(0)?));
+    }
+    Ok(top_k(scored, k)
+        .into_iter()
+        .map(|(score, id)| Scored { id, score })
+        .collect())
+}
+
+fn entity_by_id(c: &Connection, id: &str) -> rusqlite::Result<Option<EntitySummary>> {
+    c.prepare_cached("SELECT id, name, type FROM entities WHERE id = ?1")?
+        .query_row([id], |r| Ok(summary(r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
+}
+
+/// Entity neighbours of `id` (either direction), heaviest relationships
+/// first, at most `limit`.
+fn neighbour_ids(c: &Connection, id: &str, limit: usize) -> rusqlite::Result<Vec<String>> {
+    c.prepare_cached(
+        "SELECT other, max(w) AS w FROM (
+           SELECT dst AS other, coalesce(json_extract(props, '$.weight'), 0) AS w FROM rels
+             WHERE src = ?1 AND src_label = 'Entity' AND dst_label = 'Entity'
+           UNION ALL
+           SELECT src AS other, coalesce(json_extract(props, '$.weight'), 0) AS w FROM rels
+             WHERE dst = ?1 AND src_label = 'Entity' AND dst_label = 'Entity')
+         WHERE other <> ?1 GROUP BY other ORDER BY w DESC, other LIMIT ?2",
+    )?
+    .query_map(params![id, limit as i64], |r| r.get(0))?
+    .collect()
+}
+
+fn expand_sql(
+    c: &Connection,
+    seeds: &[String],
+    hops: u8,
+    max_neighbours: usize,
+    per_entity: usize,
+) -> rusqlite::Result<Vec<Reached>> {
+    let mut out = Vec::new();
+    let mut chunks_of = c.prepare_cached(
+        "SELECT src FROM rels WHERE dst = ?1 AND type = 'MENTIONS' ORDER BY src LIMIT ?2",
+    )?;
+    for seed in seeds {
+        // (entity, hops), each entity once, nearest first.
+        let mut reached: Vec<(String, u8)> = vec![(seed.clone(), 0)];
+        let mut seen: HashSet<String> = HashSet::from([seed.clone()]);
+        let mut frontier = vec![seed.clone()];
+        for hop in 1..=hops.min(2) {
+            let mut next = Vec::new();
+            for e in &frontier {
+                for n in neighbour_ids(c, e, max_neighbours)? {
+                    if next.len() >= max_neighbours {
+                        break;
+                    }
+                    if seen.insert(n.clone()) {
+                        next.push(n);
+                    }
+                }
+            }
+            reached.extend(next.iter().map(|n| (n.clone(), hop)));
+            frontier = next;
+        }
+        for (entity, hops) in reached {
+            let Some(summary) = entity_by_id(c, &entity)? else {
+                continue;
+            };
+            let ids: Vec<String> = chunks_of
+                .query_map(params![entity, per_entity as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            out.extend(ids.into_iter().map(|chunk_id| Reached {
+                chunk_id,
+                entity: summary.clone(),
+                seed: seed.clone(),
+                hops,
+            }));
+        }
+    }
+    Ok(out)
 }
 
 /// The `kg_meta` keys of lease `name`: holder, note, expiry.

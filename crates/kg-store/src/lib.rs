@@ -111,6 +111,7 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod export;
+pub mod fulltext;
 pub mod lease;
 pub mod memory;
 pub mod neo4j;
@@ -130,8 +131,9 @@ pub use memory::{FailRule, MemorySink};
 pub use neo4j::Neo4jStore;
 pub use plan::{plan, plan_linked, Batch, ChunkTail, Group, GroupKey, Param, Phase, Row};
 pub use store::{
-    CurrentDocument, EntityMerge, EntityRow, EntitySummary, GraphCounts, GraphSink, GraphStore,
-    MergeOutcome, Neighbour, Removed, SchemaReport, Scope, SearchHit, SearchHits, Superseded,
+    ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntityMerge, EntityRow, EntitySummary,
+    GraphCounts, GraphSink, GraphStore, MergeOutcome, Reached, RelationSummary, Removed,
+    SchemaReport, Scope, Scored, Superseded,
 };
 pub use writer::{
     default_retry_policy, read_dead_letters, rerun_dead_letters, Ack, AckOutcome, BatchSizer,

@@ -35,12 +35,22 @@ use crate::error::{BatchFailure, FailureClass, StoreError};
 use crate::plan::{Batch, GroupKey, Param, Row};
 use crate::shared::{cosine, csv_properties, media_type, top_k, StoredValue};
 use crate::store::{
-    merged_fields, CurrentDocument, EntityMerge, EntityRow, EntitySummary, GraphCounts, GraphSink,
-    GraphStore, MergeOutcome, Neighbour, Removed, SchemaReport, Scope, SearchHit, SearchHits,
+    merged_fields, ChunkGraph, ChunkInfo, CurrentDocument, EntityMatch, EntityMerge, EntityRow,
+    EntitySummary, GraphCounts, GraphSink, GraphStore, MergeOutcome, Reached, RelationSummary,
+    Removed, SchemaReport, Scope, Scored,
 };
 
 const BACKEND: &str = "neo4j";
 const VECTOR_INDEX: &str = "kg_chunk_embedding";
+const ENTITY_VECTOR_INDEX: &str = "kg_entity_embedding";
+const FULLTEXT_INDEX: &str = "kg_chunk_text";
+
+/// Fulltext search not tried yet.
+const FULLTEXT_UNKNOWN: u8 = 0;
+/// Neo4j's fulltext index (`db.index.fulltext.queryNodes`).
+const FULLTEXT_NATIVE: u8 = 1;
+/// No fulltext procedure (ArcadeDB): BM25 computed by kg.
+const FULLTEXT_BM25: u8 = 2;
 
 /// A Neo4j (or Bolt-speaking) graph store.
 pub struct Neo4jStore {
@@ -50,6 +60,9 @@ pub struct Neo4jStore {
     vector_warned: AtomicBool,
     in_use: Arc<AtomicUsize>,
     ranking: AtomicU8,
+    entity_ranking: AtomicU8,
+    function_scale: AtomicU8,
+    fulltext: AtomicU8,
 }
 
 /// A connection in use: decrements the count when dropped (after the
@@ -353,6 +366,9 @@ impl Neo4jStore {
             vector_warned: AtomicBool::new(false),
             in_use: Arc::new(AtomicUsize::new(0)),
             ranking: AtomicU8::new(RANK_UNKNOWN),
+            entity_ranking: AtomicU8::new(RANK_UNKNOWN),
+            function_scale: AtomicU8::new(RANK_UNKNOWN),
+            fulltext: AtomicU8::new(FULLTEXT_UNKNOWN),
         })
     }
 
@@ -459,98 +475,6 @@ impl Neo4jStore {
         txn.commit().await.map_err(|e| classify(&e))?;
         if let Ok(mut s) = self.node_constraints.lock() {
             s.insert(label.clone());
-        }
-        Ok(())
-    }
-
-    async fn chunk_context(&self, hits: &mut [SearchHit]) -> Result<(), StoreError> {
-        let ids: Vec<String> = hits.iter().map(|h| h.chunk_id.clone()).collect();
-        let rows = self
-            .fetch(
-                query(
-                    "UNWIND $ids AS cid MATCH (c:Chunk {id: cid}) \
-                     RETURN c.id AS id, c.text AS text, c.source AS source, c.document_id AS doc",
-                )
-                .param("ids", ids.clone()),
-                "search: chunks",
-            )
-            .await?;
-        for r in rows {
-            let id: String = r.get("id").unwrap_or_default();
-            if let Some(h) = hits.iter_mut().find(|h| h.chunk_id == id) {
-                h.text = r
-                    .get::<Option<String>>("text")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                h.source = r
-                    .get::<Option<String>>("source")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                h.document_id = r
-                    .get::<Option<String>>("doc")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-            }
-        }
-        let rows = self
-            .fetch(
-                query(
-                    "UNWIND $ids AS cid MATCH (c:Chunk {id: cid})-[:MENTIONS]->(e:Entity) \
-                     RETURN c.id AS chunk, e.id AS id, e.name AS name, e.type AS type",
-                )
-                .param("ids", ids),
-                "search: mentions",
-            )
-            .await?;
-        let mut entity_ids = HashSet::new();
-        for r in rows {
-            let chunk: String = r.get("chunk").unwrap_or_default();
-            let e = entity_summary(&r, "id", "name", "type");
-            entity_ids.insert(e.id.clone());
-            if let Some(h) = hits.iter_mut().find(|h| h.chunk_id == chunk) {
-                h.entities.push(e);
-            }
-        }
-        let eids: Vec<String> = entity_ids.into_iter().collect();
-        let mut neighbours: Vec<Neighbour> = Vec::new();
-        for (outgoing, text) in [
-            (
-                true,
-                "UNWIND $ids AS eid MATCH (e:Entity {id: eid})-[r]->(n:Entity) \
-                 RETURN e.id AS from, type(r) AS t, n.id AS id, n.name AS name, n.type AS type",
-            ),
-            (
-                false,
-                "UNWIND $ids AS eid MATCH (e:Entity {id: eid})<-[r]-(n:Entity) \
-                 RETURN e.id AS from, type(r) AS t, n.id AS id, n.name AS name, n.type AS type",
-            ),
-        ] {
-            let rows = self
-                .fetch(query(text).param("ids", eids.clone()), "search: neighbours")
-                .await?;
-            for r in rows {
-                neighbours.push(Neighbour {
-                    from: r.get("from").unwrap_or_default(),
-                    rel_type: r.get("t").unwrap_or_default(),
-                    outgoing,
-                    entity: entity_summary(&r, "id", "name", "type"),
-                });
-            }
-        }
-        for h in hits.iter_mut() {
-            h.entities.sort();
-            h.entities.dedup();
-            let mut n: Vec<Neighbour> = neighbours
-                .iter()
-                .filter(|n| h.entities.iter().any(|e| e.id == n.from))
-                .cloned()
-                .collect();
-            n.sort();
-            n.dedup();
-            h.neighbours = n;
         }
         Ok(())
     }
@@ -1020,6 +944,16 @@ fn server_refused(e: &StoreError) -> bool {
     matches!(e, StoreError::Query { detail, .. } if REFUSALS.iter().any(|r| detail.contains(r)))
 }
 
+/// Whether `e` says the server has no usable fulltext index: a refusal
+/// ([`server_refused`]), or ArcadeDB's answer, which has the procedure but
+/// cannot create its full-text index from Cypher ("Index with name ... was
+/// not found", "... is not a full-text index").
+fn fulltext_refused(e: &StoreError) -> bool {
+    server_refused(e)
+        || matches!(e, StoreError::Query { detail, .. }
+            if detail.contains("fulltext") && (detail.contains("not found") || detail.contains("not a full-text index")))
+}
+
 /// A server's similarity score as a cosine (-1..=1). Neo4j's vector index
 /// and its `vector.similarity.cosine()` both report `(1 + cos) / 2`.
 fn score_to_cosine(score: f64, normalised: bool) -> f32 {
@@ -1141,6 +1075,208 @@ impl Neo4jStore {
     }
 }
 
+impl Neo4jStore {
+    /// The `k` chunks nearest to `query_vector`: ranked by the server where
+    /// it can, else in the client.
+    async fn nearest_chunks(
+        &self,
+        query_vector: &[f32],
+        k: usize,
+    ) -> Result<Vec<(f32, String)>, StoreError> {
+        Ok(match self.ranked_by_server(query_vector, k).await? {
+            Some(best) => best,
+            None => {
+                let rows = self
+                    .fetch(
+                        query(
+                            "MATCH (c:Chunk) WHERE c.embedding IS NOT NULL \
+                             RETURN c.id AS id, c.embedding AS v",
+                        ),
+                        "chunk vectors",
+                    )
+                    .await?;
+                let scored = rows
+                    .iter()
+                    .filter_map(|r| {
+                        let v = vector(r, "v")?;
+                        Some((cosine(query_vector, &v), r.get::<String>("id").ok()?))
+                    })
+                    .collect();
+                top_k(scored, k)
+            }
+        })
+    }
+
+    /// How `vector.similarity.cosine()` scales its result on this server
+    /// (probed once): `RANK_FUNCTION_NORMALISED`, `RANK_FUNCTION_RAW`, or
+    /// `RANK_CLIENT` when there is no such function.
+    async fn function_scale(&self) -> Result<u8, StoreError> {
+        let known = self.function_scale.load(Ordering::Relaxed);
+        if known != RANK_UNKNOWN {
+            return Ok(known);
+        }
+        let probe = match self
+            .fetch(
+                query("RETURN vector.similarity.cosine([1.0, 0.0], [0.0, 1.0]) AS x"),
+                "vector function probe",
+            )
+            .await
+        {
+            Ok(rows) => rows.first().and_then(|r| r.get::<f64>("x").ok()),
+            Err(e) if server_refused(&e) => None,
+            Err(e) => return Err(e),
+        };
+        let found = match probe {
+            Some(x) if (x - 0.5).abs() < 1e-6 => RANK_FUNCTION_NORMALISED,
+            Some(x) if x.abs() < 1e-6 => RANK_FUNCTION_RAW,
+            _ => RANK_CLIENT,
+        };
+        self.function_scale.store(found, Ordering::Relaxed);
+        Ok(found)
+    }
+
+    /// The `k` entities nearest to `query_vector`: through the entity
+    /// vector index, else `vector.similarity.cosine()`, else in the client.
+    async fn nearest_entities(
+        &self,
+        query_vector: &[f32],
+        k: usize,
+    ) -> Result<Vec<(f32, String)>, StoreError> {
+        let qv: Vec<f64> = query_vector.iter().map(|x| f64::from(*x)).collect();
+        let mode = self.entity_ranking.load(Ordering::Relaxed);
+        if mode == RANK_INDEX || mode == RANK_UNKNOWN {
+            let result = self
+                .fetch(
+                    query(&format!(
+                        "CALL db.index.vector.queryNodes('{ENTITY_VECTOR_INDEX}', $k, $v) \
+                         YIELD node, score RETURN node.id AS id, score"
+                    ))
+                    .param("k", k as i64)
+                    .param("v", qv.clone()),
+                    "entity vector search",
+                )
+                .await;
+            match result {
+                Ok(rows) => {
+                    self.entity_ranking.store(RANK_INDEX, Ordering::Relaxed);
+                    return Ok(scored_rows(&rows, true));
+                }
+                Err(e) if mode == RANK_INDEX || !server_refused(&e) => return Err(e),
+                Err(e) => {
+                    tracing::debug!("no entity vector index to search: {e}");
+                    self.entity_ranking.store(RANK_CLIENT, Ordering::Relaxed);
+                }
+            }
+        }
+        let scale = self.function_scale().await?;
+        if scale != RANK_CLIENT {
+            let rows = self
+                .fetch(
+                    query(
+                        "MATCH (e:Entity) WHERE size(e.embedding) = $dims \
+                         WITH e, vector.similarity.cosine(e.embedding, $v) AS score \
+                         WHERE score IS NOT NULL \
+                         RETURN e.id AS id, score ORDER BY score DESC, id LIMIT $k",
+                    )
+                    .param("k", k as i64)
+                    .param("dims", query_vector.len() as i64)
+                    .param("v", qv),
+                    "entity vector search (vector.similarity.cosine)",
+                )
+                .await?;
+            return Ok(scored_rows(&rows, scale == RANK_FUNCTION_NORMALISED));
+        }
+        let rows = self
+            .fetch(
+                query(
+                    "MATCH (e:Entity) WHERE e.embedding IS NOT NULL \
+                     RETURN e.id AS id, e.embedding AS v",
+                ),
+                "entity vectors",
+            )
+            .await?;
+        let scored = rows
+            .iter()
+            .filter_map(|r| {
+                let v = vector(r, "v")?;
+                Some((cosine(query_vector, &v), r.get::<String>("id").ok()?))
+            })
+            .collect();
+        Ok(top_k(scored, k))
+    }
+
+    /// BM25 computed by kg, for a server without a fulltext procedure: the
+    /// chunks whose lowercased text contains a term are the candidates
+    /// (every chunk that has the term as a word is among them, so document
+    /// frequencies are exact); term frequencies and lengths are counted
+    /// with the same tokenizer as queries. The collection's average length
+    /// in words is estimated from its average length in characters and
+    /// the candidates' characters per word.
+    async fn bm25_chunks(&self, terms: &[String], k: usize) -> Result<Vec<Scored>, StoreError> {
+        let stats = self
+            .fetch(
+                query(
+                    "MATCH (c:Chunk) WHERE c.text IS NOT NULL \
+                     RETURN count(c) AS n, avg(size(c.text)) AS chars",
+                ),
+                "fulltext: collection statistics",
+            )
+            .await?;
+        let (n, avg_chars) = stats
+            .first()
+            .map(|r| {
+                (
+                    r.get::<i64>("n").unwrap_or(0),
+                    r.get::<f64>("chars").unwrap_or(0.0),
+                )
+            })
+            .unwrap_or((0, 0.0));
+        let rows = self
+            .fetch(
+                query(
+                    "UNWIND $terms AS t MATCH (c:Chunk) \
+                     WHERE c.text IS NOT NULL AND toLower(c.text) CONTAINS t \
+                     RETURN DISTINCT c.id AS id, c.text AS text",
+                )
+                .param("terms", terms.to_vec()),
+                "fulltext: candidates",
+            )
+            .await?;
+        let candidates: Vec<(String, String)> = rows
+            .iter()
+            .filter_map(|r| Some((opt_string(r, "id")?, opt_string(r, "text")?)))
+            .collect();
+        let (chars, words) = candidates.iter().fold((0usize, 0usize), |(c, w), (_, t)| {
+            (c + t.chars().count(), w + crate::fulltext::words(t).count())
+        });
+        let chars_per_word = if words > 0 {
+            chars as f64 / words as f64
+        } else {
+            6.0
+        };
+        Ok(crate::fulltext::rank_bm25(
+            terms,
+            candidates,
+            u64::try_from(n).unwrap_or(0),
+            avg_chars / chars_per_word,
+            k,
+        )
+        .into_iter()
+        .map(|(score, id)| Scored { id, score })
+        .collect())
+    }
+
+    /// How fulltext search runs on this server, once a search has found
+    /// out: `"fulltext index"`, `"bm25 (kg)"` or `"unknown"`.
+    pub fn fulltext_method(&self) -> &'static str {
+        match self.fulltext.load(Ordering::Relaxed) {
+            FULLTEXT_NATIVE => "fulltext index",
+            FULLTEXT_BM25 => "bm25 (kg)",
+            _ => "unknown",
+        }
+    }
+}
+
 impl GraphStore for Neo4jStore {
     fn backend(&self) -> &'static str {
         BACKEND
@@ -1178,6 +1314,19 @@ impl GraphStore for Neo4jStore {
                 tracing::debug!("no index on {label}.{property}: {e}");
             }
         }
+        match self
+            .exec(
+                query(&format!(
+                    "CREATE FULLTEXT INDEX {FULLTEXT_INDEX} IF NOT EXISTS \
+                     FOR (c:Chunk) ON EACH [c.text]"
+                )),
+                "fulltext index",
+            )
+            .await
+        {
+            Ok(()) => report.constraints.push(FULLTEXT_INDEX.into()),
+            Err(e) => tracing::debug!("no fulltext index on Chunk.text ({e}): kg computes BM25"),
+        }
         let Some(dims) = vector_dims else {
             report.vector_index_skipped = Some("no embedding dimensions given".into());
             return Ok(report);
@@ -1202,7 +1351,19 @@ impl GraphStore for Neo4jStore {
                  `vector.similarity_function`: 'cosine'}}}}"
             );
             match self.exec(query(&text), "vector index").await {
-                Ok(()) => None,
+                Ok(()) => {
+                    let entity_text = format!(
+                        "CREATE VECTOR INDEX {ENTITY_VECTOR_INDEX} IF NOT EXISTS \
+                         FOR (e:Entity) ON (e.embedding) \
+                         OPTIONS {{indexConfig: {{`vector.dimensions`: {dims}, \
+                         `vector.similarity_function`: 'cosine'}}}}"
+                    );
+                    match self.exec(query(&entity_text), "entity vector index").await {
+                        Ok(()) => self.entity_ranking.store(RANK_INDEX, Ordering::Relaxed),
+                        Err(e) => tracing::warn!("no vector index on Entity.embedding: {e}"),
+                    }
+                    None
+                }
                 Err(e) => Some(format!("the server refused the vector index: {e}")),
             }
         };
@@ -1224,45 +1385,256 @@ impl GraphStore for Neo4jStore {
         Ok(report)
     }
 
-    async fn search(&self, query_vector: &[f32], k: usize) -> Result<SearchHits, StoreError> {
-        let best = match self.ranked_by_server(query_vector, k).await? {
-            Some(best) => best,
-            None => {
+    async fn fulltext_chunks(&self, text: &str, k: usize) -> Result<Vec<Scored>, StoreError> {
+        let terms = crate::fulltext::query_terms(text);
+        if terms.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let mode = self.fulltext.load(Ordering::Relaxed);
+        if mode != FULLTEXT_BM25 {
+            let result = self
+                .fetch(
+                    query(&format!(
+                        "CALL db.index.fulltext.queryNodes('{FULLTEXT_INDEX}', $q) \
+                         YIELD node, score RETURN node.id AS id, score \
+                         ORDER BY score DESC, id LIMIT $k"
+                    ))
+                    .param("q", crate::fulltext::lucene_query(&terms))
+                    .param("k", k as i64),
+                    "fulltext search",
+                )
+                .await;
+            match result {
+                Ok(rows) => {
+                    self.fulltext.store(FULLTEXT_NATIVE, Ordering::Relaxed);
+                    return Ok(scored_rows(&rows, false)
+                        .into_iter()
+                        .map(|(score, id)| Scored { id, score })
+                        .collect());
+                }
+                Err(e) if mode == FULLTEXT_NATIVE || !fulltext_refused(&e) => return Err(e),
+                Err(e) => {
+                    tracing::info!(
+                        "no fulltext index procedure on this server ({e}): kg ranks chunks by BM25 itself"
+                    );
+                    self.fulltext.store(FULLTEXT_BM25, Ordering::Relaxed);
+                }
+            }
+        }
+        self.bm25_chunks(&terms, k).await
+    }
+
+    async fn vector_chunks(&self, v: &[f32], k: usize) -> Result<Vec<Scored>, StoreError> {
+        Ok(self
+            .nearest_chunks(v, k)
+            .await?
+            .into_iter()
+            .map(|(score, id)| Scored { id, score })
+            .collect())
+    }
+
+    async fn vector_entities(&self, v: &[f32], k: usize) -> Result<Vec<EntityMatch>, StoreError> {
+        let best = self.nearest_entities(v, k).await?;
+        let ids: Vec<String> = best.iter().map(|(_, id)| id.clone()).collect();
+        let rows = self
+            .fetch(
+                query(
+                    "UNWIND $ids AS eid MATCH (e:Entity {id: eid}) \
+                     RETURN e.id AS id, e.name AS name, e.type AS type",
+                )
+                .param("ids", ids),
+                "entity lookup",
+            )
+            .await?;
+        let found: Vec<EntitySummary> = rows
+            .iter()
+            .map(|r| entity_summary(r, "id", "name", "type"))
+            .collect();
+        Ok(best
+            .into_iter()
+            .filter_map(|(score, id)| {
+                let entity = found.iter().find(|e| e.id == id)?.clone();
+                Some(EntityMatch { entity, score })
+            })
+            .collect())
+    }
+
+    async fn entities_by_name(&self, text: &str, k: usize) -> Result<Vec<EntityMatch>, StoreError> {
+        let rows = self
+            .fetch(
+                query(
+                    "MATCH (e:Entity) WHERE e.name IS NOT NULL AND size(e.name) >= 2 \
+                     AND $text CONTAINS toLower(e.name) \
+                     RETURN e.id AS id, e.name AS name, e.type AS type",
+                )
+                .param("text", text.to_lowercase()),
+                "entity lookup by name",
+            )
+            .await?;
+        let found = rows
+            .iter()
+            .map(|r| entity_summary(r, "id", "name", "type"))
+            .collect();
+        Ok(crate::fulltext::rank_name_matches(text, found, k))
+    }
+
+    async fn expand(
+        &self,
+        seeds: &[String],
+        hops: u8,
+        max_neighbours: usize,
+        per_entity: usize,
+    ) -> Result<Vec<Reached>, StoreError> {
+        let mut out = Vec::new();
+        for seed in seeds {
+            let mut reached: Vec<(String, u8)> = vec![(seed.clone(), 0)];
+            let mut seen: HashSet<String> = HashSet::from([seed.clone()]);
+            let mut frontier = vec![seed.clone()];
+            for hop in 1..=hops.min(2) {
                 let rows = self
                     .fetch(
                         query(
-                            "MATCH (c:Chunk) WHERE c.embedding IS NOT NULL \
-                             RETURN c.id AS id, c.embedding AS v",
-                        ),
-                        "chunk vectors",
+                            "UNWIND $ids AS eid MATCH (e:Entity {id: eid})-[r]-(n:Entity) \
+                             WHERE n.id <> eid \
+                             RETURN n.id AS id, max(coalesce(r.weight, 0.0)) AS w \
+                             ORDER BY w DESC, id LIMIT $limit",
+                        )
+                        .param("ids", frontier.clone())
+                        .param("limit", (max_neighbours * frontier.len().max(1)) as i64),
+                        "graph expansion",
                     )
                     .await?;
-                let scored = rows
-                    .iter()
-                    .filter_map(|r| {
-                        let v = vector(r, "v")?;
-                        Some((cosine(query_vector, &v), r.get::<String>("id").ok()?))
-                    })
-                    .collect();
-                top_k(scored, k)
+                let mut next = Vec::new();
+                for r in rows {
+                    let Some(id) = opt_string(&r, "id") else {
+                        continue;
+                    };
+                    if next.len() < max_neighbours && seen.insert(id.clone()) {
+                        next.push(id);
+                    }
+                }
+                reached.extend(next.iter().map(|n| (n.clone(), hop)));
+                frontier = next;
             }
-        };
-        let mut hits: Vec<SearchHit> = best
-            .into_iter()
-            .map(|(score, chunk_id)| SearchHit {
-                chunk_id,
-                score,
-                text: String::new(),
-                source: String::new(),
-                document_id: String::new(),
-                entities: Vec::new(),
-                neighbours: Vec::new(),
+            let ids: Vec<String> = reached.iter().map(|(id, _)| id.clone()).collect();
+            let rows = self
+                .fetch(
+                    query(
+                        "UNWIND $ids AS eid MATCH (c:Chunk)-[:MENTIONS]->(e:Entity {id: eid}) \
+                         WITH e, c ORDER BY c.id \
+                         WITH e, collect(c.id) AS chunks \
+                         RETURN e.id AS id, e.name AS name, e.type AS type, chunks",
+                    )
+                    .param("ids", ids),
+                    "graph expansion: chunks",
+                )
+                .await?;
+            for (entity, hops) in &reached {
+                let Some(r) = rows
+                    .iter()
+                    .find(|r| opt_string(r, "id").as_deref() == Some(entity.as_str()))
+                else {
+                    continue;
+                };
+                let summary = entity_summary(r, "id", "name", "type");
+                let mut chunks = strings(r, "chunks");
+                chunks.sort();
+                chunks.truncate(per_entity);
+                out.extend(chunks.into_iter().map(|chunk_id| Reached {
+                    chunk_id,
+                    entity: summary.clone(),
+                    seed: seed.clone(),
+                    hops: *hops,
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn chunks(&self, ids: &[String]) -> Result<Vec<ChunkInfo>, StoreError> {
+        let rows = self
+            .fetch(
+                query(
+                    "UNWIND $ids AS cid MATCH (c:Chunk {id: cid}) \
+                     OPTIONAL MATCH (d:Document {id: c.document_id}) \
+                     RETURN c.id AS id, c.document_id AS doc, c.index AS idx, c.text AS text, \
+                     c.source AS source, d.title AS title, c.page_start AS ps, c.page_end AS pe",
+                )
+                .param("ids", ids.to_vec()),
+                "chunks",
+            )
+            .await?;
+        let found: Vec<ChunkInfo> = rows
+            .iter()
+            .map(|r| ChunkInfo {
+                id: opt_string(r, "id").unwrap_or_default(),
+                document_id: opt_string(r, "doc").unwrap_or_default(),
+                index: opt_i64(r, "idx").and_then(|x| u32::try_from(x).ok()),
+                text: opt_string(r, "text").unwrap_or_default(),
+                source: opt_string(r, "source").unwrap_or_default(),
+                title: opt_string(r, "title"),
+                page_start: opt_i64(r, "ps").and_then(|x| u32::try_from(x).ok()),
+                page_end: opt_i64(r, "pe").and_then(|x| u32::try_from(x).ok()),
             })
             .collect();
-        if !hits.is_empty() {
-            self.chunk_context(&mut hits).await?;
-        }
-        Ok(SearchHits { hits })
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.iter().find(|c| &c.id == id).cloned())
+            .collect())
+    }
+
+    async fn chunk_graph(&self, ids: &[String]) -> Result<ChunkGraph, StoreError> {
+        let rows = self
+            .fetch(
+                query(
+                    "UNWIND $ids AS cid MATCH (c:Chunk {id: cid})-[:MENTIONS]->(e:Entity) \
+                     RETURN c.id AS chunk, e.id AS id, e.name AS name, e.type AS type",
+                )
+                .param("ids", ids.to_vec()),
+                "chunk entities",
+            )
+            .await?;
+        let mut mentions: Vec<(String, EntitySummary)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    opt_string(r, "chunk").unwrap_or_default(),
+                    entity_summary(r, "id", "name", "type"),
+                )
+            })
+            .collect();
+        mentions.sort();
+        mentions.dedup();
+        let mut ents: Vec<String> = mentions.iter().map(|(_, e)| e.id.clone()).collect();
+        ents.sort();
+        ents.dedup();
+        let rows = self
+            .fetch(
+                query(
+                    "UNWIND $ids AS eid MATCH (a:Entity {id: eid})-[r]->(b:Entity) \
+                     WHERE b.id IN $ids \
+                     RETURN a.id AS aid, a.name AS aname, a.type AS atype, type(r) AS t, \
+                     b.id AS bid, b.name AS bname, b.type AS btype, r.description AS d",
+                )
+                .param("ids", ents),
+                "chunk relations",
+            )
+            .await?;
+        let mut relations: Vec<RelationSummary> = rows
+            .iter()
+            .map(|r| RelationSummary {
+                from: entity_summary(r, "aid", "aname", "atype"),
+                rel_type: opt_string(r, "t").unwrap_or_default(),
+                to: entity_summary(r, "bid", "bname", "btype"),
+                description: opt_string(r, "d").unwrap_or_default(),
+            })
+            .collect();
+        relations.sort();
+        relations.dedup();
+        Ok(ChunkGraph {
+            mentions,
+            relations,
+        })
     }
 
     async fn identity(&self) -> Result<String, StoreError> {

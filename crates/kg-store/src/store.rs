@@ -86,45 +86,6 @@ pub struct EntitySummary {
     pub entity_type: String,
 }
 
-/// A relationship from a mentioned entity to a neighbour.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Neighbour {
-    /// The mentioned entity's id.
-    pub from: String,
-    /// Relationship type.
-    pub rel_type: String,
-    /// Whether the relationship points from `from` to `entity`.
-    pub outgoing: bool,
-    /// The neighbour.
-    pub entity: EntitySummary,
-}
-
-/// One chunk found by search, with its graph context.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SearchHit {
-    /// Chunk id.
-    pub chunk_id: String,
-    /// Cosine similarity to the query, -1..=1.
-    pub score: f32,
-    /// The chunk's text.
-    pub text: String,
-    /// The source file.
-    pub source: String,
-    /// The document id.
-    pub document_id: String,
-    /// Entities the chunk mentions, by id.
-    pub entities: Vec<EntitySummary>,
-    /// Their 1-hop entity neighbours.
-    pub neighbours: Vec<Neighbour>,
-}
-
-/// Search results, best first.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SearchHits {
-    /// The hits.
-    pub hits: Vec<SearchHit>,
-}
-
 /// A source file and the id of its current content (the document id is a
 /// content address, so a changed file gets a new id).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -160,6 +121,84 @@ pub struct Superseded {
     /// Earlier versions that could not be removed (their transaction was
     /// rolled back, so they are still whole), with why.
     pub failed: Vec<(DocumentId, String)>,
+}
+
+/// A chunk or entity id with a retrieval score (higher is better; cosine
+/// for vector search, BM25 for fulltext).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// Chunk or entity id.
+    pub id: String,
+    /// The score.
+    pub score: f32,
+}
+
+/// An entity found for a question, with a score (cosine for vector
+/// matches; for name matches, the share of the question's terms the name
+/// covers, 0..=1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityMatch {
+    /// The entity.
+    pub entity: EntitySummary,
+    /// The score.
+    pub score: f32,
+}
+
+/// A chunk reached from a seed entity: it mentions `entity`, which is the
+/// seed itself (`hops` 0) or a neighbour 1 or 2 relationships away.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reached {
+    /// The chunk.
+    pub chunk_id: String,
+    /// The entity the chunk mentions.
+    pub entity: EntitySummary,
+    /// The seed entity it was reached from.
+    pub seed: String,
+    /// Relationships between the seed and `entity`: 0, 1 or 2.
+    pub hops: u8,
+}
+
+/// A chunk with its document, for showing and citing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkInfo {
+    /// Chunk id.
+    pub id: String,
+    /// Document id.
+    pub document_id: String,
+    /// Position in the document.
+    pub index: Option<u32>,
+    /// Text.
+    pub text: String,
+    /// The source file.
+    pub source: String,
+    /// The document's title, when it has one.
+    pub title: Option<String>,
+    /// First page (PDF).
+    pub page_start: Option<u32>,
+    /// Last page (PDF).
+    pub page_end: Option<u32>,
+}
+
+/// A relationship between two entities, as context for an answer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RelationSummary {
+    /// Source entity.
+    pub from: EntitySummary,
+    /// Relationship type.
+    pub rel_type: String,
+    /// Target entity.
+    pub to: EntitySummary,
+    /// Its description.
+    pub description: String,
+}
+
+/// The entities a set of chunks mentions and the relationships among them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkGraph {
+    /// `(chunk id, entity)`, sorted.
+    pub mentions: Vec<(String, EntitySummary)>,
+    /// Relationships between two of those entities, sorted.
+    pub relations: Vec<RelationSummary>,
 }
 
 /// An entity as resolution reads it ([`GraphStore::stream_entities`]).
@@ -248,13 +287,64 @@ pub trait GraphStore: GraphSink {
         vector_dims: Option<usize>,
     ) -> impl Future<Output = Result<SchemaReport, StoreError>> + Send;
 
-    /// The `k` chunks nearest to `query_vector` by cosine, with the
-    /// entities they mention and those entities' neighbours.
-    fn search(
+    /// The `k` chunks with the best keyword (fulltext) scores for `text`:
+    /// BM25 from the backend's fulltext index (SQLite FTS5, Neo4j's
+    /// fulltext index) or, on a server without one, computed by kg. The
+    /// text is cut into terms first ([`crate::fulltext::query_terms`]), so
+    /// no input is a syntax error: text without terms finds nothing.
+    fn fulltext_chunks(
+        &self,
+        text: &str,
+        k: usize,
+    ) -> impl Future<Output = Result<Vec<Scored>, StoreError>> + Send;
+
+    /// The `k` chunks nearest to `query_vector` by cosine, best first (ids
+    /// and scores only; [`Self::chunks`] fetches the rest).
+    fn vector_chunks(
         &self,
         query_vector: &[f32],
         k: usize,
-    ) -> impl Future<Output = Result<SearchHits, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Scored>, StoreError>> + Send;
+
+    /// The `k` entities whose vectors are nearest to `query_vector`.
+    fn vector_entities(
+        &self,
+        query_vector: &[f32],
+        k: usize,
+    ) -> impl Future<Output = Result<Vec<EntityMatch>, StoreError>> + Send;
+
+    /// Entities whose name (2 characters or more) occurs in `text` as whole
+    /// words, at most `k`, longest names first.
+    fn entities_by_name(
+        &self,
+        text: &str,
+        k: usize,
+    ) -> impl Future<Output = Result<Vec<EntityMatch>, StoreError>> + Send;
+
+    /// The chunks that mention the `seeds` and, with `hops` 1 or 2, their
+    /// entity neighbours up to that many relationships away: at most
+    /// `per_entity` chunks for each entity reached (lowest chunk ids first)
+    /// and `max_neighbours` neighbours for each seed.
+    fn expand(
+        &self,
+        seeds: &[String],
+        hops: u8,
+        max_neighbours: usize,
+        per_entity: usize,
+    ) -> impl Future<Output = Result<Vec<Reached>, StoreError>> + Send;
+
+    /// The chunks with these ids, with their document's title (missing ids
+    /// are left out), in the order asked.
+    fn chunks(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<ChunkInfo>, StoreError>> + Send;
+
+    /// The entities these chunks mention and the relationships among them.
+    fn chunk_graph(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<ChunkGraph, StoreError>> + Send;
 
     /// Counts nodes and relationships in `scope` (the identity marker of
     /// [`Self::identity`] is not counted).
@@ -439,12 +529,60 @@ impl<T: GraphStore> GraphStore for Arc<T> {
         (**self).ensure_schema(vector_dims)
     }
 
-    fn search(
+    fn fulltext_chunks(
+        &self,
+        text: &str,
+        k: usize,
+    ) -> impl Future<Output = Result<Vec<Scored>, StoreError>> + Send {
+        (**self).fulltext_chunks(text, k)
+    }
+
+    fn vector_chunks(
         &self,
         query_vector: &[f32],
         k: usize,
-    ) -> impl Future<Output = Result<SearchHits, StoreError>> + Send {
-        (**self).search(query_vector, k)
+    ) -> impl Future<Output = Result<Vec<Scored>, StoreError>> + Send {
+        (**self).vector_chunks(query_vector, k)
+    }
+
+    fn vector_entities(
+        &self,
+        query_vector: &[f32],
+        k: usize,
+    ) -> impl Future<Output = Result<Vec<EntityMatch>, StoreError>> + Send {
+        (**self).vector_entities(query_vector, k)
+    }
+
+    fn entities_by_name(
+        &self,
+        text: &str,
+        k: usize,
+    ) -> impl Future<Output = Result<Vec<EntityMatch>, StoreError>> + Send {
+        (**self).entities_by_name(text, k)
+    }
+
+    fn expand(
+        &self,
+        seeds: &[String],
+        hops: u8,
+        max_neighbours: usize,
+        per_entity: usize,
+    ) -> impl Future<Output = Result<Vec<Reached>, StoreError>> + Send {
+        (**self).expand(seeds, hops, max_neighbours, per_entity)
+    }
+
+    fn chunks(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<ChunkInfo>, StoreError>> + Send {
+        (**self).chunks(ids)
+    }
+
+    fn chunk_graph(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<ChunkGraph, StoreError>> + Send {
+        (**self).chunk_graph(ids)
     }
 
     fn identity(&self) -> impl Future<Output = Result<String, StoreError>> + Send {

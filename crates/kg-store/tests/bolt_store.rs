@@ -292,7 +292,7 @@ async fn bolt_hostile_data_is_only_data() {
 }
 
 #[tokio::test]
-async fn bolt_search_finds_chunk_entities_and_neighbours() {
+async fn bolt_vector_search_finds_the_chunk_its_entities_and_relations() {
     let dir = tempfile::tempdir().unwrap();
     let tag = unique_tag("search");
     check_search(connect().await, dir.path(), &tag).await;
@@ -301,12 +301,16 @@ async fn bolt_search_finds_chunk_entities_and_neighbours() {
     // server; never by reading every vector into the client.
     let store = connect().await;
     assert_eq!(store.search_method(), "unknown");
-    let hits = store.search(&query_vector(&tag, 2), 1).await.unwrap().hits;
+    let hits = store
+        .vector_chunks(&query_vector(&tag, 2), 1)
+        .await
+        .unwrap();
     assert_ne!(store.search_method(), "client");
     assert_ne!(store.search_method(), "unknown");
+    let found = store.chunks(&[hits[0].id.clone()]).await.unwrap();
     assert!(
-        hits[0].text.starts_with("Bruce Perens succeeded"),
-        "{hits:?}"
+        found[0].text.starts_with("Bruce Perens succeeded"),
+        "{found:?}"
     );
 }
 

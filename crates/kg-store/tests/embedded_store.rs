@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use kg_core::{DocumentId, Label, Record};
 use kg_store::{
-    export_embedded, Batch, BatchFailure, BatchWriter, CurrentDocument, EmbeddedConfig,
-    EmbeddedStore, GraphCounts, GraphSink, GraphStore, MemorySink, Removed, SchemaReport, Scope,
-    SearchHits, StoreError,
+    export_embedded, Batch, BatchFailure, BatchWriter, ChunkGraph, ChunkInfo, CurrentDocument,
+    EmbeddedConfig, EmbeddedStore, EntityMatch, GraphCounts, GraphSink, GraphStore, MemorySink,
+    Reached, Removed, SchemaReport, Scope, Scored, StoreError,
 };
 use tokio::sync::mpsc;
 
@@ -148,7 +148,7 @@ async fn embedded_hostile_data_is_only_data() {
 }
 
 #[tokio::test]
-async fn embedded_search_finds_chunk_entities_and_neighbours() {
+async fn embedded_vector_search_finds_the_chunk_its_entities_and_relations() {
     let dir = tempfile::tempdir().unwrap();
     check_search(open(dir.path()), dir.path(), &unique_tag("search")).await;
 }
@@ -286,8 +286,34 @@ impl GraphStore for SchemaCalls {
         self.calls.lock().unwrap().push(dims);
         self.inner.ensure_schema(dims).await
     }
-    async fn search(&self, v: &[f32], k: usize) -> Result<SearchHits, StoreError> {
-        self.inner.search(v, k).await
+    async fn fulltext_chunks(&self, text: &str, k: usize) -> Result<Vec<Scored>, StoreError> {
+        self.inner.fulltext_chunks(text, k).await
+    }
+    async fn vector_chunks(&self, v: &[f32], k: usize) -> Result<Vec<Scored>, StoreError> {
+        self.inner.vector_chunks(v, k).await
+    }
+    async fn vector_entities(&self, v: &[f32], k: usize) -> Result<Vec<EntityMatch>, StoreError> {
+        self.inner.vector_entities(v, k).await
+    }
+    async fn entities_by_name(&self, text: &str, k: usize) -> Result<Vec<EntityMatch>, StoreError> {
+        self.inner.entities_by_name(text, k).await
+    }
+    async fn expand(
+        &self,
+        seeds: &[String],
+        hops: u8,
+        max_neighbours: usize,
+        per_entity: usize,
+    ) -> Result<Vec<Reached>, StoreError> {
+        self.inner
+            .expand(seeds, hops, max_neighbours, per_entity)
+            .await
+    }
+    async fn chunks(&self, ids: &[String]) -> Result<Vec<ChunkInfo>, StoreError> {
+        self.inner.chunks(ids).await
+    }
+    async fn chunk_graph(&self, ids: &[String]) -> Result<ChunkGraph, StoreError> {
+        self.inner.chunk_graph(ids).await
     }
     async fn counts(&self, scope: &Scope) -> Result<GraphCounts, StoreError> {
         self.inner.counts(scope).await

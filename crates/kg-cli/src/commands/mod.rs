@@ -4,6 +4,7 @@
 //! extract`, `kg embed`), [`store`], [`run`], [`search`], [`resolve`],
 //! [`delete`] (`kg delete`, `kg prune`).
 
+mod ask;
 mod delete;
 mod resolve;
 mod run;
@@ -11,10 +12,11 @@ mod search;
 mod stages;
 mod store;
 
+pub use ask::ask;
 pub use delete::{delete, prune};
 pub use resolve::resolve;
 pub use run::run;
-pub use search::search;
+pub use search::{search, SearchArgs};
 pub use stages::{embed, extract, ingest, render_estimate};
 pub use store::store;
 

@@ -35,6 +35,7 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
         None
     };
     let embedder = build::embed_stage(&app.settings, &app.cancel).await?;
+    let entity_embedder = (embedder.embedder.clone(), embedder.cache.clone());
     let writer = Arc::new(build::writer(&app.settings, &app.cancel).await?);
     build::spawn_connection_gauge(&writer);
     check_store(app, &ctx, &writer).await?;
@@ -82,6 +83,18 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
     if let Some(e) = outcome.error {
         app.finish(true);
         return Err(e.into());
+    }
+    if !outcome.interrupted {
+        // Entity vectors for graph search (docs/query.md).
+        let (model, cache) = entity_embedder;
+        let done =
+            crate::entity_vectors::embed_entities(&writer, model, cache, &app.cancel).await?;
+        tracing::info!(
+            embedded = done.embedded,
+            cached = done.cached,
+            written = done.written,
+            "entity vectors"
+        );
     }
     if outcome.interrupted {
         app.notes.push(format!(

@@ -67,6 +67,9 @@ struct Args {
     /// Leave `usage` out of answers.
     #[arg(long)]
     omit_usage: bool,
+    /// Answer mode: also cite this source number (an invented citation).
+    #[arg(long)]
+    invent_citation: Option<usize>,
     /// Reject response_format json_schema with 400 (json_object still works).
     #[arg(long)]
     reject_json_schema: bool,
@@ -137,6 +140,7 @@ async fn main() -> std::process::ExitCode {
         reject_json_schema: a.reject_json_schema,
         embedding_dim: a.embedding_dim,
         embedding_dim_switch: a.embedding_dim_switch,
+        invent_citation: a.invent_citation,
         script,
     };
     let server = match FakeLlm::start(config).await {

@@ -286,7 +286,7 @@ pub fn fixture(tag: &str) -> Vec<Record> {
     out.push(Record::Embedding(Embedding {
         id: debian.to_string(),
         target: EmbeddingTarget::Entity,
-        vector: vec![0.25, -0.5, 0.125, 1.0],
+        vector: entity_vector(tag),
         model: "fake-embed".into(),
     }));
     // CSV: airports and routes.
@@ -352,6 +352,22 @@ pub fn fixture(tag: &str) -> Vec<Record> {
         }));
     }
     out
+}
+
+/// The vector of the fixture's Debian entity: four components from the
+/// tag's hash, so on a shared server, where every earlier run left its
+/// own Debian, this run's is the only one in its direction.
+pub fn entity_vector(tag: &str) -> Vec<f32> {
+    let h = content_hash(&[tag.as_bytes(), b"entity"]);
+    (0..4)
+        .map(|i| {
+            let byte = h
+                .get(2 * i..2 * i + 2)
+                .and_then(|x| u8::from_str_radix(x, 16).ok())
+                .unwrap_or(0);
+            f32::from(byte) / 255.0 - 0.5 + if i == 3 { 1.0 } else { 0.0 }
+        })
+        .collect()
 }
 
 /// The vector of the chunk along `axis` in the fixture of `tag`.
@@ -693,8 +709,9 @@ pub async fn check_failed_batch_dead_lettered<S: GraphStore>(
     assert_eq!(again.records, 0);
 }
 
-/// Search finds the chunk nearest the query vector, with its entities and
-/// their neighbours.
+/// Vector search finds the chunk nearest the query vector, scored by
+/// cosine; the graph of that chunk holds its entities and the relations
+/// among them.
 pub async fn check_search<S: GraphStore>(store: S, dir: &Path, tag: &str) {
     let records = fixture(tag);
     let writer = BatchWriter::new(store, writer_config(dir));
@@ -707,11 +724,18 @@ pub async fn check_search<S: GraphStore>(store: S, dir: &Path, tag: &str) {
         .unwrap();
     // Axis 2 is the third chunk of the PDF: Perens succeeded Murdock.
     let q = query_vector(tag, 2);
-    let hits = writer.sink().search(&q, 3).await.unwrap().hits;
+    let hits = writer.sink().vector_chunks(&q, 3).await.unwrap();
     assert!(!hits.is_empty());
     let top = &hits[0];
-    assert!(top.text.starts_with("Bruce Perens succeeded"), "{top:?}");
-    assert!(top.text.contains(tag));
+    let text = |id: &str| {
+        records.iter().find_map(|r| match r {
+            Record::Chunk(c) if c.id.as_str() == id => Some(c.text.clone()),
+            _ => None,
+        })
+    };
+    let top_text = text(&top.id).unwrap_or_default();
+    assert!(top_text.starts_with("Bruce Perens succeeded"), "{top:?}");
+    assert!(top_text.contains(tag));
     assert!((top.score - 1.0).abs() < 1e-4, "{}", top.score);
     assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
     // Every score is the cosine of the query and the chunk's vector,
@@ -726,22 +750,29 @@ pub async fn check_search<S: GraphStore>(store: S, dir: &Path, tag: &str) {
         })
         .collect();
     // (On a shared server the lower hits may be other tests' chunks.)
-    assert!(vectors.contains_key(&top.chunk_id));
-    for h in hits.iter().filter(|h| vectors.contains_key(&h.chunk_id)) {
-        let v = &vectors[&h.chunk_id];
+    for h in hits.iter().filter(|h| vectors.contains_key(&h.id)) {
+        let v = &vectors[&h.id];
         let dot: f32 = q.iter().zip(v).map(|(a, b)| a * b).sum();
         let norm = |x: &[f32]| x.iter().map(|a| a * a).sum::<f32>().sqrt();
         let want = dot / (norm(&q) * norm(v));
         assert!((h.score - want).abs() < 1e-3, "{} vs {want}", h.score);
     }
-    let names: Vec<&str> = top.entities.iter().map(|e| e.name.as_str()).collect();
+    let graph = writer
+        .sink()
+        .chunk_graph(std::slice::from_ref(&top.id))
+        .await
+        .unwrap();
+    let names: Vec<&str> = graph
+        .mentions
+        .iter()
+        .map(|(_, e)| e.name.as_str())
+        .collect();
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(names.iter().any(|n| n.starts_with("Bruce Perens")));
-    // Ian Murdock's neighbours include Debian (FOUNDED, outgoing).
-    assert!(top
-        .neighbours
-        .iter()
-        .any(|n| n.rel_type == "FOUNDED" && n.outgoing && n.entity.name.starts_with("Debian")));
+    // Among them, Ian Murdock FOUNDED Debian.
+    assert!(graph.relations.iter().any(|r| r.rel_type == "FOUNDED"
+        && r.from.name.starts_with("Ian Murdock")
+        && r.to.name.starts_with("Debian")));
 }
 
 /// A changed version of the fixture's PDF: same source, new content (so a
