@@ -100,6 +100,29 @@ pub async fn store(
     if app.stats.set_aside_total() == 0 && !app.cancel.is_cancelled() {
         let note = pipeline::replace_earlier_versions(writer.sink(), &ctx, documents).await;
         app.notes.extend(note);
+        // Entity vectors for graph search, as `kg run` writes them, so that
+        // a pipe of the stages builds the graph `kg run` builds.
+        match build::embed_stage(&app.settings, &app.cancel).await {
+            Ok(stage) => {
+                let done = crate::entity_vectors::embed_entities(
+                    &writer,
+                    stage.embedder,
+                    stage.cache,
+                    &app.cancel,
+                )
+                .await?;
+                tracing::info!(
+                    embedded = done.embedded,
+                    cached = done.cached,
+                    written = done.written,
+                    "entity vectors"
+                );
+            }
+            Err(e) => app.notes.push(format!(
+                "entity vectors were not written ({e}): graph search finds entities by name only \
+                 until `kg store` runs with an embedder configured, or `kg run` runs"
+            )),
+        }
     } else if !documents.is_empty() {
         app.notes.push(
             "earlier versions of changed documents were kept, because part of this input was \
