@@ -207,6 +207,55 @@ struct Snapshot {
     records: BTreeSet<String>,
 }
 
+/// `missing` and `extra` less the embedding records that differ only in
+/// their vector, by a cosine of at least 0.9999 (same id, model, target).
+fn without_near_equal_vectors<'a>(
+    missing: Vec<&'a String>,
+    extra: Vec<&'a String>,
+) -> (Vec<&'a String>, Vec<&'a String>) {
+    let split = |r: &String| -> Option<(serde_json::Value, Vec<f64>)> {
+        let mut v: serde_json::Value = serde_json::from_str(r).ok()?;
+        if v.get("kind")?.as_str()? != "embedding" {
+            return None;
+        }
+        let vector = v
+            .as_object_mut()?
+            .remove("vector")?
+            .as_array()?
+            .iter()
+            .filter_map(serde_json::Value::as_f64)
+            .collect();
+        Some((v, vector))
+    };
+    let cosine = |a: &[f64], b: &[f64]| {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        dot / (norm(a) * norm(b))
+    };
+    let mut matched_extra = BTreeSet::new();
+    let mut kept_missing = Vec::new();
+    for m in missing {
+        let found = split(m).and_then(|(rest, vector)| {
+            extra.iter().position(|e| {
+                split(e).is_some_and(|(other, w)| {
+                    other == rest && w.len() == vector.len() && cosine(&vector, &w) >= 0.9999
+                })
+            })
+        });
+        match found {
+            Some(i) if matched_extra.insert(i) => {}
+            _ => kept_missing.push(m),
+        }
+    }
+    let kept_extra = extra
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !matched_extra.contains(i))
+        .map(|(_, e)| e)
+        .collect();
+    (kept_missing, kept_extra)
+}
+
 async fn snapshot<S: GraphStore>(store: &S, scope: &Scope) -> Snapshot {
     Snapshot {
         counts: store.counts(scope).await.unwrap(),
@@ -391,6 +440,9 @@ fn kg_run_into_bolt_builds_the_same_graph_as_the_embedded_store() {
         assert_eq!(in_bolt.counts, scoped.counts, "counts differ");
         let missing: Vec<_> = scoped.records.difference(&in_bolt.records).collect();
         let extra: Vec<_> = in_bolt.records.difference(&scoped.records).collect();
+        // Two runs of the local model: an entity batched with other
+        // neighbours rounds differently in the last bits of its vector.
+        let (missing, extra) = without_near_equal_vectors(missing, extra);
         assert!(
             missing.is_empty() && extra.is_empty(),
             "Bolt graph differs from the embedded one.\nmissing in Bolt: {missing:#?}\nextra in Bolt: {extra:#?}"
