@@ -76,26 +76,29 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
     }
     let note = pipeline::replace_earlier_versions(writer.sink(), &ctx, outcome.documents).await;
     app.notes.extend(note);
+    let mut vectors = Ok(());
     if outcome.error.is_none() && !outcome.interrupted {
         resolve_touched(app, writer.sink()).await;
+        // Entity vectors for graph search (docs/query.md), written while
+        // the lease is still held.
+        let (model, cache) = entity_embedder;
+        vectors = crate::entity_vectors::embed_entities(&writer, model, cache, &app.cancel)
+            .await
+            .map(|done| {
+                tracing::info!(
+                    embedded = done.embedded,
+                    cached = done.cached,
+                    written = done.written,
+                    "entity vectors"
+                );
+            });
     }
     lease.release().await;
     if let Some(e) = outcome.error {
         app.finish(true);
         return Err(e.into());
     }
-    if !outcome.interrupted {
-        // Entity vectors for graph search (docs/query.md).
-        let (model, cache) = entity_embedder;
-        let done =
-            crate::entity_vectors::embed_entities(&writer, model, cache, &app.cancel).await?;
-        tracing::info!(
-            embedded = done.embedded,
-            cached = done.cached,
-            written = done.written,
-            "entity vectors"
-        );
-    }
+    vectors?;
     if outcome.interrupted {
         app.notes.push(format!(
             "interrupted: {} document(s) not finished; run the same command again to finish them \
