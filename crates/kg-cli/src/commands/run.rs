@@ -78,9 +78,9 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
     app.notes.extend(note);
     let mut vectors = Ok(());
     if outcome.error.is_none() && !outcome.interrupted {
-        resolve_touched(app, writer.sink()).await;
         // Entity vectors for graph search (docs/query.md), written while
-        // the lease is still held.
+        // the lease is still held and before resolution, which compares
+        // them: `kg run` resolves on the graph `kg resolve` would see.
         let (model, cache) = entity_embedder;
         vectors = crate::entity_vectors::embed_entities(&writer, model, cache, &app.cancel)
             .await
@@ -92,6 +92,7 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
                     "entity vectors"
                 );
             });
+        resolve_touched(app, writer.sink()).await;
     }
     lease.release().await;
     if let Some(e) = outcome.error {
