@@ -917,7 +917,33 @@ impl Neo4jStore {
     }
 }
 
-/// How a server ranks chunks by similarity, found on the first search.
+/// What a vector search ranks: a label, its vector index, and how errors
+/// name the search.
+#[derive(Clone, Copy)]
+struct VectorTarget {
+    label: &'static str,
+    index: &'static str,
+    what: &'static str,
+}
+
+/// Chunks, by `Chunk.embedding`.
+const CHUNK_VECTORS: VectorTarget = VectorTarget {
+    label: "Chunk",
+    index: VECTOR_INDEX,
+    what: "vector search",
+};
+
+/// Entities, by `Entity.embedding`.
+const ENTITY_VECTORS: VectorTarget = VectorTarget {
+    label: "Entity",
+    index: ENTITY_VECTOR_INDEX,
+    what: "entity vector search",
+};
+
+/// How a server ranks by similarity, found on the first search: per
+/// target (`ranking`, `entity_ranking`) `RANK_INDEX` or `RANK_CLIENT` (no
+/// index); for the function (`function_scale`) one of the function modes
+/// or `RANK_CLIENT` (no function).
 const RANK_UNKNOWN: u8 = 0;
 /// `db.index.vector.queryNodes` on the vector index.
 const RANK_INDEX: u8 = 1;
@@ -983,130 +1009,105 @@ impl Neo4jStore {
     pub fn search_method(&self) -> &'static str {
         match self.ranking.load(Ordering::Relaxed) {
             RANK_INDEX => "vector index",
-            RANK_FUNCTION_NORMALISED | RANK_FUNCTION_RAW => "vector.similarity.cosine",
-            RANK_CLIENT => "client",
-            _ => "unknown",
+            RANK_UNKNOWN => "unknown",
+            _ => match self.function_scale.load(Ordering::Relaxed) {
+                RANK_FUNCTION_NORMALISED | RANK_FUNCTION_RAW => "vector.similarity.cosine",
+                RANK_CLIENT => "client",
+                _ => "unknown",
+            },
         }
     }
 
-    /// The `k` nearest chunks as the server ranks them: through the vector
-    /// index where there is one, else with `vector.similarity.cosine()`
-    /// (only `k` rows cross the wire); `None` when the server has neither,
-    /// and the caller ranks in the client. The first search finds out which
-    /// (a failed index query means no index; a probe of the function tells
-    /// whether it exists and how it scales its result) and later ones go
-    /// straight to it.
-    async fn ranked_by_server(
+    /// The `k` nodes of `target` nearest to `query_vector`: through the
+    /// target's vector index where there is one, else with
+    /// `vector.similarity.cosine()` (only `k` rows cross the wire), else
+    /// ranked in the client. The first search finds out which (a failed
+    /// index query means no index; [`Self::function_scale`] probes the
+    /// function once for both targets) and later ones go straight to it.
+    async fn nearest(
         &self,
+        target: &VectorTarget,
         query_vector: &[f32],
         k: usize,
-    ) -> Result<Option<Vec<(f32, String)>>, StoreError> {
+    ) -> Result<Vec<(f32, String)>, StoreError> {
+        let VectorTarget { label, index, what } = *target;
+        let ranking = match target.label {
+            "Entity" => &self.entity_ranking,
+            _ => &self.ranking,
+        };
         let qv: Vec<f64> = query_vector.iter().map(|x| f64::from(*x)).collect();
-        let mode = self.ranking.load(Ordering::Relaxed);
+        let mode = ranking.load(Ordering::Relaxed);
         if mode == RANK_INDEX || mode == RANK_UNKNOWN {
             let result = self
                 .fetch(
                     query(&format!(
-                        "CALL db.index.vector.queryNodes('{VECTOR_INDEX}', $k, $v) \
+                        "CALL db.index.vector.queryNodes('{index}', $k, $v) \
                          YIELD node, score RETURN node.id AS id, score"
                     ))
                     .param("k", k as i64)
                     .param("v", qv.clone()),
-                    "vector search",
+                    what,
                 )
                 .await;
             match result {
                 Ok(rows) => {
-                    self.ranking.store(RANK_INDEX, Ordering::Relaxed);
-                    return Ok(Some(scored_rows(&rows, true)));
+                    ranking.store(RANK_INDEX, Ordering::Relaxed);
+                    return Ok(scored_rows(&rows, true));
                 }
                 // A server that answered "no" has no index; an error on the
                 // way (connection, timeout) says nothing about it.
                 Err(e) if mode == RANK_INDEX || !server_refused(&e) => return Err(e),
-                Err(e) => tracing::debug!("no vector index to search: {e}"),
+                Err(e) => {
+                    tracing::debug!("no vector index on {label}.embedding to search: {e}");
+                    ranking.store(RANK_CLIENT, Ordering::Relaxed);
+                }
             }
         }
-        let mode = if mode == RANK_UNKNOWN || mode == RANK_INDEX {
-            let probe = match self
+        let scale = self.function_scale().await?;
+        if scale != RANK_CLIENT {
+            let rows = self
                 .fetch(
-                    query("RETURN vector.similarity.cosine([1.0, 0.0], [0.0, 1.0]) AS x"),
-                    "vector function probe",
+                    query(&format!(
+                        "MATCH (n:{label}) WHERE size(n.embedding) = $dims \
+                         WITH n, vector.similarity.cosine(n.embedding, $v) AS score \
+                         WHERE score IS NOT NULL \
+                         RETURN n.id AS id, score ORDER BY score DESC, id LIMIT $k"
+                    ))
+                    .param("k", k as i64)
+                    .param("dims", query_vector.len() as i64)
+                    .param("v", qv),
+                    &format!("{what} (vector.similarity.cosine)"),
                 )
-                .await
-            {
-                Ok(rows) => rows.first().and_then(|r| r.get::<f64>("x").ok()),
-                Err(e) if server_refused(&e) => None,
-                Err(e) => return Err(e),
-            };
-            let found = match probe {
-                Some(x) if (x - 0.5).abs() < 1e-6 => RANK_FUNCTION_NORMALISED,
-                Some(x) if x.abs() < 1e-6 => RANK_FUNCTION_RAW,
-                _ => RANK_CLIENT,
-            };
-            if found == RANK_CLIENT && !self.vector_warned.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    uri = %self.config.display_uri(),
-                    "the server has no vector index and no vector.similarity.cosine(): search reads every chunk vector"
-                );
-            }
-            self.ranking.store(found, Ordering::Relaxed);
-            found
-        } else {
-            mode
-        };
-        if mode == RANK_CLIENT {
-            return Ok(None);
+                .await?;
+            return Ok(scored_rows(&rows, scale == RANK_FUNCTION_NORMALISED));
+        }
+        if !self.vector_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                uri = %self.config.display_uri(),
+                "the server has no vector index and no vector.similarity.cosine(): search reads every vector"
+            );
         }
         let rows = self
             .fetch(
-                query(
-                    "MATCH (c:Chunk) WHERE size(c.embedding) = $dims \
-                     WITH c, vector.similarity.cosine(c.embedding, $v) AS score \
-                     WHERE score IS NOT NULL \
-                     RETURN c.id AS id, score ORDER BY score DESC, id LIMIT $k",
-                )
-                .param("k", k as i64)
-                .param("dims", query_vector.len() as i64)
-                .param("v", qv),
-                "vector search (vector.similarity.cosine)",
+                query(&format!(
+                    "MATCH (n:{label}) WHERE n.embedding IS NOT NULL \
+                     RETURN n.id AS id, n.embedding AS v"
+                )),
+                &format!("{what} (every vector)"),
             )
             .await?;
-        Ok(Some(scored_rows(&rows, mode == RANK_FUNCTION_NORMALISED)))
+        let scored = rows
+            .iter()
+            .filter_map(|r| {
+                let v = vector(r, "v")?;
+                Some((cosine(query_vector, &v), r.get::<String>("id").ok()?))
+            })
+            .collect();
+        Ok(top_k(scored, k))
     }
 }
 
 impl Neo4jStore {
-    /// The `k` chunks nearest to `query_vector`: ranked by the server where
-    /// it can, else in the client.
-    async fn nearest_chunks(
-        &self,
-        query_vector: &[f32],
-        k: usize,
-    ) -> Result<Vec<(f32, String)>, StoreError> {
-        Ok(match self.ranked_by_server(query_vector, k).await? {
-            Some(best) => best,
-            None => {
-                let rows = self
-                    .fetch(
-                        query(
-                            "MATCH (c:Chunk) WHERE c.embedding IS NOT NULL \
-                             RETURN c.id AS id, c.embedding AS v",
-                        ),
-                        "chunk vectors",
-                    )
-                    .await?;
-                let scored = rows
-                    .iter()
-                    .filter_map(|r| {
-                        let v = vector(r, "v")?;
-                        Some((cosine(query_vector, &v), r.get::<String>("id").ok()?))
-                    })
-                    .collect();
-                top_k(scored, k)
-            }
-        })
-    }
-
     /// How `vector.similarity.cosine()` scales its result on this server
     /// (probed once): `RANK_FUNCTION_NORMALISED`, `RANK_FUNCTION_RAW`, or
     /// `RANK_CLIENT` when there is no such function.
@@ -1133,76 +1134,6 @@ impl Neo4jStore {
         };
         self.function_scale.store(found, Ordering::Relaxed);
         Ok(found)
-    }
-
-    /// The `k` entities nearest to `query_vector`: through the entity
-    /// vector index, else `vector.similarity.cosine()`, else in the client.
-    async fn nearest_entities(
-        &self,
-        query_vector: &[f32],
-        k: usize,
-    ) -> Result<Vec<(f32, String)>, StoreError> {
-        let qv: Vec<f64> = query_vector.iter().map(|x| f64::from(*x)).collect();
-        let mode = self.entity_ranking.load(Ordering::Relaxed);
-        if mode == RANK_INDEX || mode == RANK_UNKNOWN {
-            let result = self
-                .fetch(
-                    query(&format!(
-                        "CALL db.index.vector.queryNodes('{ENTITY_VECTOR_INDEX}', $k, $v) \
-                         YIELD node, score RETURN node.id AS id, score"
-                    ))
-                    .param("k", k as i64)
-                    .param("v", qv.clone()),
-                    "entity vector search",
-                )
-                .await;
-            match result {
-                Ok(rows) => {
-                    self.entity_ranking.store(RANK_INDEX, Ordering::Relaxed);
-                    return Ok(scored_rows(&rows, true));
-                }
-                Err(e) if mode == RANK_INDEX || !server_refused(&e) => return Err(e),
-                Err(e) => {
-                    tracing::debug!("no entity vector index to search: {e}");
-                    self.entity_ranking.store(RANK_CLIENT, Ordering::Relaxed);
-                }
-            }
-        }
-        let scale = self.function_scale().await?;
-        if scale != RANK_CLIENT {
-            let rows = self
-                .fetch(
-                    query(
-                        "MATCH (e:Entity) WHERE size(e.embedding) = $dims \
-                         WITH e, vector.similarity.cosine(e.embedding, $v) AS score \
-                         WHERE score IS NOT NULL \
-                         RETURN e.id AS id, score ORDER BY score DESC, id LIMIT $k",
-                    )
-                    .param("k", k as i64)
-                    .param("dims", query_vector.len() as i64)
-                    .param("v", qv),
-                    "entity vector search (vector.similarity.cosine)",
-                )
-                .await?;
-            return Ok(scored_rows(&rows, scale == RANK_FUNCTION_NORMALISED));
-        }
-        let rows = self
-            .fetch(
-                query(
-                    "MATCH (e:Entity) WHERE e.embedding IS NOT NULL \
-                     RETURN e.id AS id, e.embedding AS v",
-                ),
-                "entity vectors",
-            )
-            .await?;
-        let scored = rows
-            .iter()
-            .filter_map(|r| {
-                let v = vector(r, "v")?;
-                Some((cosine(query_vector, &v), r.get::<String>("id").ok()?))
-            })
-            .collect();
-        Ok(top_k(scored, k))
     }
 
     /// BM25 computed by kg, for a server without a fulltext procedure: the
@@ -1426,7 +1357,7 @@ impl GraphStore for Neo4jStore {
 
     async fn vector_chunks(&self, v: &[f32], k: usize) -> Result<Vec<Scored>, StoreError> {
         Ok(self
-            .nearest_chunks(v, k)
+            .nearest(&CHUNK_VECTORS, v, k)
             .await?
             .into_iter()
             .map(|(score, id)| Scored { id, score })
@@ -1434,7 +1365,7 @@ impl GraphStore for Neo4jStore {
     }
 
     async fn vector_entities(&self, v: &[f32], k: usize) -> Result<Vec<EntityMatch>, StoreError> {
-        let best = self.nearest_entities(v, k).await?;
+        let best = self.nearest(&ENTITY_VECTORS, v, k).await?;
         let ids: Vec<String> = best.iter().map(|(_, id)| id.clone()).collect();
         let rows = self
             .fetch(
