@@ -40,56 +40,19 @@ use kg_store::{
 };
 use kg_testkit::PrivateServer;
 
-const DIMS: usize = 384;
+#[path = "../tests/support/bag_of_words.rs"]
+mod bag_of_words;
+use bag_of_words::BagOfWords;
+
+/// The question and chunk embedder (questions go through kg-cli's
+/// `EmbedderQuery`, as in `kg search`).
+const BAG: BagOfWords = BagOfWords {
+    dims: 384,
+    model: "bench/bag-of-words",
+};
 const CHUNKS: usize = 10_000;
 const ENTITIES: usize = 2_000;
 const MODES: [Mode; 4] = [Mode::Vector, Mode::Fulltext, Mode::Hybrid, Mode::Graph];
-
-fn hash(s: &str) -> u64 {
-    let h = kg_core::sha256_hex(s.as_bytes());
-    u64::from_str_radix(h.get(..16).unwrap_or("0"), 16).unwrap_or(0)
-}
-
-fn embed(text: &str) -> Vec<f32> {
-    let mut v = vec![0.0f32; DIMS];
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.len() > 2)
-    {
-        let n = hash(&word.to_lowercase());
-        v[(n >> 1) as usize % DIMS] += if n & 1 == 0 { 1.0 } else { -1.0 };
-    }
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
-    v.into_iter().map(|x| x / norm).collect()
-}
-
-#[derive(Debug)]
-struct BagOfWords;
-
-impl kg_embed::Embedder for BagOfWords {
-    fn model_id(&self) -> &str {
-        "bench/bag-of-words"
-    }
-    fn dimensions(&self) -> Option<usize> {
-        Some(DIMS)
-    }
-    fn batch_limits(&self) -> kg_embed::BatchLimits {
-        kg_embed::BatchLimits {
-            max_inputs: 64,
-            max_tokens: None,
-            concurrency: 1,
-        }
-    }
-    fn count_tokens(&self, text: &str) -> usize {
-        text.split_whitespace().count()
-    }
-    fn embed<'a>(
-        &'a self,
-        texts: &'a [String],
-    ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<f32>>, kg_embed::EmbedError>> {
-        Box::pin(async move { Ok(texts.iter().map(|t| embed(t)).collect()) })
-    }
-}
 
 fn rng(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
@@ -177,7 +140,7 @@ fn corpus(words: &[String]) -> Vec<Record> {
         out.push(Record::Embedding(Embedding {
             id: id.to_string(),
             target: EmbeddingTarget::Chunk,
-            vector: embed(&text),
+            vector: BAG.vector(&text),
             model: "bench/bag-of-words".into(),
         }));
         out.push(Record::Chunk(Chunk {
@@ -235,7 +198,7 @@ fn corpus(words: &[String]) -> Vec<Record> {
         out.push(Record::Embedding(Embedding {
             id: id.to_string(),
             target: EmbeddingTarget::Entity,
-            vector: embed(&kg_embed::entity_text(&entity)),
+            vector: BAG.vector(&kg_embed::entity_text(&entity)),
             model: "bench/bag-of-words".into(),
         }));
         out.push(Record::Entity(entity));
@@ -313,7 +276,7 @@ fn measure(
     rounds: usize,
 ) {
     let retriever = StoreRetriever(store);
-    let embedder = EmbedderQuery(Arc::new(BagOfWords));
+    let embedder = EmbedderQuery(Arc::new(BAG));
     let search = |mode: Mode, q: &str| {
         rt.block_on(kg_query::search(&retriever, &embedder, q, &options(mode)))
             .expect("search")
@@ -384,7 +347,7 @@ fn bench(c: &mut Criterion) {
         drop(server);
     }
     let retriever = StoreRetriever(&store);
-    let embedder = EmbedderQuery(Arc::new(BagOfWords));
+    let embedder = EmbedderQuery(Arc::new(BAG));
     let mut group = c.benchmark_group("retrieval_modes_10k");
     group
         .sample_size(10)

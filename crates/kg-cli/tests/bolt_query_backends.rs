@@ -29,55 +29,16 @@ use kg_store::{
 };
 use kg_testkit::PrivateServer;
 
-const DIMS: usize = 64;
+#[path = "support/bag_of_words.rs"]
+mod bag_of_words;
+use bag_of_words::BagOfWords;
 
-/// A bag-of-words vector: each lowercased word adds ±1 to a dimension
-/// chosen by its hash; unit length. Deterministic, and close for texts
-/// that share words.
-fn embed(text: &str) -> Vec<f32> {
-    let mut v = vec![0.0f32; DIMS];
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.len() > 2)
-    {
-        let h = kg_core::sha256_hex(word.to_lowercase().as_bytes());
-        let n = u64::from_str_radix(&h[..16], 16).unwrap();
-        let sign = if n & 1 == 0 { 1.0 } else { -1.0 };
-        v[(n >> 1) as usize % DIMS] += sign;
-    }
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
-    v.into_iter().map(|x| x / norm).collect()
-}
-
-/// The same bag of words as a kg-embed `Embedder` (questions go through
-/// kg-cli's `EmbedderQuery`, as in `kg search`).
-#[derive(Debug)]
-struct BagOfWords;
-
-impl kg_embed::Embedder for BagOfWords {
-    fn model_id(&self) -> &str {
-        "test/bag-of-words"
-    }
-    fn dimensions(&self) -> Option<usize> {
-        Some(DIMS)
-    }
-    fn batch_limits(&self) -> kg_embed::BatchLimits {
-        kg_embed::BatchLimits {
-            max_inputs: 64,
-            max_tokens: None,
-            concurrency: 1,
-        }
-    }
-    fn count_tokens(&self, text: &str) -> usize {
-        text.split_whitespace().count()
-    }
-    fn embed<'a>(
-        &'a self,
-        texts: &'a [String],
-    ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<f32>>, kg_embed::EmbedError>> {
-        Box::pin(async move { Ok(texts.iter().map(|t| embed(t)).collect()) })
-    }
-}
+/// The question and chunk embedder (questions go through kg-cli's
+/// `EmbedderQuery`, as in `kg search`).
+const BAG: BagOfWords = BagOfWords {
+    dims: 64,
+    model: "test/bag-of-words",
+};
 
 const DOCS: [(&str, &str, &[&str]); 2] = [
     (
@@ -206,7 +167,7 @@ fn graph(tag: &str) -> Vec<Record> {
             out.push(Record::Embedding(Embedding {
                 id: id.to_string(),
                 target: EmbeddingTarget::Chunk,
-                vector: embed(text),
+                vector: BAG.vector(text),
                 model: "test/bag-of-words".into(),
             }));
             ids.push(id);
@@ -274,7 +235,7 @@ fn graph(tag: &str) -> Vec<Record> {
         out.push(Record::Embedding(Embedding {
             id: entity_ids[e].0.to_string(),
             target: EmbeddingTarget::Entity,
-            vector: embed(&kg_embed::entity_text(&entity)),
+            vector: BAG.vector(&kg_embed::entity_text(&entity)),
             model: "test/bag-of-words".into(),
         }));
         out.push(Record::Entity(entity));
@@ -392,7 +353,7 @@ async fn bolt_and_embedded_stores_give_the_same_hits_in_every_mode() {
     let embedded = write(AnyStore::Embedded(embedded), dir.path(), records.clone()).await;
     let neo4j = bolt(&server).await;
     let neo4j = write(AnyStore::Neo4j(Box::new(neo4j)), dir.path(), records).await;
-    let embedder = EmbedderQuery(std::sync::Arc::new(BagOfWords));
+    let embedder = EmbedderQuery(std::sync::Arc::new(BAG));
 
     let questions = [
         "Who founded the Debian project?",
