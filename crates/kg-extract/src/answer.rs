@@ -17,14 +17,14 @@
 //! relation whose endpoints are not entities of the same answer is dropped
 //! and counted. Nothing raw reaches an identifier.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use kg_core::{
     entity_key, Chunk, EntityId, ExtractedEntity, ExtractedRelation, Extraction, Label, RelType,
 };
 use serde_json::Value;
 
-use crate::config::ExtractSchema;
+use crate::schema::{ExtractSchema, SchemaDrops};
 
 /// Why an answer could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -171,7 +171,7 @@ fn strip_fences(s: &str) -> &str {
 }
 
 /// What validation dropped from one answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ValidationReport {
     /// Entities whose type was not a safe, allowed, non-reserved label.
     pub rejected_entities: u64,
@@ -182,6 +182,9 @@ pub struct ValidationReport {
     pub dropped_relations: u64,
     /// Entries that were not objects or lacked a name.
     pub malformed_entries: u64,
+    /// Of the rejected entities and relations, those a strict schema
+    /// dropped (valid types outside it), per type.
+    pub dropped_by_schema: SchemaDrops,
 }
 
 fn str_field<'a>(v: &'a Value, names: &[&str]) -> Option<&'a str> {
@@ -202,6 +205,9 @@ pub fn validate(
     let mut entities: Vec<ExtractedEntity> = Vec::new();
     // entity_key(name) -> index in `entities`, for relation endpoints.
     let mut by_key: HashMap<String, usize> = HashMap::new();
+    // Keys of entities a strict schema dropped: their relations are schema
+    // drops too.
+    let mut off_schema: HashSet<String> = HashSet::new();
     let empty = Vec::new();
     for raw in answer
         .get("entities")
@@ -220,19 +226,23 @@ pub fn validate(
             continue;
         }
         let label = match Label::new(raw_type) {
+            Ok(l) if l.is_reserved() => None,
             Ok(l)
-                if !l.is_reserved()
-                    && (!schema.is_strict()
-                        || schema.entity_types().is_empty()
-                        || schema.entity_types().contains(&l)) =>
+                if schema.is_strict()
+                    && !schema.entity_types().is_empty()
+                    && !schema.entity_types().contains(&l) =>
             {
-                l
+                report.dropped_by_schema.entity(l.as_str());
+                off_schema.insert(entity_key(name));
+                None
             }
-            _ => {
-                tracing::debug!(chunk = %chunk.id, "entity type rejected: {raw_type:?}");
-                report.rejected_entities += 1;
-                continue;
-            }
+            Ok(l) => Some(l),
+            Err(_) => None,
+        };
+        let Some(label) = label else {
+            tracing::debug!(chunk = %chunk.id, "entity type rejected: {raw_type:?}");
+            report.rejected_entities += 1;
+            continue;
         };
         let description = str_field(raw, &["description"]).unwrap_or("").to_string();
         let id = EntityId::new(&label, name);
@@ -264,11 +274,17 @@ pub fn validate(
             report.malformed_entries += 1;
             continue;
         };
-        let (Some(&si), Some(&ti)) = (
-            by_key.get(&entity_key(source)),
-            by_key.get(&entity_key(target)),
-        ) else {
-            report.dropped_relations += 1;
+        let (source_key, target_key) = (entity_key(source), entity_key(target));
+        let (Some(&si), Some(&ti)) = (by_key.get(&source_key), by_key.get(&target_key)) else {
+            if off_schema.contains(&source_key) || off_schema.contains(&target_key) {
+                let rel = RelType::new(raw_type).map(|r| r.as_str().to_string());
+                report
+                    .dropped_by_schema
+                    .relation(rel.as_deref().unwrap_or("(invalid type)"));
+                report.rejected_relations += 1;
+            } else {
+                report.dropped_relations += 1;
+            }
             continue;
         };
         let (Some(s), Some(t)) = (entities.get(si), entities.get(ti)) else {
@@ -276,17 +292,26 @@ pub fn validate(
             continue;
         };
         let rel_type = match RelType::new(raw_type) {
-            Ok(r)
-                if !r.is_reserved()
-                    && allowed_relation(schema, &s.entity_type, &r, &t.entity_type) =>
-            {
-                r
-            }
-            _ => {
-                tracing::debug!(chunk = %chunk.id, "relation type rejected: {raw_type:?}");
-                report.rejected_relations += 1;
-                continue;
-            }
+            Ok(r) if r.is_reserved() => None,
+            Ok(r) => match allowed_relation(schema, &s.entity_type, &r, &t.entity_type) {
+                Allowed::Yes => Some(r),
+                Allowed::NotThisType => {
+                    report.dropped_by_schema.relation(r.as_str());
+                    None
+                }
+                Allowed::NotThisShape => {
+                    report
+                        .dropped_by_schema
+                        .relation(&format!("{} -{r}-> {}", s.entity_type, t.entity_type));
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let Some(rel_type) = rel_type else {
+            tracing::debug!(chunk = %chunk.id, "relation type rejected: {raw_type:?}");
+            report.rejected_relations += 1;
+            continue;
         };
         let strength = raw
             .get("strength")
@@ -327,18 +352,30 @@ pub fn validate(
     )
 }
 
-fn allowed_relation(schema: &ExtractSchema, s: &Label, r: &RelType, t: &Label) -> bool {
+/// Whether a strict schema allows a relation.
+enum Allowed {
+    Yes,
+    NotThisType,
+    NotThisShape,
+}
+
+fn allowed_relation(schema: &ExtractSchema, s: &Label, r: &RelType, t: &Label) -> Allowed {
     if !schema.is_strict() {
-        return true;
+        return Allowed::Yes;
     }
     if !schema.relation_types().is_empty() && !schema.relation_types().contains(r) {
-        return false;
+        return Allowed::NotThisType;
     }
-    schema.patterns().is_empty()
+    if schema.patterns().is_empty()
         || schema
             .patterns()
             .iter()
             .any(|(ps, pr, pt)| ps == s && pr == r && pt == t)
+    {
+        Allowed::Yes
+    } else {
+        Allowed::NotThisShape
+    }
 }
 
 #[cfg(test)]
@@ -426,7 +463,8 @@ mod tests {
                 rejected_entities: 2,
                 rejected_relations: 2,
                 dropped_relations: 2,
-                malformed_entries: 1
+                malformed_entries: 1,
+                dropped_by_schema: SchemaDrops::default(),
             }
         );
     }
@@ -452,7 +490,8 @@ mod tests {
             "relations": [
                 {"source": "Alice", "target": "Acme", "type": "WORKS_FOR"},
                 {"source": "Acme", "target": "Alice", "type": "WORKS_FOR"},
-                {"source": "Alice", "target": "Acme", "type": "LIKES"}
+                {"source": "Alice", "target": "Acme", "type": "LIKES"},
+                {"source": "Alice", "target": "Paris", "type": "KNOWS"}
             ]
         });
         let (x, report) = validate(&answer, &chunk(), &schema, "m");
@@ -460,8 +499,20 @@ mod tests {
         assert_eq!(x.relations.len(), 1);
         assert_eq!(
             (report.rejected_entities, report.rejected_relations),
-            (1, 2)
+            (1, 3)
         );
+        assert_eq!(report.dropped_relations, 0);
+        // Each drop is counted under its type, or its shape when only the
+        // shape is off the schema.
+        assert_eq!(
+            report.dropped_by_schema.to_string(),
+            "1 entity (Location 1), 3 relations (KNOWS 1, LIKES 1, Organization -WORKS_FOR-> Person 1)"
+        );
+        // The same answer under an open schema keeps everything.
+        let open = ExtractSchema::new(&["Person"], &["WORKS_FOR"], &[], false).unwrap();
+        let (x, report) = validate(&answer, &chunk(), &open, "m");
+        assert_eq!((x.entities.len(), x.relations.len()), (3, 4));
+        assert!(report.dropped_by_schema.is_empty());
     }
 
     #[test]

@@ -8,11 +8,11 @@ use std::time::Duration;
 use kg_core::pool::MAX_WORKERS;
 use kg_core::ratelimit::RateLimits;
 use kg_core::retry::RetryPolicy;
-use kg_core::{Chunk, Label, RelType};
+use kg_core::Chunk;
 use kg_llm::{BreakerConfig, EndpointConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::ExtractError;
+use crate::{ExtractError, ExtractSchema};
 
 /// Where the OpenAI-compatible chat API is and how to talk to it.
 #[derive(Clone, PartialEq)]
@@ -112,122 +112,6 @@ pub enum AnswerFormat {
     JsonSchema,
     /// Always `json_object` (the schema goes in the prompt only).
     JsonObject,
-}
-
-/// What the LLM may extract. Open by default: any entity and relation type
-/// (validated into identifiers). With types listed and `strict`, answers
-/// using other types are dropped (and counted); without `strict` the lists
-/// are suggestions in the prompt.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ExtractSchema {
-    entity_types: Vec<Label>,
-    relation_types: Vec<RelType>,
-    patterns: Vec<(Label, RelType, Label)>,
-    strict: bool,
-}
-
-fn relation_type(raw: &str) -> Result<RelType, ExtractError> {
-    let rel = RelType::new(raw).map_err(|e| ExtractError::Schema(e.to_string()))?;
-    if rel.is_reserved() {
-        return Err(ExtractError::Schema(format!(
-            "relation type {raw:?} is reserved for the lexical graph"
-        )));
-    }
-    Ok(rel)
-}
-
-fn entity_label(raw: &str) -> Result<Label, ExtractError> {
-    let label = Label::new(raw).map_err(|e| ExtractError::Schema(e.to_string()))?;
-    if label.is_reserved() {
-        return Err(ExtractError::Schema(format!(
-            "entity type {raw:?} is reserved for the lexical graph"
-        )));
-    }
-    Ok(label)
-}
-
-impl ExtractSchema {
-    /// No constraints: the LLM names types, kg validates them.
-    pub fn open() -> Self {
-        Self::default()
-    }
-
-    /// A schema from raw type names and `(source, relation, target)`
-    /// patterns; every name must be a safe, non-reserved identifier.
-    pub fn new(
-        entity_types: &[&str],
-        relation_types: &[&str],
-        patterns: &[(&str, &str, &str)],
-        strict: bool,
-    ) -> Result<Self, ExtractError> {
-        let entity_types = entity_types
-            .iter()
-            .map(|t| entity_label(t))
-            .collect::<Result<Vec<_>, _>>()?;
-        let relation_types = relation_types
-            .iter()
-            .map(|t| relation_type(t))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut out = Vec::new();
-        for (s, r, t) in patterns {
-            let p = (entity_label(s)?, relation_type(r)?, entity_label(t)?);
-            if !entity_types.is_empty()
-                && (!entity_types.contains(&p.0) || !entity_types.contains(&p.2))
-            {
-                return Err(ExtractError::Schema(format!(
-                    "pattern ({s}, {r}, {t}) uses an entity type not in the list"
-                )));
-            }
-            if !relation_types.is_empty() && !relation_types.contains(&p.1) {
-                return Err(ExtractError::Schema(format!(
-                    "pattern ({s}, {r}, {t}) uses a relation type not in the list"
-                )));
-            }
-            out.push(p);
-        }
-        Ok(Self {
-            entity_types,
-            relation_types,
-            patterns: out,
-            strict,
-        })
-    }
-
-    /// Allowed (or suggested) entity types.
-    pub fn entity_types(&self) -> &[Label] {
-        &self.entity_types
-    }
-
-    /// Allowed (or suggested) relation types.
-    pub fn relation_types(&self) -> &[RelType] {
-        &self.relation_types
-    }
-
-    /// Allowed `(source type, relation, target type)` patterns.
-    pub fn patterns(&self) -> &[(Label, RelType, Label)] {
-        &self.patterns
-    }
-
-    /// Whether answers outside the lists are dropped.
-    pub fn is_strict(&self) -> bool {
-        self.strict
-    }
-
-    /// A stable text form, part of the cache key.
-    pub fn fingerprint(&self) -> String {
-        let join = |v: Vec<&str>| v.join(",");
-        format!(
-            "e[{}] r[{}] p[{}] strict={}",
-            join(self.entity_types.iter().map(Label::as_str).collect()),
-            join(self.relation_types.iter().map(RelType::as_str).collect()),
-            self.patterns
-                .iter()
-                .map(|(s, r, t)| format!("{s}-{r}-{t}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            self.strict
-        )
-    }
 }
 
 /// Price of one model, in US dollars per million tokens.

@@ -51,6 +51,8 @@ macro_rules! summary {
             pub elapsed: Duration,
             /// The adaptive concurrency limit at the end.
             pub final_concurrency: usize,
+            /// Entities and relations a strict schema dropped, per type.
+            pub dropped_by_schema: crate::SchemaDrops,
         }
 
         impl ExtractSummary {
@@ -59,6 +61,7 @@ macro_rules! summary {
             /// concurrency are kept from `self`.
             pub fn minus(mut self, before: &ExtractSummary) -> Self {
                 $(self.$name = self.$name.saturating_sub(before.$name);)*
+                self.dropped_by_schema = self.dropped_by_schema.minus(&before.dropped_by_schema);
                 self
             }
         }
@@ -133,6 +136,7 @@ struct Counters {
     rejected_relations: AtomicU64,
     dropped_relations: AtomicU64,
     malformed_entries: AtomicU64,
+    dropped_by_schema: std::sync::Mutex<crate::SchemaDrops>,
 }
 
 /// Live counters for a progress bar; cheap to clone, readable any time.
@@ -172,6 +176,11 @@ impl ExtractProgress {
             rejected_relations: get(&c.rejected_relations),
             dropped_relations: get(&c.dropped_relations),
             malformed_entries: get(&c.malformed_entries),
+            dropped_by_schema: c
+                .dropped_by_schema
+                .lock()
+                .map(|d| d.clone())
+                .unwrap_or_else(|p| p.into_inner().clone()),
             cost_usd: None,
             elapsed: Duration::ZERO,
             final_concurrency: llm.concurrency_limit as usize,
@@ -181,6 +190,20 @@ impl ExtractProgress {
     fn add(&self, field: fn(&Counters) -> &AtomicU64, n: u64) {
         field(&self.counters).fetch_add(n, Ordering::Relaxed);
     }
+}
+
+/// The version of what an extractor with `schema` asks: the prompt's
+/// version, plus a hash of the schema when it is not the open one (see
+/// [`Extractor::prompt_version`]).
+pub fn prompt_version(schema: &crate::ExtractSchema) -> String {
+    if *schema == crate::ExtractSchema::open() {
+        return PROMPT_VERSION.to_string();
+    }
+    let hash = content_hash(&[schema.fingerprint().as_bytes()]);
+    format!(
+        "{PROMPT_VERSION}+{}",
+        hash.get(..8).unwrap_or(hash.as_str())
+    )
 }
 
 /// An estimate of what a run would cost, before spending anything.
@@ -350,14 +373,7 @@ impl Extractor {
     /// another version is extracted again (answers are cached under the
     /// schema too, so only what the new schema changes costs calls).
     pub fn prompt_version(&self) -> String {
-        if self.0.config.schema == crate::ExtractSchema::open() {
-            return PROMPT_VERSION.to_string();
-        }
-        let schema = content_hash(&[self.0.schema_fingerprint.as_bytes()]);
-        format!(
-            "{PROMPT_VERSION}+{}",
-            schema.get(..8).unwrap_or(schema.as_str())
-        )
+        prompt_version(&self.0.config.schema)
     }
 
     /// The most LLM calls in flight.
@@ -671,6 +687,14 @@ impl Inner {
         p.add(|c| &c.rejected_relations, report.rejected_relations);
         p.add(|c| &c.dropped_relations, report.dropped_relations);
         p.add(|c| &c.malformed_entries, report.malformed_entries);
+        if !report.dropped_by_schema.is_empty() {
+            let mut drops = p
+                .counters
+                .dropped_by_schema
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            drops.add(&report.dropped_by_schema);
+        }
         x
     }
 

@@ -106,14 +106,17 @@ mod error;
 mod extractor;
 pub mod prompt;
 pub mod resolve;
+pub mod schema;
+pub mod suggest;
 
 pub use config::{
-    default_completion_cap, AnswerFormat, ExtractConfig, ExtractSchema, LlmEndpoint, ModelPrice,
-    PriceTable,
+    default_completion_cap, AnswerFormat, ExtractConfig, LlmEndpoint, ModelPrice, PriceTable,
 };
 pub use error::ExtractError;
-pub use extractor::{CostEstimate, ExtractProgress, ExtractSummary, Extractor};
+pub use extractor::{prompt_version, CostEstimate, ExtractProgress, ExtractSummary, Extractor};
 pub use resolve::Resolver;
+pub use schema::{ExtractSchema, SchemaDrops, SchemaFileError, SchemaMode, TypeNotes};
+pub use suggest::{ChunkSample, SchemaSuggestion, TypeCount};
 
 /// Re-exported so callers can set budgets and retries without naming
 /// kg-core's modules.

@@ -17,7 +17,7 @@ use async_openai::types::{
 };
 use serde_json::{json, Value};
 
-use crate::config::ExtractSchema;
+use crate::schema::ExtractSchema;
 
 /// Version of the prompt and schema text; part of the cache key.
 pub const PROMPT_VERSION: &str = "kg-extract-v1";
@@ -39,23 +39,38 @@ pub fn system_prompt(schema: &ExtractSchema) -> String {
          strength says how clearly the text states the relation. \
          If the text names nothing, answer {\"entities\": [], \"relations\": []}.\n",
     );
-    let list = |v: Vec<&str>| v.join(", ");
     let how = if schema.is_strict() {
         "Use only"
     } else {
         "Prefer"
     };
     if !schema.entity_types().is_empty() {
-        s.push_str(&format!(
-            "{how} these entity types: {}.\n",
-            list(schema.entity_types().iter().map(|l| l.as_str()).collect())
-        ));
+        s.push_str(&format!("{how} these entity types:\n"));
+        for label in schema.entity_types() {
+            s.push_str(&format!("- {label}"));
+            if let Some(notes) = schema.entity_notes(label) {
+                if !notes.description.is_empty() {
+                    s.push_str(&format!(": {}", notes.description));
+                }
+                if !notes.properties.is_empty() {
+                    let props: Vec<&str> = notes.properties.iter().map(|p| p.as_str()).collect();
+                    s.push_str(&format!(
+                        " (state its {} in the description when the text gives them)",
+                        props.join(", ")
+                    ));
+                }
+            }
+            s.push('\n');
+        }
     }
     if !schema.relation_types().is_empty() {
-        s.push_str(&format!(
-            "{how} these relation types: {}.\n",
-            list(schema.relation_types().iter().map(|r| r.as_str()).collect())
-        ));
+        s.push_str(&format!("{how} these relation types:\n"));
+        for rel in schema.relation_types() {
+            match schema.relation_description(rel) {
+                Some(d) => s.push_str(&format!("- {rel}: {d}\n")),
+                None => s.push_str(&format!("- {rel}\n")),
+            }
+        }
     }
     if !schema.patterns().is_empty() {
         s.push_str(&format!(
@@ -224,6 +239,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_system_prompt_lists_types_with_their_notes() {
+        let schema = ExtractSchema::from_toml(
+            "mode = \"strict\"\npatterns = [\"Person -WORKS_AT-> Organization\"]\n\
+             [[entities]]\ntype = \"Person\"\ndescription = \"a human\"\nproperties = [\"role\"]\n\
+             [[entities]]\ntype = \"Organization\"\n\
+             [[relations]]\ntype = \"WORKS_AT\"\ndescription = \"employment\"\n",
+        )
+        .unwrap();
+        let p = system_prompt(&schema);
+        assert!(p.contains("Use only these entity types:\n- Person: a human (state its role in the description when the text gives them)\n- Organization\n"), "{p}");
+        assert!(
+            p.contains("Use only these relation types:\n- WORKS_AT: employment\n"),
+            "{p}"
+        );
+        assert!(p.contains("(Person, WORKS_AT, Organization)"), "{p}");
+        let open = system_prompt(&ExtractSchema::open());
+        assert!(
+            !open.contains("Use only") && !open.contains("Prefer"),
+            "{open}"
+        );
+    }
+
+    #[test]
     fn strict_schema_puts_enums_in_the_json_schema() {
         let schema =
             ExtractSchema::new(&["person", "organization"], &["works for"], &[], true).unwrap();
@@ -236,9 +274,8 @@ mod tests {
             s.pointer("/properties/relations/items/properties/type/enum"),
             Some(&json!(["WORKS_FOR"]))
         );
-        assert!(
-            system_prompt(&schema).contains("Use only these entity types: Person, Organization")
-        );
+        assert!(system_prompt(&schema)
+            .contains("Use only these entity types:\n- Person\n- Organization\n"));
         let open = answer_schema(&ExtractSchema::open());
         assert!(open
             .pointer("/properties/entities/items/properties/type/enum")

@@ -185,6 +185,9 @@ pub struct Counters {
     pub answers: u64,
     /// The user message of the last answer-mode request.
     pub last_answer_prompt: Option<String>,
+    /// The system message of the last extraction request (not answer
+    /// mode), to check what a client asked for.
+    pub last_extraction_system: Option<String>,
     /// When the first chat request arrived, after the server started.
     pub first_chat_request: Option<Duration>,
     /// When the last chat answer was ready to go out (any outcome), after
@@ -288,6 +291,7 @@ struct Live {
     streamed: AtomicU64,
     answers: AtomicU64,
     last_answer_prompt: Mutex<Option<String>>,
+    last_extraction_system: Mutex<Option<String>>,
     by_status: Mutex<BTreeMap<u16, u64>>,
     faults: Mutex<BTreeMap<String, u64>>,
     /// Attempts seen per request text hash, for deterministic faults.
@@ -352,6 +356,11 @@ impl Live {
             answers: self.answers.load(Ordering::Relaxed),
             last_answer_prompt: self
                 .last_answer_prompt
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            last_extraction_system: self
+                .last_extraction_system
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
@@ -824,6 +833,16 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
             .unwrap_or_else(|p| p.into_inner()) = Some(text.clone());
         answer::grounded_answer(&text, state.config.invent_citation)
     } else {
+        let system = messages
+            .iter()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("system"))
+            .and_then(|m| m.get("content"))
+            .map(answer::content_string);
+        *state
+            .live
+            .last_extraction_system
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = system;
         serde_json::to_string(&found).unwrap_or_else(|_| "{}".into())
     };
     let (content, finish) = match fault {
