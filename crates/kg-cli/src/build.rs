@@ -63,6 +63,7 @@ pub fn extractor(settings: &Settings) -> Result<kg_extract::Extractor, StageErro
     };
     config.cache_dir = Some(cache_dir(settings));
     config.max_completion_tokens = settings.max_completion_tokens;
+    config.schema = settings.schema.clone();
     // The configured prices are the ones the summary's cost uses.
     config.prices.0.insert(
         settings.model.clone(),

@@ -218,8 +218,44 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Print the effective settings (secrets masked) and where each came from.
-    Config,
+    /// Work with the extraction schema.
+    Schema {
+        /// What to do.
+        #[command(subcommand)]
+        action: SchemaAction,
+    },
+    /// Print the effective settings (secrets masked) and where each came
+    /// from, and the extraction schema.
+    Config {
+        /// Check and show this extraction schema file instead of kg.toml's.
+        #[arg(long, value_name = "FILE")]
+        schema: Option<PathBuf>,
+    },
+}
+
+/// `kg schema ...`.
+#[derive(Debug, Subcommand)]
+pub enum SchemaAction {
+    /// Extract a sample of the chunks with the open schema and print a
+    /// proposed `[extract.schema]` block, with how often each type was seen.
+    Suggest {
+        /// Files or directories to sample.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Chunks to send to the LLM (the same ones on every run).
+        #[arg(long, value_name = "N", default_value_t = 20,
+              value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        sample: u32,
+        /// Keep a type when it was seen in at least this many sampled chunks.
+        #[arg(long, value_name = "N", default_value_t = 2)]
+        min_chunks: u64,
+        /// Chunking options.
+        #[command(flatten)]
+        ingest: IngestArgs,
+        /// LLM options (`--dry-run`: the sample's tokens and cost only).
+        #[command(flatten)]
+        extract: ExtractArgs,
+    },
 }
 
 /// Resolution flags.
@@ -262,6 +298,9 @@ pub struct ExtractArgs {
     /// Tokens per minute.
     #[arg(long, value_name = "N")]
     pub tpm: Option<u64>,
+    /// Extraction schema file (TOML; replaces kg.toml's [extract.schema]).
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<PathBuf>,
     /// Estimate tokens and cost, call nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -399,7 +438,19 @@ impl Cli {
             Command::Delete { store, .. } | Command::Prune { store, .. } => {
                 (None, None, None, Some(store))
             }
-            Command::Config => (None, None, None, None),
+            Command::Schema {
+                action:
+                    SchemaAction::Suggest {
+                        ingest, extract, ..
+                    },
+            } => (Some(ingest), Some(extract), None, None),
+            Command::Config { schema } => {
+                put(
+                    "extract.schema_file",
+                    schema.as_ref().map(|p| p.display().to_string()),
+                );
+                (None, None, None, None)
+            }
         };
         if let Some(a) = ingest {
             put("ingest.chunk_tokens", a.chunk_tokens.map(|n| n.to_string()));
@@ -418,6 +469,10 @@ impl Cli {
             put("llm.concurrency", a.concurrency.map(|n| n.to_string()));
             put("llm.rpm", a.rpm.map(|n| n.to_string()));
             put("llm.tpm", a.tpm.map(|n| n.to_string()));
+            put(
+                "extract.schema_file",
+                a.schema.as_ref().map(|p| p.display().to_string()),
+            );
         }
         if let Some(a) = embed {
             put(

@@ -134,6 +134,13 @@ pub const SETTINGS: &[SettingSpec] = &[
         "LLM requests in flight",
     ),
     spec(
+        "extract.schema_file",
+        Some("KG_SCHEMA_FILE"),
+        None,
+        false,
+        "extraction schema file (TOML; replaces kg.toml's [extract.schema])",
+    ),
+    spec(
         "llm.max_completion_tokens",
         Some("KG_MAX_COMPLETION_TOKENS"),
         None,
@@ -255,7 +262,7 @@ pub const SETTINGS: &[SettingSpec] = &[
 ];
 
 /// Settings that are paths: relative ones in `kg.toml` are relative to it.
-const PATH_KEYS: &[&str] = &["data_dir", "ingest.csv_mapping"];
+const PATH_KEYS: &[&str] = &["data_dir", "ingest.csv_mapping", "extract.schema_file"];
 
 /// Where a setting's effective value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,6 +317,15 @@ pub enum ConfigError {
         /// The key.
         key: String,
     },
+    /// An extraction schema that cannot be used.
+    #[error("extraction schema in {origin}: {error}")]
+    Schema {
+        /// The file (and table) it was read from.
+        origin: String,
+        /// What is wrong, and on which line.
+        #[source]
+        error: kg_extract::SchemaFileError,
+    },
     /// A value that does not parse.
     #[error("setting `{key}` (from {origin}) = {value:?}: {expected}")]
     BadValue {
@@ -335,6 +351,8 @@ pub struct Layers {
     pub file: BTreeMap<&'static str, String>,
     /// The config file read, if any.
     pub file_path: Option<PathBuf>,
+    /// The `[extract.schema]` table of the config file, if it has one.
+    pub file_schema: Option<kg_extract::ExtractSchema>,
 }
 
 impl Layers {
@@ -367,6 +385,12 @@ impl Layers {
             error,
         })?;
         self.file = parse_toml(&path, &text)?;
+        self.file_schema = kg_extract::ExtractSchema::from_config_toml(&text).map_err(|error| {
+            ConfigError::Schema {
+                origin: format!("{} [extract.schema]", path.display()),
+                error,
+            }
+        })?;
         // Paths in the file are relative to the file, so that
         // `--config examples/kg.toml` works from any directory.
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -405,8 +429,13 @@ fn parse_toml(path: &Path, text: &str) -> Result<BTreeMap<&'static str, String>,
     Ok(out)
 }
 
+/// The `kg.toml` table that holds the extraction schema.
+const SCHEMA_TABLE: &str = "extract.schema";
+
 fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
     match value {
+        // The schema is structured; ExtractSchema reads it (with lines).
+        toml::Value::Table(_) if prefix == SCHEMA_TABLE => {}
         toml::Value::Table(t) => {
             for (k, v) in t {
                 let key = if prefix.is_empty() {
@@ -533,6 +562,14 @@ pub struct Settings {
     pub neo4j_database: Option<String>,
     /// Entity resolution (`[resolve]`).
     pub resolve: kg_resolve::ResolveConfig,
+    /// The extraction schema (open unless [`Settings::load_schema`] found
+    /// one).
+    pub schema: kg_extract::ExtractSchema,
+    /// Where the schema came from: a file, `kg.toml [extract.schema]`, or
+    /// `None` for the open default.
+    pub schema_origin: Option<String>,
+    /// `extract.schema_file`, if set.
+    pub schema_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -698,7 +735,37 @@ impl Settings {
             neo4j_password: text("neo4j.password").map(Secret::new),
             neo4j_database: text("neo4j.database"),
             resolve,
+            schema: kg_extract::ExtractSchema::open(),
+            schema_origin: None,
+            schema_file: text("extract.schema_file").map(PathBuf::from),
         })
+    }
+
+    /// Sets [`Self::schema`]: from `extract.schema_file` (flag `--schema`,
+    /// `KG_SCHEMA_FILE` or kg.toml) if set, else from the config file's
+    /// `[extract.schema]` table, else open.
+    pub fn load_schema(&mut self, layers: &Layers) -> Result<(), ConfigError> {
+        if let Some(path) = &self.schema_file {
+            let origin = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+                path: path.clone(),
+                error,
+            })?;
+            self.schema = kg_extract::ExtractSchema::from_toml(&text).map_err(|error| {
+                ConfigError::Schema {
+                    origin: origin.clone(),
+                    error,
+                }
+            })?;
+            self.schema_origin = Some(origin);
+        } else if let Some(schema) = &layers.file_schema {
+            self.schema = schema.clone();
+            self.schema_origin = Some(match &layers.file_path {
+                Some(p) => format!("{} [extract.schema]", p.display()),
+                None => "[extract.schema]".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -713,7 +780,7 @@ pub fn mask(secret: &str) -> String {
 const URL_KEYS: &[&str] = &["llm.base_url", "embed.base_url", "neo4j.uri"];
 
 /// Renders the effective settings for `kg config`, secrets masked.
-pub fn render(resolved: &[Resolved], file: Option<&Path>) -> String {
+pub fn render(resolved: &[Resolved], file: Option<&Path>, settings: &Settings) -> String {
     let mut out = String::new();
     match file {
         Some(p) => out.push_str(&format!("# config file: {}\n", p.display())),
@@ -732,6 +799,22 @@ pub fn render(resolved: &[Resolved], file: Option<&Path>) -> String {
             "{:<width$} = {:<28} # {}{}: {}\n",
             r.spec.key, value, r.source, env, r.spec.help
         ));
+    }
+    match &settings.schema_origin {
+        None => out.push_str("\n# extraction schema: open (none given: the LLM names the types)\n"),
+        Some(origin) => {
+            out.push_str(&format!(
+                "\n# extraction schema, from {origin} (prompt version {}):\n[extract.schema]\n",
+                kg_extract::prompt_version(&settings.schema)
+            ));
+            // The schema's own TOML, its tables moved under [extract.schema].
+            let body = settings
+                .schema
+                .to_toml()
+                .replace("[[entities]]", "[[extract.schema.entities]]")
+                .replace("[[relations]]", "[[extract.schema.relations]]");
+            out.push_str(&body);
+        }
     }
     out
 }
@@ -799,7 +882,8 @@ mod tests {
             "",
         );
         let r = resolve(&l);
-        let text = render(&r, None);
+        let settings = Settings::from_resolved(&r).unwrap();
+        let text = render(&r, None, &settings);
         assert!(!text.contains("verysecret"), "{text}");
         assert!(!text.contains("sk-"), "not even the start of a key: {text}");
         assert!(text.contains("***(22 chars)"), "{text}");
@@ -847,7 +931,8 @@ mod tests {
             ],
             "",
         );
-        let text = render(&resolve(&l), None);
+        let r = resolve(&l);
+        let text = render(&r, None, &Settings::from_resolved(&r).unwrap());
         assert!(!text.contains("hunter2") && !text.contains("pw2"), "{text}");
         assert!(text.contains("https://***@llm.example.com/v1"), "{text}");
         assert!(text.contains("neo4j+s://***@db.example.com:7687"), "{text}");

@@ -77,15 +77,21 @@ pub fn main_with(
         return ExitCode::from(Exit::Usage.code());
     }
     let resolved = resolve(&layers);
-    let settings = match Settings::from_resolved(&resolved) {
+    let settings = match Settings::from_resolved(&resolved).and_then(|mut s| {
+        s.load_schema(&layers)?;
+        Ok(s)
+    }) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("kg: {e}");
             return ExitCode::from(Exit::Usage.code());
         }
     };
-    if let Command::Config = cli.command {
-        print!("{}", config::render(&resolved, layers.file_path.as_deref()));
+    if let Command::Config { .. } = cli.command {
+        print!(
+            "{}",
+            config::render(&resolved, layers.file_path.as_deref(), &settings)
+        );
         return ExitCode::SUCCESS;
     }
     let logging = logging::init(settings.log_format, &settings.log_level);
@@ -176,7 +182,19 @@ pub fn main_with(
             Command::Prune { paths, dry_run, .. } => {
                 commands::prune(&mut app, paths, dry_run).await
             }
-            Command::Config => Ok(Exit::Done),
+            Command::Schema {
+                action:
+                    cli::SchemaAction::Suggest {
+                        paths,
+                        sample,
+                        min_chunks,
+                        extract,
+                        ..
+                    },
+            } => {
+                commands::schema_suggest(&mut app, paths, sample, min_chunks, extract.dry_run).await
+            }
+            Command::Config { .. } => Ok(Exit::Done),
         };
         match result {
             Ok(exit) => exit,

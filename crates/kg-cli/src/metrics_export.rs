@@ -38,8 +38,22 @@ pub const FAILED_BATCHES: &str = "kg_store_failed_batches_total";
 pub const BOLT_CONNECTIONS_IN_USE: &str = "kg_bolt_connections_in_use";
 /// The Bolt connection pool's size (Neo4j backend only).
 pub const BOLT_CONNECTIONS_MAX: &str = "kg_bolt_connections_max";
+/// Entities and relations a strict schema dropped (`kind` = entity |
+/// relation, `type` = the answered type, or shape for relations).
+pub const DROPPED_BY_SCHEMA: &str = "kg_extract_dropped_by_schema_total";
 /// Embedding batch sizes (histogram).
 pub const EMBED_BATCH_SIZE: &str = "kg_embed_batch_chunks";
+
+/// Sets [`DROPPED_BY_SCHEMA`] from a run's counts (at most
+/// `kg_extract::schema::MAX_DROP_TYPES` types per kind, so labels stay
+/// bounded).
+pub fn publish_schema_drops(drops: &kg_extract::SchemaDrops) {
+    for (kind, map) in [("entity", &drops.entities), ("relation", &drops.relations)] {
+        for (ty, n) in map {
+            metrics::counter!(DROPPED_BY_SCHEMA, "kind" => kind, "type" => ty.clone()).absolute(*n);
+        }
+    }
+}
 
 /// The exporter could not start.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +113,10 @@ fn describe() {
     describe_gauge!(IN_FLIGHT, "items a stage is working on");
     describe_gauge!(QUEUED, "items queued in front of a stage");
     describe_counter!(ITEMS, "items a stage finished, by outcome");
+    describe_counter!(
+        DROPPED_BY_SCHEMA,
+        "entities and relations a strict extraction schema dropped, by kind and type"
+    );
     describe_counter!(LLM_CALLS, "LLM calls made (cache misses)");
     describe_counter!(LLM_RETRIES, "LLM calls that retried an earlier one");
     describe_counter!(

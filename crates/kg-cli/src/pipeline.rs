@@ -535,6 +535,7 @@ where
                 metrics::counter!(m::CACHE_HITS, "stage" => "extract").absolute(d.cache_hits);
                 metrics::counter!(m::TOKENS, "kind" => "prompt").absolute(d.prompt_tokens);
                 metrics::counter!(m::TOKENS, "kind" => "completion").absolute(d.completion_tokens);
+                m::publish_schema_drops(&d.dropped_by_schema);
                 d
             };
             let run = extractor.run(stream_of(extract_rx), out_tx, ctx2.cancel.clone());

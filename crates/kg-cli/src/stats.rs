@@ -111,6 +111,7 @@ pub struct RunStats {
     /// Estimated cost in micro-dollars.
     pub cost_micro_usd: Counter,
     set_aside: Mutex<SetAsideLog>,
+    dropped_by_schema: Mutex<kg_extract::SchemaDrops>,
     created: Created,
     spans: [StageSpan; 4],
     distinct: Mutex<Distinct>,
@@ -296,6 +297,20 @@ impl RunStats {
         if let Some(usd) = used.cost_usd {
             self.cost_micro_usd.add((usd * 1e6).round() as u64);
         }
+        if !used.dropped_by_schema.is_empty() {
+            self.dropped_by_schema
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .add(&used.dropped_by_schema);
+        }
+    }
+
+    /// Entities and relations the strict schema dropped, per type.
+    pub fn dropped_by_schema(&self) -> kg_extract::SchemaDrops {
+        self.dropped_by_schema
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Adds a store write's batch counts.
@@ -393,6 +408,10 @@ impl RunStats {
             "relations",
             format!("{relations} distinct ({} extracted)", self.relations.get()),
         );
+        let dropped = self.dropped_by_schema();
+        if !dropped.is_empty() {
+            row("dropped by schema", dropped.to_string());
+        }
         row("embeddings", self.embeddings.get().to_string());
         row("records stored", self.records_stored.get().to_string());
         row(

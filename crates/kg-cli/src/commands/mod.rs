@@ -2,12 +2,13 @@
 //! wires them ([`crate::pipeline`] for `kg run`) and turns the result into an
 //! exit code. One file per command family: [`stages`] (`kg ingest`, `kg
 //! extract`, `kg embed`), [`store`], [`run`], [`search`], [`resolve`],
-//! [`delete`] (`kg delete`, `kg prune`).
+//! [`delete`] (`kg delete`, `kg prune`), [`schema`] (`kg schema suggest`).
 
 mod ask;
 mod delete;
 mod resolve;
 mod run;
+mod schema;
 mod search;
 mod stages;
 mod store;
@@ -16,6 +17,7 @@ pub use ask::ask;
 pub use delete::{delete, prune};
 pub use resolve::resolve;
 pub use run::run;
+pub use schema::schema_suggest;
 pub use search::{search, SearchArgs};
 pub use stages::{embed, extract, ingest, render_estimate};
 pub use store::store;
