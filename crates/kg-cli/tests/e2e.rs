@@ -815,10 +815,13 @@ fn a_rejected_embedding_key_stops_the_run_naming_the_url_not_the_key() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let counters = fake.counters();
+    // The client probes the key with `GET /models` before its first call.
+    let requests = counters.embedding_requests + counters.models_requests;
     assert!(
-        counters.embedding_requests >= 1 && counters.embedding_requests <= 2,
-        "{} embedding requests after a 401",
-        counters.embedding_requests
+        (1..=2).contains(&requests),
+        "{} embedding and {} key-probe requests after a 401",
+        counters.embedding_requests,
+        counters.models_requests
     );
     assert!(stderr.contains(&fake.base_url()), "{stderr}");
     assert!(

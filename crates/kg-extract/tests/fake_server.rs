@@ -304,9 +304,12 @@ async fn a_wrong_key_stops_the_run_at_the_first_call() {
         "the key never shows: {err}"
     );
     assert_eq!(
-        server.counters().chat_requests,
-        1,
-        "stopped at the first call"
+        (
+            server.counters().models_requests,
+            server.counters().chat_requests
+        ),
+        (1, 0),
+        "stopped at the first request (the key probe), no paid call"
     );
 
     // With 8 workers too: slow start sends one request until the endpoint
@@ -319,9 +322,9 @@ async fn a_wrong_key_stops_the_run_at_the_first_call() {
     let (result, records) = run(&extractor, chunks(200)).await;
     assert!(matches!(result, Err(ExtractError::Unauthorized { .. })));
     let sent = server.counters().chat_requests - before;
-    assert!(sent <= 2, "{sent} requests");
-    assert_eq!(sent, 1, "the first 401 is latched");
-    assert_eq!(extractor.progress().snapshot().llm_calls, 1);
+    assert_eq!(sent, 0, "the key probe's 401 is latched");
+    assert_eq!(server.counters().models_requests, 2);
+    assert_eq!(extractor.progress().snapshot().llm_calls, 0);
     assert!(records.iter().all(|r| matches!(r,
         Record::SetAside(s) if s.reason == kg_core::SetAsideReason::Cancelled)));
 }

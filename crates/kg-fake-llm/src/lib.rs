@@ -98,6 +98,9 @@ pub struct FakeConfig {
     /// Answer 400 to `response_format: json_schema` (as servers without
     /// structured outputs do); `json_object` still works.
     pub reject_json_schema: bool,
+    /// Answer `GET /v1/models` (as OpenAI, Ollama, vLLM and llama.cpp do);
+    /// `false`: a 404, as a server without the route.
+    pub models_route: bool,
     /// Embedding dimension.
     pub embedding_dim: usize,
     /// After this many embedding requests, switch to the second dimension
@@ -128,6 +131,7 @@ impl Default for FakeConfig {
             hang: Duration::from_secs(30),
             omit_usage: false,
             reject_json_schema: false,
+            models_route: true,
             embedding_dim: 64,
             embedding_dim_switch: None,
             invent_citation: None,
@@ -157,6 +161,8 @@ pub struct Counters {
     pub chat_requests: u64,
     /// Embedding requests received (any outcome).
     pub embedding_requests: u64,
+    /// `GET /v1/models` requests received (clients probe keys with it).
+    pub models_requests: u64,
     /// Texts embedded (inputs summed over requests that were answered).
     pub embedded_inputs: u64,
     /// Responses by HTTP status (a cut connection counts as its 200).
@@ -279,6 +285,7 @@ impl Drop for Timed<'_> {
 struct Live {
     chat: AtomicU64,
     embeddings: AtomicU64,
+    models: AtomicU64,
     embedded_inputs: AtomicU64,
     hostile: AtomicU64,
     unauthorized: AtomicU64,
@@ -329,6 +336,7 @@ impl Live {
         Counters {
             chat_requests: self.chat.load(Ordering::Relaxed),
             embedding_requests: self.embeddings.load(Ordering::Relaxed),
+            models_requests: self.models.load(Ordering::Relaxed),
             embedded_inputs: self.embedded_inputs.load(Ordering::Relaxed),
             by_status: self
                 .by_status
@@ -1029,6 +1037,16 @@ async fn embeddings(State(state): State<Shared>, headers: HeaderMap, body: Bytes
 }
 
 async fn models(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    state.0.live.models.fetch_add(1, Ordering::Relaxed);
+    if !state.0.config.models_route {
+        return error_response(
+            &state.0.live,
+            StatusCode::NOT_FOUND,
+            "Not found.",
+            "invalid_request_error",
+            "not_found",
+        );
+    }
     if let Some(r) = unauthorized(&state.0, &headers) {
         return r;
     }

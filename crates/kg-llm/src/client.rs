@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ struct Inner {
     /// Where requests go (may hold credentials in the URL).
     chat_target: String,
     embeddings_target: String,
+    models_target: String,
+    /// Whether the key probe (`GET /models`) has been sent.
+    key_probed: AtomicBool,
     /// The same, credentials in the URL redacted: what messages show.
     chat_url_shown: String,
     embeddings_url_shown: String,
@@ -71,6 +75,19 @@ struct Answer {
     response: reqwest::Response,
     permit: ConcurrencyPermit,
     prompt_estimate: u64,
+}
+
+/// The longest the key probe waits for `GET /models`.
+const KEY_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the key probe found.
+enum KeyProbe {
+    /// The endpoint answered with a success: key and URL work.
+    Works,
+    /// 401 or 403: the key is refused.
+    Fatal(CallError),
+    /// No answer that says anything (no such route, a timeout, an error).
+    Unknown,
 }
 
 /// A check that never rejects, for [`Client::complete`].
@@ -137,6 +154,8 @@ impl Client {
             http,
             chat_target: endpoint.chat_url(),
             embeddings_target: endpoint.embeddings_url(),
+            models_target: endpoint.models_url(),
+            key_probed: AtomicBool::new(false),
             chat_url_shown: redact_url(&endpoint.chat_url()),
             embeddings_url_shown: redact_url(&endpoint.embeddings_url()),
             gate: Gate::new(config.breaker, base_url_shown.clone()),
@@ -341,7 +360,7 @@ impl Inner {
         cancel: &CancellationToken,
         stream: bool,
     ) -> Result<Answer, CallError> {
-        let pass = match self.gate.enter(cancel).await {
+        let mut pass = match self.gate.enter(cancel).await {
             Ok(pass) => pass,
             Err(e) => {
                 if e != CallError::Cancelled {
@@ -350,6 +369,30 @@ impl Inner {
                 return Err(e);
             }
         };
+        if pass.is_probe() && !self.key_probed.swap(true, Ordering::Relaxed) {
+            match self.probe_key(cancel).await {
+                KeyProbe::Works => {
+                    // The endpoint and key work: every waiting attempt may
+                    // go, this one with them.
+                    pass.answered();
+                    pass = match self.gate.enter(cancel).await {
+                        Ok(pass) => pass,
+                        Err(e) => {
+                            if e != CallError::Cancelled {
+                                self.counters.add(|c| &c.refused, 1);
+                            }
+                            return Err(e);
+                        }
+                    };
+                }
+                KeyProbe::Fatal(e) => {
+                    self.counters.add(|c| &c.client_errors, 1);
+                    pass.fatal(&e);
+                    return Err(e);
+                }
+                KeyProbe::Unknown => {}
+            }
+        }
         let Prepared {
             body,
             budget,
@@ -439,6 +482,45 @@ impl Inner {
             permit.overloaded();
         }
         Err(error)
+    }
+
+    /// Slow start's first probe asks `GET {base}/models` before the real
+    /// request: it answers at once on OpenAI, Ollama, vLLM and llama.cpp,
+    /// so a working key opens the gate without the first completion's
+    /// latency, and a wrong key is found without a paid call. Anything but
+    /// a success or 401/403 (a server without the route, a timeout, no
+    /// connection) tells nothing: the real request is the probe, as before.
+    async fn probe_key(&self, cancel: &CancellationToken) -> KeyProbe {
+        let request = self
+            .http
+            .get(&self.models_target)
+            .timeout(self.timeout.min(KEY_PROBE_TIMEOUT))
+            .send();
+        let response = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return KeyProbe::Unknown,
+            r = request => match r {
+                Ok(r) => r,
+                Err(_) => return KeyProbe::Unknown,
+            },
+        };
+        let status = response.status();
+        if status.is_success() {
+            tracing::debug!(url = %self.base_url_shown, "the key probe was answered: full concurrency");
+            return KeyProbe::Works;
+        }
+        if !matches!(status.as_u16(), 401 | 403) {
+            return KeyProbe::Unknown;
+        }
+        let text = match tokio::time::timeout(KEY_PROBE_TIMEOUT, response.text()).await {
+            Ok(Ok(text)) => text,
+            _ => String::new(),
+        };
+        KeyProbe::Fatal(CallError::Status {
+            status: status.as_u16(),
+            message: self.scrub(error_message(&text)),
+            retry_after: None,
+        })
     }
 
     /// A failure after the connection was made: a timeout (overload) or a

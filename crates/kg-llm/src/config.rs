@@ -79,6 +79,11 @@ impl EndpointConfig {
         format!("{}/embeddings", self.base())
     }
 
+    /// `{base_url}/models`: the key probe's target.
+    pub fn models_url(&self) -> String {
+        format!("{}/models", self.base())
+    }
+
     /// Checks the URL and the timeouts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let base = self.base();

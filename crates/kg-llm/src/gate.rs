@@ -187,6 +187,11 @@ impl Gate {
 }
 
 impl Pass<'_> {
+    /// Whether this is slow start's single probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
     fn finish(&mut self, s: &mut State) {
         if self.probe {
             s.probe_busy = false;

@@ -39,8 +39,14 @@
 //!
 //! - **Slow start.** Until the endpoint has answered once (any HTTP answer
 //!   that is not fatal: a 200, a 429, a 500, a 400), one request at a time.
-//!   A wrong key, URL or port costs one request, not `concurrency` of them;
-//!   a healthy server costs one round trip before full concurrency.
+//!   A wrong key, URL or port costs one request, not `concurrency` of them.
+//!   The client's first probe is a key probe, `GET {base}/models` (fast on
+//!   OpenAI, Ollama, vLLM and llama.cpp): a success opens the gate at once,
+//!   so a healthy server costs one short round trip, not a whole completion,
+//!   before full concurrency; a 401/403 is latched like any fatal answer
+//!   (a wrong key costs no paid call); anything else (no such route, a
+//!   timeout within 5 s) says nothing and the first real call is the
+//!   probe.
 //! - **Fatal latch.** A 401, 403 or 404 is remembered: every queued and
 //!   later attempt fails at once with the same error, without a request,
 //!   until [`Client::reopen`]. A stage that stops its run on

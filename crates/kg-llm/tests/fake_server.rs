@@ -83,7 +83,12 @@ async fn a_rejected_key_costs_one_request_whatever_the_concurrency() {
         }
     });
     let results = guarded(futures::future::join_all(calls)).await;
-    assert_eq!(server.counters().chat_requests, 1, "exactly one request");
+    assert_eq!(
+        server.counters().models_requests,
+        1,
+        "exactly one request: the key probe"
+    );
+    assert_eq!(server.counters().chat_requests, 0, "no paid call");
     for r in &results {
         match r {
             Err(e @ CallError::Status { status: 401, .. }) => {
@@ -94,19 +99,52 @@ async fn a_rejected_key_costs_one_request_whatever_the_concurrency() {
         }
     }
     let stats = client.stats();
-    assert_eq!((stats.calls, stats.client_errors), (1, 1));
+    assert_eq!((stats.calls, stats.client_errors), (0, 1));
     assert_eq!(
         stats.refused, 49,
         "the others were refused without a request"
     );
     assert!(stats.fatal_latched);
 
-    // The latch holds until reopened; reopening sends one request again.
+    // The latch holds until reopened; reopening sends one request again
+    // (the key was probed already: this time the call itself is the probe).
     assert!(client.complete(&request("x"), &cancel).await.is_err());
-    assert_eq!(server.counters().chat_requests, 1);
+    assert_eq!(server.counters().chat_requests, 0);
     client.reopen();
     assert!(client.complete(&request("x"), &cancel).await.is_err());
-    assert_eq!(server.counters().chat_requests, 2);
+    assert_eq!(server.counters().chat_requests, 1);
+    assert_eq!(server.counters().models_requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_models_route_the_first_call_is_the_probe() {
+    let server = FakeLlm::start(FakeConfig {
+        api_key: Some("sk-right".into()),
+        models_route: false,
+        latency: Duration::from_millis(50),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut cfg = config(server.base_url(), 8);
+    cfg.endpoint.api_key = Some(kg_core::Secret::new("sk-wrong"));
+    let client = Client::new(cfg).unwrap();
+    let cancel = CancellationToken::new();
+    let calls = (0..20).map(|i| {
+        let client = client.clone();
+        let cancel = cancel.clone();
+        async move {
+            client
+                .complete(&request(&format!("Alice met Bob {i} times.")), &cancel)
+                .await
+        }
+    });
+    let results = guarded(futures::future::join_all(calls)).await;
+    let c = server.counters();
+    assert_eq!((c.models_requests, c.chat_requests), (1, 1), "{c:?}");
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Err(CallError::Status { status: 401, .. }))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,16 +174,48 @@ async fn slow_start_sends_one_request_then_full_concurrency() {
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let c = server.counters();
     assert_eq!(c.chat_requests, 24);
+    assert_eq!(c.models_requests, 1, "one key probe");
     assert_eq!(
-        c.peak_in_flight_before_first_answer, 1,
-        "one request until the endpoint answered"
+        c.peak_in_flight_before_first_answer, 8,
+        "the key probe opened the gate: full concurrency from the first call"
     );
-    assert_eq!(c.peak_in_flight, 8, "then the configured concurrency");
+    assert_eq!(c.peak_in_flight, 8, "the configured concurrency");
     let stats = client.stats();
     assert!(stats.answered);
     assert_eq!((stats.calls, stats.retries, stats.failed), (24, 0, 0));
     assert_eq!(stats.in_flight, 0);
     assert!(stats.prompt_tokens > 0 && stats.completion_tokens > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_models_route_slow_start_sends_one_request_first() {
+    let server = FakeLlm::start(FakeConfig {
+        latency: Duration::from_millis(200),
+        models_route: false,
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = Client::new(config(server.base_url(), 8)).unwrap();
+    let cancel = CancellationToken::new();
+    let calls = (0..24).map(|i| {
+        let client = client.clone();
+        let cancel = cancel.clone();
+        async move {
+            client
+                .complete(&request(&format!("Ada met Charles {i}.")), &cancel)
+                .await
+        }
+    });
+    let results = guarded(futures::future::join_all(calls)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let c = server.counters();
+    assert_eq!((c.models_requests, c.chat_requests), (1, 24));
+    assert_eq!(
+        c.peak_in_flight_before_first_answer, 1,
+        "one request until the endpoint answered"
+    );
+    assert_eq!(c.peak_in_flight, 8, "then the configured concurrency");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,9 @@ struct Args {
     /// Reject response_format json_schema with 400 (json_object still works).
     #[arg(long)]
     reject_json_schema: bool,
+    /// Answer 404 to GET /v1/models (a server without the route).
+    #[arg(long)]
+    no_models_route: bool,
     /// Embedding dimension.
     #[arg(long, default_value_t = 64)]
     embedding_dim: usize,
@@ -138,6 +141,7 @@ async fn main() -> std::process::ExitCode {
         hang: Duration::from_millis(a.hang_ms),
         omit_usage: a.omit_usage,
         reject_json_schema: a.reject_json_schema,
+        models_route: !a.no_models_route,
         embedding_dim: a.embedding_dim,
         embedding_dim_switch: a.embedding_dim_switch,
         invent_citation: a.invent_citation,
