@@ -739,7 +739,10 @@ impl Neo4jStore {
     ///
     /// Relationship types cannot be parameters in Cypher: the types at the
     /// merged entities are read first, and each one, a validated
-    /// [`RelType`], gets its own statement.
+    /// [`RelType`], gets its own statement. Every pattern starts at the
+    /// merged entity, found by its indexed id: servers whose planner
+    /// matches from the left (ArcadeDB) would otherwise scan every chunk or
+    /// entity for each merge.
     async fn merge_group(&self, m: &EntityMerge) -> Result<MergeOutcome, neo4rs::Error> {
         let (mut txn, _in_use) = self.begin().await?;
         let result = async {
@@ -812,7 +815,7 @@ impl Neo4jStore {
                 rows_in(
                     &mut txn,
                     query(
-                        "UNWIND $ids AS mid MATCH (c:Chunk)-[:MENTIONS]->(m:Entity {id: mid}) \
+                        "UNWIND $ids AS mid MATCH (m:Entity {id: mid})<-[:MENTIONS]-(c:Chunk) \
                          WITH DISTINCT c MATCH (k:Entity {id: $keep}) \
                          MERGE (c)-[:MENTIONS]->(k) RETURN count(*) AS n",
                     )
@@ -825,7 +828,7 @@ impl Neo4jStore {
                 let pattern = if outgoing {
                     "(m:Entity {id: mid})-[r]->(o:Entity)"
                 } else {
-                    "(o:Entity)-[r]->(m:Entity {id: mid})"
+                    "(m:Entity {id: mid})<-[r]-(o:Entity)"
                 };
                 let types: Vec<String> = rows_in(
                     &mut txn,
@@ -848,7 +851,7 @@ impl Neo4jStore {
                     let typed = if outgoing {
                         format!("(m:Entity {{id: mid}})-[r:{}]->(o:Entity)", rel.cypher())
                     } else {
-                        format!("(o:Entity)-[r:{}]->(m:Entity {{id: mid}})", rel.cypher())
+                        format!("(m:Entity {{id: mid}})<-[r:{}]-(o:Entity)", rel.cypher())
                     };
                     out.relations += count(
                         rows_in(
@@ -1744,7 +1747,7 @@ impl GraphStore for Neo4jStore {
                     query(
                         "MATCH (n:Entity) WHERE n.type IS NOT NULL AND n.name IS NOT NULL \
                          AND n.id > $after WITH n ORDER BY n.id LIMIT $page \
-                         OPTIONAL MATCH (c:Chunk)-[:MENTIONS]->(n) \
+                         OPTIONAL MATCH (n)<-[:MENTIONS]-(c:Chunk) \
                          WITH n, count(c) AS mentions \
                          RETURN n.id AS id, n.type AS type, n.name AS name, mentions ORDER BY id",
                     )
@@ -2008,7 +2011,7 @@ impl Neo4jStore {
                     query(&format!(
                         "{} WITH n WHERE n.type IS NOT NULL AND n.id > $after \
                          WITH n ORDER BY n.id LIMIT $page \
-                         OPTIONAL MATCH (c:Chunk)-[:MENTIONS]->(n) \
+                         OPTIONAL MATCH (n)<-[:MENTIONS]-(c:Chunk) \
                          WITH n, collect(c.id) AS chunks \
                          RETURN n.id AS id, n.name AS name, n.type AS type, \
                          n.description AS description, n.aliases AS aliases, n.embedding AS v, \
