@@ -9,48 +9,20 @@ use std::process::{Command, Output};
 
 use assert_cmd::cargo::CommandCargoExt;
 use kg_core::Record;
-use kg_fake_llm::{Counters, FakeConfig, FakeLlm, FakeLlmHandle, Script};
+use kg_fake_llm::{FakeConfig, Script};
 use kg_store::{EmbeddedConfig, EmbeddedStore, GraphStore, Scope};
 use serde_json::json;
 
-/// The fake LLM on a runtime of its own, shut down when dropped.
-struct Llm {
-    runtime: tokio::runtime::Runtime,
-    handle: Option<FakeLlmHandle>,
-}
+mod common;
 
-impl Llm {
-    fn start(script: Script) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let handle = runtime
-            .block_on(FakeLlm::start(FakeConfig {
-                script,
-                ..FakeConfig::default()
-            }))
-            .unwrap();
-        Self {
-            runtime,
-            handle: Some(handle),
-        }
-    }
-    fn url(&self) -> String {
-        self.handle.as_ref().unwrap().base_url()
-    }
-    fn counters(&self) -> Counters {
-        self.handle.as_ref().unwrap().counters()
-    }
-}
+use common::Llm;
 
-impl Drop for Llm {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.runtime.block_on(h.shutdown());
-        }
-    }
+/// The fake LLM answering from `script`.
+fn start(script: Script) -> Llm {
+    Llm::with_config(FakeConfig {
+        script,
+        ..FakeConfig::default()
+    })
 }
 
 fn kg(dir: &Path, llm: &Llm) -> Command {
@@ -153,7 +125,7 @@ description = "employment"
 fn strict_schema_drops_and_counts_and_the_prompt_lists_it() {
     let tmp = tempfile::tempdir().unwrap();
     let (docs, script) = corpus(tmp.path());
-    let llm = Llm::start(script);
+    let llm = start(script);
     std::fs::write(tmp.path().join("kg.toml"), STRICT).unwrap();
     let mut cmd = kg(tmp.path(), &llm);
     cmd.args(["run", "--concurrency", "2"]).arg(&docs);
@@ -211,7 +183,7 @@ fn strict_schema_drops_and_counts_and_the_prompt_lists_it() {
     );
 
     // The prompt that reached the server lists the schema.
-    let system = llm.counters().last_extraction_system.unwrap();
+    let system = llm.handle().counters().last_extraction_system.unwrap();
     assert!(
         system.contains("Use only these entity types:\n- Person: a human being (state its role"),
         "{system}"
@@ -227,7 +199,7 @@ fn strict_schema_drops_and_counts_and_the_prompt_lists_it() {
 fn a_changed_schema_is_asked_again_and_the_old_one_is_served_from_the_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let (docs, script) = corpus(tmp.path());
-    let llm = Llm::start(script);
+    let llm = start(script);
     let schema_a = tmp.path().join("a.toml");
     let schema_b = tmp.path().join("b.toml");
     let body = "mode = \"strict\"\n[[entities]]\ntype = \"Person\"\n[[entities]]\ntype = \"Organization\"\n";
@@ -244,7 +216,7 @@ fn a_changed_schema_is_asked_again_and_the_old_one_is_served_from_the_cache() {
         let mut cmd = kg(tmp.path(), &llm);
         cmd.arg("run").arg("--schema").arg(schema).arg(&docs);
         run_ok(cmd);
-        llm.counters().chat_requests
+        llm.handle().counters().chat_requests
     };
     let first = run(&schema_a);
     assert!(first >= 1, "no call was made");
@@ -274,7 +246,7 @@ fn exit_2_naming(mut cmd: Command, want: &[&str]) {
 #[test]
 fn bad_schema_files_exit_2_naming_the_line() {
     let tmp = tempfile::tempdir().unwrap();
-    let llm = Llm::start(Script::default());
+    let llm = start(Script::default());
     // In kg.toml: an unknown key on line 7.
     let toml = STRICT.replace(
         "type = \"Organization\"\n",
@@ -311,13 +283,13 @@ fn bad_schema_files_exit_2_naming_the_line() {
         cmd.args(["run", "--schema"]).arg(&file).arg(tmp.path());
         exit_2_naming(cmd, &[&file.display().to_string(), line, what]);
     }
-    assert_eq!(llm.counters().chat_requests, 0);
+    assert_eq!(llm.handle().counters().chat_requests, 0);
 }
 
 #[test]
 fn kg_config_shows_the_schema_and_where_it_came_from() {
     let tmp = tempfile::tempdir().unwrap();
-    let llm = Llm::start(Script::default());
+    let llm = start(Script::default());
     let mut cmd = kg(tmp.path(), &llm);
     cmd.arg("config");
     let text = run_ok(cmd);
@@ -347,7 +319,7 @@ fn kg_config_shows_the_schema_and_where_it_came_from() {
 fn schema_suggest_proposes_a_schema_that_reads_back_and_a_rerun_is_free() {
     let tmp = tempfile::tempdir().unwrap();
     let (docs, script) = corpus(tmp.path());
-    let llm = Llm::start(script);
+    let llm = start(script);
     let suggest = || {
         let mut cmd = kg(tmp.path(), &llm);
         cmd.args([
@@ -366,7 +338,7 @@ fn schema_suggest_proposes_a_schema_that_reads_back_and_a_rerun_is_free() {
         String::from_utf8(out.stdout).unwrap()
     };
     let toml = suggest();
-    let calls = llm.counters().chat_requests;
+    let calls = llm.handle().counters().chat_requests;
     assert_eq!(calls, 4, "{toml}");
     let schema = kg_extract::ExtractSchema::from_config_toml(&toml)
         .unwrap()
@@ -382,7 +354,7 @@ fn schema_suggest_proposes_a_schema_that_reads_back_and_a_rerun_is_free() {
     assert!(toml.contains("from 4 sampled chunk(s) of "), "{toml}");
     // The same sample again: every answer from the cache.
     assert_eq!(suggest(), toml);
-    assert_eq!(llm.counters().chat_requests, calls);
+    assert_eq!(llm.handle().counters().chat_requests, calls);
     // What it printed works as a --schema file.
     let file = tmp.path().join("suggested.toml");
     std::fs::write(&file, &toml).unwrap();

@@ -23,22 +23,30 @@ impl Llm {
     /// The server with `seed` (which picks its relation types and faults),
     /// answering after `latency`.
     pub fn with_seed(seed: u64, latency: Duration) -> Self {
+        Self::with_config(FakeConfig {
+            seed,
+            latency,
+            ..FakeConfig::default()
+        })
+    }
+
+    /// The server with `config`.
+    pub fn with_config(config: FakeConfig) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let handle = runtime
-            .block_on(FakeLlm::start(FakeConfig {
-                seed,
-                latency,
-                ..FakeConfig::default()
-            }))
-            .unwrap();
+        let handle = runtime.block_on(FakeLlm::start(config)).unwrap();
         Self {
             runtime,
             handle: Some(handle),
         }
+    }
+
+    /// Its base URL (`http://127.0.0.1:PORT/v1`).
+    pub fn url(&self) -> String {
+        self.handle().base_url()
     }
 
     /// The running server.
