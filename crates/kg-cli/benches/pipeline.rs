@@ -50,6 +50,10 @@ use kg_core::Record;
 use kg_fake_llm::{FakeConfig, FakeLlm, FakeLlmHandle};
 use kg_store::{BatchWriter, Neo4jConfig, Neo4jStore, WriterConfig};
 
+#[path = "support/clear_graph.rs"]
+mod clear;
+use clear::clear_graph;
+
 const LATENCY: Duration = Duration::from_millis(200);
 const CONCURRENCY: u32 = 5;
 
@@ -347,28 +351,6 @@ fn extraction_at_limit(runtime: &tokio::runtime::Runtime, corpus: &Path, data_di
         counters.peak_in_flight,
         m.seconds,
     );
-}
-
-/// Deletes every node (and its relations) of the Bolt test server's graph,
-/// 10,000 at a time.
-async fn clear_graph(store: &Neo4jStore) {
-    loop {
-        let mut txn = store.graph().start_txn().await.expect("transaction");
-        let mut rows = txn
-            .execute(neo4rs::query(
-                "MATCH (n) WITH n LIMIT 10000 DETACH DELETE n RETURN count(*) AS c",
-            ))
-            .await
-            .expect("delete nodes");
-        let n = match rows.next(txn.handle()).await {
-            Ok(Some(r)) => r.get::<i64>("c").unwrap_or(0),
-            _ => 0,
-        };
-        txn.commit().await.expect("commit");
-        if n == 0 {
-            return;
-        }
-    }
 }
 
 /// Bench 3: the store stage of `kg run` into the Bolt server, against

@@ -1,7 +1,9 @@
 //! Entity resolution over a store: time and peak heap of `kg resolve`'s
 //! plan and apply for 10,000 and 100,000 synthetic entities (2,500 pairs of
 //! spelling variants, the rest distinct), on the embedded store and, with
-//! `NEO4J_URI` set, over Bolt (`KG_BENCH_BOLT_SIZES`, default 10000).
+//! `NEO4J_URI` set, over Bolt (`KG_BENCH_BOLT_SIZES`, default 10000; the
+//! bench clears that server's graph before each size, as the pipeline bench
+//! does: point it at a test server, as `cargo xtask bench` does).
 //! Lines start with `kg-bench:`; the 100k figures are also given as ratios
 //! to the 10k ones of the same run (memory must stay flat: the resolver
 //! holds its sort buffer, window and matched pairs, not the entities).
@@ -15,6 +17,9 @@ use std::time::Instant;
 use kg_core::{Entity, EntityId, Label, Record};
 use kg_resolve::ResolveConfig;
 use kg_store::{AnyStore, BatchWriter, GraphStore, Scope, StoreConfig, WriterConfig};
+
+#[path = "support/clear_graph.rs"]
+mod clear;
 
 /// Counts live and peak heap bytes of the Rust allocator.
 struct Counting;
@@ -191,6 +196,11 @@ fn main() {
             .collect();
         for (i, n) in sizes.into_iter().enumerate() {
             let dir = tempfile::tempdir().unwrap();
+            let neo = rt
+                .block_on(kg_store::Neo4jStore::connect(cfg.clone()))
+                .unwrap();
+            rt.block_on(clear::clear_graph(&neo));
+            drop(neo);
             let store = rt
                 .block_on(AnyStore::open(&StoreConfig::Neo4j(cfg.clone())))
                 .unwrap();
