@@ -106,6 +106,7 @@ mod error;
 mod extractor;
 pub mod prompt;
 pub mod resolve;
+pub mod summarise;
 
 pub use config::{
     default_completion_cap, AnswerFormat, ExtractConfig, ExtractSchema, LlmEndpoint, ModelPrice,
@@ -114,6 +115,7 @@ pub use config::{
 pub use error::ExtractError;
 pub use extractor::{CostEstimate, ExtractProgress, ExtractSummary, Extractor};
 pub use resolve::Resolver;
+pub use summarise::{Summariser, Summary, SummaryConfig, SummaryStats};
 
 /// Re-exported so callers can set budgets and retries without naming
 /// kg-core's modules.
