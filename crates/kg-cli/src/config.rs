@@ -252,6 +252,14 @@ pub const SETTINGS: &[SettingSpec] = &[
         false,
         "entities each one is compared with in each sorted blocking key",
     ),
+    spec(
+        "descriptions.max_distinct",
+        Some("KG_DESCRIPTIONS_MAX_DISTINCT"),
+        Some("4"),
+        false,
+        "distinct descriptions an entity or relation keeps as they are; past it the LLM \
+         summarises them into one (0: never)",
+    ),
 ];
 
 /// Settings that are paths: relative ones in `kg.toml` are relative to it.
@@ -533,6 +541,9 @@ pub struct Settings {
     pub neo4j_database: Option<String>,
     /// Entity resolution (`[resolve]`).
     pub resolve: kg_resolve::ResolveConfig,
+    /// Distinct descriptions kept as they are before the LLM summarises
+    /// them (`[descriptions] max_distinct`; 0: never).
+    pub max_distinct_descriptions: usize,
 }
 
 impl Settings {
@@ -698,6 +709,10 @@ impl Settings {
             neo4j_password: text("neo4j.password").map(Secret::new),
             neo4j_database: text("neo4j.database"),
             resolve,
+            max_distinct_descriptions: usize::try_from(
+                num("descriptions.max_distinct", 0)?.unwrap_or_default(),
+            )
+            .map_err(|_| bad("descriptions.max_distinct", "a whole number"))?,
         })
     }
 }
@@ -877,6 +892,24 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn descriptions_bound_defaults_to_four_takes_zero_and_refuses_words() {
+        assert_eq!(
+            Settings::from_resolved(&[])
+                .unwrap()
+                .max_distinct_descriptions,
+            4
+        );
+        let l = layers(&[], &[], "[descriptions]\nmax_distinct = 0\n");
+        let s = Settings::from_resolved(&resolve(&l)).unwrap();
+        assert_eq!(s.max_distinct_descriptions, 0);
+        let l = layers(&[], &[("KG_DESCRIPTIONS_MAX_DISTINCT", "many")], "");
+        let err = Settings::from_resolved(&resolve(&l))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("descriptions.max_distinct"), "{err}");
     }
 
     #[test]

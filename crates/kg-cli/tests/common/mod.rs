@@ -23,18 +23,21 @@ impl Llm {
     /// The server with `seed` (which picks its relation types and faults),
     /// answering after `latency`.
     pub fn with_seed(seed: u64, latency: Duration) -> Self {
+        Self::with_config(FakeConfig {
+            seed,
+            latency,
+            ..FakeConfig::default()
+        })
+    }
+
+    /// The server as `config` says (a script of answers, faults).
+    pub fn with_config(config: FakeConfig) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let handle = runtime
-            .block_on(FakeLlm::start(FakeConfig {
-                seed,
-                latency,
-                ..FakeConfig::default()
-            }))
-            .unwrap();
+        let handle = runtime.block_on(FakeLlm::start(config)).unwrap();
         Self {
             runtime,
             handle: Some(handle),
