@@ -1278,6 +1278,8 @@ impl GraphStore for Neo4jStore {
         for (name, label, property) in [
             ("kg_document_source", "Document", "source"),
             ("kg_chunk_document", "Chunk", "document_id"),
+            // The description step looks up the entities marked dirty.
+            ("kg_entity_description_dirty", "Entity", "description_dirty"),
         ] {
             if let Err(e) = self
                 .exec(
