@@ -851,9 +851,10 @@ impl Neo4jStore {
             // entity's MENTIONS from those chunks.
             txn.run(
                 query(
-                    "UNWIND $ids AS mid MATCH (c:Chunk)-[r:MENTIONS]->(:Entity {id: mid}) \
+                    "MATCH (k:Entity {id: $keep}) \
+                     UNWIND $ids AS mid MATCH (c:Chunk)-[r:MENTIONS]->(:Entity {id: mid}) \
                      WHERE r.descriptions IS NOT NULL \
-                     MATCH (c)-[n:MENTIONS]->(:Entity {id: $keep}) \
+                     MATCH (c)-[n:MENTIONS]->(k) \
                      SET n.descriptions = coalesce(n.descriptions, []) + \
                      [x IN r.descriptions WHERE NOT x IN coalesce(n.descriptions, [])]",
                 )
