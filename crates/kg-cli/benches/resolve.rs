@@ -100,6 +100,7 @@ fn entities(n: usize, salt: u64) -> Vec<Record> {
                 description: String::new(),
                 aliases: Vec::new(),
                 chunk_ids: Vec::new(),
+                mention_descriptions: Default::default(),
             }));
         }
     }

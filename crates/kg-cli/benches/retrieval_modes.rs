@@ -194,6 +194,7 @@ fn corpus(words: &[String]) -> Vec<Record> {
             description: format!("{name}, a synthetic concept"),
             aliases: Vec::new(),
             chunk_ids: chunks,
+            mention_descriptions: Default::default(),
         };
         out.push(Record::Embedding(Embedding {
             id: id.to_string(),

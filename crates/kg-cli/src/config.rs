@@ -259,6 +259,14 @@ pub const SETTINGS: &[SettingSpec] = &[
         false,
         "entities each one is compared with in each sorted blocking key",
     ),
+    spec(
+        "descriptions.max_distinct",
+        Some("KG_DESCRIPTIONS_MAX_DISTINCT"),
+        Some("4"),
+        false,
+        "distinct descriptions an entity or relation keeps as they are; past it the LLM \
+         summarises them into one (0: never)",
+    ),
 ];
 
 /// Settings that are paths: relative ones in `kg.toml` are relative to it.
@@ -570,6 +578,9 @@ pub struct Settings {
     pub schema_origin: Option<String>,
     /// `extract.schema_file`, if set.
     pub schema_file: Option<PathBuf>,
+    /// Distinct descriptions kept as they are before the LLM summarises
+    /// them (`[descriptions] max_distinct`; 0: never).
+    pub max_distinct_descriptions: usize,
 }
 
 impl Settings {
@@ -738,6 +749,10 @@ impl Settings {
             schema: kg_extract::ExtractSchema::open(),
             schema_origin: None,
             schema_file: text("extract.schema_file").map(PathBuf::from),
+            max_distinct_descriptions: usize::try_from(
+                num("descriptions.max_distinct", 0)?.unwrap_or_default(),
+            )
+            .map_err(|_| bad("descriptions.max_distinct", "a whole number"))?,
         })
     }
 
@@ -962,6 +977,24 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn descriptions_bound_defaults_to_four_takes_zero_and_refuses_words() {
+        assert_eq!(
+            Settings::from_resolved(&[])
+                .unwrap()
+                .max_distinct_descriptions,
+            4
+        );
+        let l = layers(&[], &[], "[descriptions]\nmax_distinct = 0\n");
+        let s = Settings::from_resolved(&resolve(&l)).unwrap();
+        assert_eq!(s.max_distinct_descriptions, 0);
+        let l = layers(&[], &[("KG_DESCRIPTIONS_MAX_DISTINCT", "many")], "");
+        let err = Settings::from_resolved(&resolve(&l))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("descriptions.max_distinct"), "{err}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod descriptions;
 pub mod entity_vectors;
 pub mod jsonl_io;
 pub mod lock;

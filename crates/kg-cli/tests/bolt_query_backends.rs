@@ -230,6 +230,7 @@ fn graph(tag: &str) -> Vec<Record> {
             description: (*description).into(),
             aliases: Vec::new(),
             chunk_ids: chunks,
+            mention_descriptions: Default::default(),
         };
         // As `kg run` embeds entities.
         out.push(Record::Embedding(Embedding {
@@ -254,6 +255,7 @@ fn graph(tag: &str) -> Vec<Record> {
             description: format!("{} {ty} {}", ENTITIES[a].0, ENTITIES[b].0),
             weight: 0.8,
             chunk_ids: chunks,
+            chunk_descriptions: Default::default(),
         }));
     }
     out

@@ -70,6 +70,7 @@ fn records(dir: &Path, tag: &str, groups: usize) -> (std::path::PathBuf, Vec<Str
                 description: String::new(),
                 aliases: Vec::new(),
                 chunk_ids: vec![chunk.clone()],
+                mention_descriptions: Default::default(),
             }));
         }
     }

@@ -163,6 +163,11 @@ pub struct Entity {
     /// Chunks that mention it.
     #[serde(default)]
     pub chunk_ids: Vec<ChunkId>,
+    /// What each mentioning chunk said about it (distinct texts, per
+    /// chunk): the descriptions `description` is made from, kept with
+    /// their chunks so that removing a chunk removes what it said.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mention_descriptions: BTreeMap<ChunkId, Vec<String>>,
 }
 
 /// A relation after resolution: one per (source, type, target).
@@ -184,6 +189,10 @@ pub struct Relation {
     /// Chunks the relation was extracted from.
     #[serde(default)]
     pub chunk_ids: Vec<ChunkId>,
+    /// What each of those chunks said about it (distinct texts, per
+    /// chunk), as for [`Entity::mention_descriptions`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub chunk_descriptions: BTreeMap<ChunkId, Vec<String>>,
 }
 
 /// What an embedding belongs to.

@@ -500,6 +500,7 @@ async fn entities_and_queries_embed_for_search() {
             description: "Software engineer who founded the Debian project in 1993.".into(),
             aliases: vec![],
             chunk_ids: vec![],
+            mention_descriptions: Default::default(),
         },
         Entity {
             id: EntityId::new(&org, "Frankfurt Airport"),
@@ -508,6 +509,7 @@ async fn entities_and_queries_embed_for_search() {
             description: "A major international airport in Germany.".into(),
             aliases: vec![],
             chunk_ids: vec![],
+            mention_descriptions: Default::default(),
         },
     ];
     let (tx, rx) = mpsc::channel(4);

@@ -49,7 +49,13 @@ pub struct ResponseCache {
 impl ResponseCache {
     /// Opens (or creates) the cache in `dir`.
     pub fn open(dir: &Path) -> Result<Self, ExtractError> {
-        let path = dir.join(CACHE_FILE);
+        Self::open_file(dir, CACHE_FILE)
+    }
+
+    /// Opens (or creates) a cache of the same kind in `dir` under another
+    /// file name (the description summaries keep theirs apart).
+    pub fn open_file(dir: &Path, file: &str) -> Result<Self, ExtractError> {
+        let path = dir.join(file);
         let err = |source| ExtractError::Cache {
             path: path.clone(),
             source,

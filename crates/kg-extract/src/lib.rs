@@ -108,6 +108,7 @@ pub mod prompt;
 pub mod resolve;
 pub mod schema;
 pub mod suggest;
+pub mod summarise;
 
 pub use config::{
     default_completion_cap, AnswerFormat, ExtractConfig, LlmEndpoint, ModelPrice, PriceTable,
@@ -117,6 +118,7 @@ pub use extractor::{prompt_version, CostEstimate, ExtractProgress, ExtractSummar
 pub use resolve::Resolver;
 pub use schema::{ExtractSchema, SchemaDrops, SchemaFileError, SchemaMode, TypeNotes};
 pub use suggest::{ChunkSample, SchemaSuggestion, TypeCount};
+pub use summarise::{Summariser, Summary, SummaryConfig, SummaryStats};
 
 /// Re-exported so callers can set budgets and retries without naming
 /// kg-core's modules.

@@ -62,6 +62,15 @@ fn merge_descriptions(descriptions: &BTreeMap<(ChunkId, String), ()>) -> String 
     out
 }
 
+/// The kept descriptions grouped by the chunk that gave them.
+fn by_chunk(descriptions: &BTreeMap<(ChunkId, String), ()>) -> BTreeMap<ChunkId, Vec<String>> {
+    let mut out: BTreeMap<ChunkId, Vec<String>> = BTreeMap::new();
+    for (chunk, d) in descriptions.keys() {
+        out.entry(chunk.clone()).or_default().push(d.clone());
+    }
+    out
+}
+
 impl Resolver {
     /// An empty resolver.
     pub fn new() -> Self {
@@ -140,6 +149,7 @@ impl Resolver {
                     description: merge_descriptions(&acc.descriptions),
                     aliases,
                     chunk_ids: acc.chunks.into_iter().collect(),
+                    mention_descriptions: by_chunk(&acc.descriptions),
                 }
             })
             .collect();
@@ -154,6 +164,7 @@ impl Resolver {
                 description: merge_descriptions(&acc.descriptions),
                 weight: acc.weight,
                 chunk_ids: acc.chunks.into_iter().collect(),
+                chunk_descriptions: by_chunk(&acc.descriptions),
             })
             .collect();
         relations.sort_by(|a, b| {

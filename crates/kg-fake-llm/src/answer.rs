@@ -190,6 +190,34 @@ fn phrases(sentence: &str) -> Vec<String> {
     out
 }
 
+/// Whether a user message asks to summarise descriptions (`Summarise the
+/// descriptions of ...`, then descriptions between `<<<DESCRIPTION n>>>`
+/// fences, as kg-extract's summariser sends).
+pub(crate) fn is_summary_request(text: &str) -> bool {
+    text.starts_with("Summarise the descriptions of ")
+        && text.contains("<<<DESCRIPTION ")
+        && text.contains("<<<END DESCRIPTION ")
+}
+
+/// The answer to a summary request: `{"description": ...}` naming what is
+/// described (the first line, up to its colon), how many descriptions came
+/// and the first of them, so a test can tell summaries apart.
+pub(crate) fn summary(text: &str) -> Value {
+    let first_line = text.lines().next().unwrap_or_default();
+    let subject = first_line
+        .strip_prefix("Summarise the descriptions of ")
+        .unwrap_or(first_line)
+        .trim_end_matches(':');
+    let count = text.matches("<<<END DESCRIPTION ").count();
+    let first = text
+        .split("<<<DESCRIPTION 1>>>")
+        .nth(1)
+        .and_then(|rest| rest.split("<<<END DESCRIPTION 1>>>").next())
+        .unwrap_or_default()
+        .trim();
+    json!({"description": format!("Summary of {count} descriptions of {subject}, the first: {first}")})
+}
+
 /// Whether a user message is a grounded question (`Question: ...`, then
 /// numbered sources quoted between `<<<SOURCE n>>>` fences, as `kg ask`
 /// sends) rather than a chunk to extract from (a chunk that merely quotes
@@ -296,6 +324,19 @@ pub(crate) fn approx_tokens(text: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summary_requests_get_one_description_naming_count_and_first() {
+        let text = "Summarise the descriptions of Person \"Ada\":\n\
+                    <<<DESCRIPTION 1>>>\na mathematician\n<<<END DESCRIPTION 1>>>\n\
+                    <<<DESCRIPTION 2>>>\nwrote notes\n<<<END DESCRIPTION 2>>>\n";
+        assert!(is_summary_request(text));
+        assert!(!is_summary_request("Summarise the descriptions of nothing"));
+        assert_eq!(
+            summary(text),
+            json!({"description": "Summary of 2 descriptions of Person \"Ada\", the first: a mathematician"})
+        );
+    }
 
     #[test]
     fn grounded_questions_are_answered_citing_seen_sources() {

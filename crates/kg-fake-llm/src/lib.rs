@@ -14,6 +14,10 @@
 //! dimension that changes mid-run. Chat requests with `stream: true` are
 //! answered as server-sent events (`data:` chunks, then `data: [DONE]`),
 //! with a final usage chunk when `stream_options.include_usage` asks for it.
+//! A request to summarise descriptions (kg-extract's summariser: fenced
+//! `<<<DESCRIPTION n>>>` blocks) is answered with one
+//! `{"description": ...}` naming the subject, the count and the first
+//! description, and counted in [`Counters::summaries`].
 //! Every fault decision is a function of the seed and the request text, so a
 //! test sees the same faults on every run.
 //!
@@ -194,6 +198,8 @@ pub struct Counters {
     /// The system message of the last extraction request (not answer
     /// mode), to check what a client asked for.
     pub last_extraction_system: Option<String>,
+    /// Chat requests answered in summary mode (descriptions to summarise).
+    pub summaries: u64,
     /// When the first chat request arrived, after the server started.
     pub first_chat_request: Option<Duration>,
     /// When the last chat answer was ready to go out (any outcome), after
@@ -297,6 +303,7 @@ struct Live {
     uncapped: AtomicU64,
     streamed: AtomicU64,
     answers: AtomicU64,
+    summaries: AtomicU64,
     last_answer_prompt: Mutex<Option<String>>,
     last_extraction_system: Mutex<Option<String>>,
     by_status: Mutex<BTreeMap<u16, u64>>,
@@ -362,6 +369,7 @@ impl Live {
             uncapped_chat_requests: self.uncapped.load(Ordering::Relaxed),
             streamed_answers: self.streamed.load(Ordering::Relaxed),
             answers: self.answers.load(Ordering::Relaxed),
+            summaries: self.summaries.load(Ordering::Relaxed),
             last_answer_prompt: self
                 .last_answer_prompt
                 .lock()
@@ -840,6 +848,9 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(text.clone());
         answer::grounded_answer(&text, state.config.invent_citation)
+    } else if answer::is_summary_request(&text) {
+        state.live.summaries.fetch_add(1, Ordering::Relaxed);
+        answer::summary(&text).to_string()
     } else {
         let system = messages
             .iter()

@@ -11,6 +11,7 @@ use kg_core::{DocumentId, Record};
 use tokio::sync::mpsc;
 
 use crate::config::StoreConfig;
+use crate::descriptions::{Described, DescriptionSet, DescriptionUpdate};
 use crate::embedded::EmbeddedStore;
 use crate::error::{BatchFailure, StoreError};
 use crate::neo4j::Neo4jStore;
@@ -220,6 +221,25 @@ impl GraphStore for AnyStore {
         match self {
             Self::Neo4j(s) => s.documents_under(prefix).await,
             Self::Embedded(s) => s.documents_under(prefix).await,
+        }
+    }
+
+    async fn stale_descriptions(
+        &self,
+        relations: bool,
+        after: Option<&Described>,
+        limit: usize,
+    ) -> Result<Vec<DescriptionSet>, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.stale_descriptions(relations, after, limit).await,
+            Self::Embedded(s) => s.stale_descriptions(relations, after, limit).await,
+        }
+    }
+
+    async fn set_descriptions(&self, updates: &[DescriptionUpdate]) -> Result<u64, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.set_descriptions(updates).await,
+            Self::Embedded(s) => s.set_descriptions(updates).await,
         }
     }
 }

@@ -39,6 +39,8 @@ use crate::store::{
     Removed, SchemaReport, Scope, Scored,
 };
 
+mod descriptions;
+
 const BACKEND: &str = "embedded";
 
 const SCHEMA: &str = "
@@ -88,6 +90,7 @@ fn apply_schema(c: &Connection) -> rusqlite::Result<()> {
         )
         .map(|n| n > 0)?;
     c.execute_batch(SCHEMA)?;
+    descriptions::migrate(c)?;
     if !had_fts {
         c.execute("INSERT INTO chunks_fts (chunks_fts) VALUES ('rebuild')", [])?;
     }
@@ -390,6 +393,9 @@ fn write_rows(tx: &Connection, key: &GroupKey, rows: &[Row]) -> rusqlite::Result
                     "MENTIONS",
                     ("Entity", r.str("entity")),
                 )?;
+                if let Some(Param::StrList(ds)) = r.get("descriptions") {
+                    descriptions::add_to_mention(tx, r.str("chunk"), r.str("entity"), ds)?;
+                }
             }
         }
         GroupKey::Relations(rel) => {
@@ -425,6 +431,12 @@ fn write_rows(tx: &Connection, key: &GroupKey, rows: &[Row]) -> rusqlite::Result
                     }
                 }
                 props.insert("chunks".into(), Value::Array(chunks));
+                if let Some(Param::StrList(ds)) = r.get("descriptions") {
+                    if !ds.is_empty() {
+                        descriptions::unite(&mut props, ds);
+                        descriptions::mark_relation(&mut props);
+                    }
+                }
                 set_rel_props(
                     tx,
                     src,
@@ -616,6 +628,9 @@ fn remove_version(c: &mut Connection, id: &str) -> rusqlite::Result<Removed> {
             relations += 1;
         } else {
             props.insert("chunks".into(), Value::Array(kept));
+            if descriptions::trim(&mut props, &removed) {
+                descriptions::mark_relation(&mut props);
+            }
             set_rel_props(&tx, &src, &rel, &dst, &Value::Object(props).to_string())?;
         }
     }
@@ -636,6 +651,11 @@ fn remove_version(c: &mut Connection, id: &str) -> rusqlite::Result<Removed> {
          AND NOT EXISTS (SELECT 1 FROM rels WHERE rels.dst = entities.id)",
         [&entity_list],
     )?;
+    // The entities left lost what the removed chunks said about them.
+    tx.execute(
+        "UPDATE entities SET description_dirty = 1 WHERE id IN (SELECT value FROM json_each(?1))",
+        [&entity_list],
+    )?;
     tx.commit()?;
     Ok(Removed {
         chunks: chunks.len() as u64,
@@ -645,8 +665,9 @@ fn remove_version(c: &mut Connection, id: &str) -> rusqlite::Result<Removed> {
 }
 
 /// A relationship's properties after uniting `moving` into `kept` (the
-/// kept relationship's, if it had one): chunk lists united, the larger
-/// weight, the kept description (else the moving one), other keys kept.
+/// kept relationship's, if it had one): chunk and description lists
+/// united (marked dirty when that added descriptions), the larger weight,
+/// the kept description (else the moving one), other keys kept.
 fn unite_rel_props(kept: Option<&str>, moving: &str) -> String {
     let mut out: Map<String, Value> = kept
         .and_then(|s| serde_json::from_str(s).ok())
@@ -666,6 +687,18 @@ fn unite_rel_props(kept: Option<&str>, moving: &str) -> String {
                     }
                 }
                 out.insert(k, Value::Array(chunks));
+            }
+            "descriptions" => {
+                let new: Vec<String> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect();
+                if descriptions::unite(&mut out, &new) {
+                    descriptions::mark_relation(&mut out);
+                }
             }
             "weight" => {
                 let old = out.get("weight").and_then(Value::as_f64);
@@ -751,6 +784,9 @@ fn merge_group(c: &mut Connection, m: &EntityMerge) -> rusqlite::Result<MergeOut
             }
             let old = upsert_rel(&tx, (&src_label, &src), &rel, ("Entity", keep))?;
             if rel == "MENTIONS" {
+                let moving: Map<String, Value> = serde_json::from_str(&props).unwrap_or_default();
+                let moving = descriptions::list(&moving, "descriptions");
+                descriptions::add_to_mention(&tx, &src, keep, &moving)?;
                 mentioning.insert(src);
             } else {
                 set_rel_props(
@@ -776,6 +812,7 @@ fn merge_group(c: &mut Connection, m: &EntityMerge) -> rusqlite::Result<MergeOut
         out.entities += 1;
     }
     out.mentions = mentioning.len() as u64;
+    descriptions::mark_entity(&tx, keep)?;
     let (aliases, description) = merged_fields(&m.name, &members);
     tx.prepare_cached(
         "UPDATE entities SET name = ?2, aliases = ?3, description = ?4 WHERE id = ?1",
@@ -1220,6 +1257,25 @@ impl GraphStore for EmbeddedStore {
         .await
     }
 
+    async fn stale_descriptions(
+        &self,
+        relations: bool,
+        after: Option<&crate::Described>,
+        limit: usize,
+    ) -> Result<Vec<crate::DescriptionSet>, StoreError> {
+        let after = after.cloned();
+        self.blocking(move |c| descriptions::stale(c, relations, after.as_ref(), limit))
+            .await
+    }
+
+    async fn set_descriptions(
+        &self,
+        updates: &[crate::DescriptionUpdate],
+    ) -> Result<u64, StoreError> {
+        let updates = updates.to_vec();
+        self.blocking(move |c| descriptions::set(c, &updates)).await
+    }
+
     async fn read_records(
         &self,
         scope: &Scope,
@@ -1363,7 +1419,7 @@ fn stream_records(
         }
     }
     let mut mentions = c.prepare(
-        "SELECT src FROM rels WHERE dst = ?1 AND type = 'MENTIONS' AND src_label = 'Chunk'
+        "SELECT src, props FROM rels WHERE dst = ?1 AND type = 'MENTIONS' AND src_label = 'Chunk'
          ORDER BY src",
     )?;
     let mut st = c.prepare(&format!(
@@ -1387,10 +1443,21 @@ fn stream_records(
             .and_then(|t| Label::new(&t).ok());
         let entity = match ty {
             Some(entity_type) => {
-                let mut chunk_ids: Vec<ChunkId> = mentions
-                    .query_map([&id], |m| m.get::<_, String>(0))?
-                    .map(|c| c.map(ChunkId::from_raw))
-                    .collect::<rusqlite::Result<_>>()?;
+                let mut chunk_ids: Vec<ChunkId> = Vec::new();
+                let mut mention_descriptions = std::collections::BTreeMap::new();
+                let found = mentions.query_map([&id], |m| {
+                    Ok((m.get::<_, String>(0)?, m.get::<_, String>(1)?))
+                })?;
+                for found in found {
+                    let (chunk, props) = found?;
+                    let props: Map<String, Value> =
+                        serde_json::from_str(&props).unwrap_or_default();
+                    let ds = descriptions::list(&props, "descriptions");
+                    if !ds.is_empty() {
+                        mention_descriptions.insert(ChunkId::from_raw(chunk.clone()), ds);
+                    }
+                    chunk_ids.push(ChunkId::from_raw(chunk));
+                }
                 chunk_ids.dedup();
                 Some(Record::Entity(kg_core::Entity {
                     id: EntityId::from_raw(id),
@@ -1402,6 +1469,7 @@ fn stream_records(
                         .and_then(|a| serde_json::from_str(&a).ok())
                         .unwrap_or_default(),
                     chunk_ids,
+                    mention_descriptions,
                 }))
             }
             None => None,
@@ -1444,6 +1512,10 @@ fn stream_records(
                         .collect()
                 })
                 .unwrap_or_default(),
+            chunk_descriptions: crate::descriptions::entries_by_chunk(&descriptions::list(
+                &props,
+                "descriptions",
+            )),
         });
         if !emit(relation) {
             return Ok(());

@@ -108,6 +108,7 @@
 
 pub mod any;
 pub mod config;
+pub mod descriptions;
 pub mod embedded;
 pub mod error;
 pub mod export;
@@ -122,6 +123,7 @@ pub mod writer;
 
 pub use any::AnyStore;
 pub use config::{EmbeddedConfig, Neo4jConfig, Secret, StoreConfig};
+pub use descriptions::{Described, DescriptionSet, DescriptionUpdate};
 pub use embedded::EmbeddedStore;
 pub use error::{BatchFailure, FailureClass, StoreError};
 pub use export::export_embedded;

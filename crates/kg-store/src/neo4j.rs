@@ -40,6 +40,8 @@ use crate::store::{
     Removed, SchemaReport, Scope, Scored,
 };
 
+mod descriptions;
+
 const BACKEND: &str = "neo4j";
 const VECTOR_INDEX: &str = "kg_chunk_embedding";
 const ENTITY_VECTOR_INDEX: &str = "kg_entity_embedding";
@@ -187,7 +189,12 @@ pub fn cypher_for(key: &GroupKey) -> Vec<String> {
         )),
         GroupKey::Mentions => one(format!(
             "{U}MERGE (c:Chunk {{id: row.chunk}}) MERGE (e:Entity {{id: row.entity}}) \
-             MERGE (c)-[:MENTIONS]->(e)"
+             MERGE (c)-[m:MENTIONS]->(e) \
+             SET e.description_dirty = CASE WHEN size(row.descriptions) = 0 \
+             THEN e.description_dirty ELSE true END, \
+             m.descriptions = CASE WHEN size(row.descriptions) = 0 THEN m.descriptions \
+             ELSE coalesce(m.descriptions, []) + \
+             [x IN row.descriptions WHERE NOT x IN coalesce(m.descriptions, [])] END"
         )),
         GroupKey::Relations(rel) => one(format!(
             "{U}MERGE (a:Entity {{id: row.source}}) MERGE (b:Entity {{id: row.target}}) \
@@ -196,7 +203,12 @@ pub fn cypher_for(key: &GroupKey) -> Vec<String> {
              ELSE coalesce(r.description, row.description) END, \
              r.weight = CASE WHEN row.overwrite OR r.weight IS NULL OR row.weight > r.weight \
              THEN row.weight ELSE r.weight END, \
-             r.chunks = coalesce(r.chunks, []) + [x IN row.chunks WHERE NOT x IN coalesce(r.chunks, [])]",
+             r.chunks = coalesce(r.chunks, []) + [x IN row.chunks WHERE NOT x IN coalesce(r.chunks, [])], \
+             r.description_dirty = CASE WHEN size(row.descriptions) = 0 \
+             THEN r.description_dirty ELSE true END, \
+             r.descriptions = CASE WHEN size(row.descriptions) = 0 THEN r.descriptions \
+             ELSE coalesce(r.descriptions, []) + \
+             [x IN row.descriptions WHERE NOT x IN coalesce(r.descriptions, [])] END",
             rel.cypher()
         )),
         GroupKey::Edges { rel_type, from, to } => one(format!(
@@ -677,7 +689,11 @@ impl Neo4jStore {
                     "UNWIND $ids AS eid MATCH (:Entity {id: eid})-[r]-(:Entity) \
                      WHERE any(x IN r.chunks WHERE x IN $chunks) \
                      WITH DISTINCT r \
-                     SET r.chunks = [x IN r.chunks WHERE NOT x IN $chunks] \
+                     SET r.chunks = [x IN r.chunks WHERE NOT x IN $chunks], \
+                     r.description_dirty = CASE WHEN r.descriptions IS NULL \
+                     THEN r.description_dirty ELSE true END, \
+                     r.descriptions = CASE WHEN r.descriptions IS NULL THEN null ELSE \
+                     [x IN r.descriptions WHERE NOT any(c IN $chunks WHERE x STARTS WITH c + ' ')] END \
                      WITH r WHERE size(r.chunks) = 0 \
                      DELETE r RETURN count(*) AS n",
                 )
@@ -701,7 +717,7 @@ impl Neo4jStore {
                     "UNWIND $ids AS eid MATCH (e:Entity {id: eid}) OPTIONAL MATCH (e)-[r]-() \
                      WITH e, count(r) AS n WHERE n = 0 RETURN e.id AS id",
                 )
-                .param("ids", entities),
+                .param("ids", entities.clone()),
             )
             .await?
             .iter()
@@ -714,6 +730,16 @@ impl Neo4jStore {
                 )
                 .await?;
             }
+            // The entities left lost what the removed chunks said of them.
+            let left: Vec<String> = entities
+                .into_iter()
+                .filter(|e| !orphans.contains(e))
+                .collect();
+            txn.run(
+                query("UNWIND $ids AS eid MATCH (e:Entity {id: eid}) SET e.description_dirty = true")
+                    .param("ids", left),
+            )
+            .await?;
             Ok::<_, neo4rs::Error>(Removed {
                 chunks: chunks.len() as u64,
                 entities: orphans.len() as u64,
@@ -824,6 +850,21 @@ impl Neo4jStore {
                 )
                 .await?,
             );
+            // What the chunks said of the merged entities, onto the kept
+            // entity's MENTIONS from those chunks.
+            txn.run(
+                query(
+                    "MATCH (k:Entity {id: $keep}) \
+                     UNWIND $ids AS mid MATCH (c:Chunk)-[r:MENTIONS]->(:Entity {id: mid}) \
+                     WHERE r.descriptions IS NOT NULL \
+                     MATCH (c)-[n:MENTIONS]->(k) \
+                     SET n.descriptions = coalesce(n.descriptions, []) + \
+                     [x IN r.descriptions WHERE NOT x IN coalesce(n.descriptions, [])]",
+                )
+                .param("ids", merged.clone())
+                .param("keep", m.keep.clone()),
+            )
+            .await?;
             for outgoing in [true, false] {
                 let pattern = if outgoing {
                     "(m:Entity {id: mid})-[r]->(o:Entity)"
@@ -864,7 +905,12 @@ impl Neo4jStore {
                                  n.weight = CASE WHEN n.weight IS NULL OR r.weight > n.weight \
                                  THEN r.weight ELSE n.weight END, \
                                  n.chunks = coalesce(n.chunks, []) + \
-                                 [x IN coalesce(r.chunks, []) WHERE NOT x IN coalesce(n.chunks, [])] \
+                                 [x IN coalesce(r.chunks, []) WHERE NOT x IN coalesce(n.chunks, [])], \
+                                 n.description_dirty = CASE WHEN r.descriptions IS NULL \
+                                 THEN n.description_dirty ELSE true END, \
+                                 n.descriptions = CASE WHEN r.descriptions IS NULL THEN n.descriptions \
+                                 ELSE coalesce(n.descriptions, []) + \
+                                 [x IN r.descriptions WHERE NOT x IN coalesce(n.descriptions, [])] END \
                                  RETURN count(*) AS n",
                                 rel.cypher()
                             ))
@@ -896,7 +942,8 @@ impl Neo4jStore {
             txn.run(
                 query(
                     "MATCH (k:Entity {id: $keep}) \
-                     SET k.name = $name, k.aliases = $aliases, k.description = $description",
+                     SET k.name = $name, k.aliases = $aliases, k.description = $description, \
+                     k.description_dirty = true",
                 )
                 .param("keep", m.keep.clone())
                 .param("name", m.name.clone())
@@ -1235,6 +1282,8 @@ impl GraphStore for Neo4jStore {
         for (name, label, property) in [
             ("kg_document_source", "Document", "source"),
             ("kg_chunk_document", "Chunk", "document_id"),
+            // The description step looks up the entities marked dirty.
+            ("kg_entity_description_dirty", "Entity", "description_dirty"),
         ] {
             if let Err(e) = self
                 .exec(
@@ -1838,6 +1887,26 @@ impl GraphStore for Neo4jStore {
             .collect())
     }
 
+    async fn stale_descriptions(
+        &self,
+        relations: bool,
+        after: Option<&crate::Described>,
+        limit: usize,
+    ) -> Result<Vec<crate::DescriptionSet>, StoreError> {
+        if relations {
+            self.stale_relation_descriptions(after, limit).await
+        } else {
+            self.stale_entity_descriptions(after, limit).await
+        }
+    }
+
+    async fn set_descriptions(
+        &self,
+        updates: &[crate::DescriptionUpdate],
+    ) -> Result<u64, StoreError> {
+        self.write_descriptions(updates).await
+    }
+
     async fn read_records(
         &self,
         scope: &Scope,
@@ -2024,6 +2093,8 @@ impl Neo4jStore {
                 )
                 .await?;
             let full = rows.len() as i64 >= READ_PAGE;
+            let ids: Vec<String> = rows.iter().filter_map(|r| opt_string(r, "id")).collect();
+            let mut described = self.mention_descriptions(&ids).await?;
             for r in rows {
                 let Some(id) = opt_string(&r, "id") else {
                     continue;
@@ -2046,6 +2117,7 @@ impl Neo4jStore {
                     .collect();
                 chunk_ids.sort();
                 chunk_ids.dedup();
+                let mention_descriptions = described.remove(&id).unwrap_or_default();
                 let entity = Record::Entity(kg_core::Entity {
                     id: EntityId::from_raw(id),
                     name: opt_string(&r, "name").unwrap_or_default(),
@@ -2053,6 +2125,7 @@ impl Neo4jStore {
                     description: opt_string(&r, "description").unwrap_or_default(),
                     aliases: strings(&r, "aliases"),
                     chunk_ids,
+                    mention_descriptions,
                 });
                 for record in std::iter::once(entity).chain(embedding) {
                     if !out.send(record).await {
@@ -2076,7 +2149,7 @@ impl Neo4jStore {
                          WITH a, r, b, type(r) AS t \
                          WHERE a.id > $s OR (a.id = $s AND (t > $t OR (t = $t AND b.id > $o))) \
                          RETURN a.id AS s, t, b.id AS o, r.description AS description, \
-                         r.weight AS weight, r.chunks AS chunks \
+                         r.weight AS weight, r.chunks AS chunks, r.descriptions AS descriptions \
                          ORDER BY s, t, o LIMIT $page",
                         scoped_match("a", "Entity", scope)
                     ))
@@ -2110,6 +2183,10 @@ impl Neo4jStore {
                         .into_iter()
                         .map(ChunkId::from_raw)
                         .collect(),
+                    chunk_descriptions: crate::descriptions::entries_by_chunk(&strings(
+                        &r,
+                        "descriptions",
+                    )),
                 });
                 if !out.send(relation).await {
                     return Ok(false);

@@ -23,6 +23,8 @@ use std::fmt;
 
 use kg_core::{EmbeddingTarget, EntityId, Label, PropertyValue, Record, RelType};
 
+use crate::descriptions::encode_chunk_description;
+
 /// A parameter value: the data half of a query, never query text.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Param {
@@ -252,12 +254,17 @@ fn csv_props(
 /// The row of one typed relation between two entities, from an extraction
 /// (`overwrite` false: a chunk's view adds to what is there) or a resolved
 /// relation (`overwrite` true).
+///
+/// `descriptions` are the chunks' own descriptions of it, as
+/// [`crate::descriptions::encode_chunk_description`] entries: kept with
+/// their chunks, so that removing a chunk removes what it said.
 fn relation_row(
     source: &EntityId,
     target: &EntityId,
     description: &str,
     weight: f32,
     chunks: Vec<String>,
+    descriptions: Vec<String>,
     overwrite: bool,
 ) -> Row {
     Row::default()
@@ -266,7 +273,27 @@ fn relation_row(
         .with("description", opt_str(description).unwrap_or(Param::Null))
         .with("weight", Param::Float(f64::from(weight)))
         .with("chunks", Param::StrList(chunks))
+        .with("descriptions", Param::StrList(descriptions))
         .with("overwrite", Param::Bool(overwrite))
+}
+
+/// A `MENTIONS` row: `descriptions` are what the chunk said about the
+/// entity (none, one, or several after a merge).
+fn mention_row(chunk: &str, entity: &EntityId, descriptions: Vec<String>) -> Row {
+    Row::default()
+        .with("chunk", s(chunk))
+        .with("entity", s(entity.as_str()))
+        .with("descriptions", Param::StrList(descriptions))
+}
+
+/// The non-empty text of `d`, trimmed, as a list of none or one.
+fn described(d: &str) -> Vec<String> {
+    let d = d.trim();
+    if d.is_empty() {
+        Vec::new()
+    } else {
+        vec![d.to_owned()]
+    }
 }
 
 fn dedup(mut v: Vec<String>) -> Vec<String> {
@@ -425,12 +452,14 @@ pub fn plan_linked(records: &[Record], tail: &mut ChunkTail) -> Vec<Group> {
                     push(
                         GroupKey::Mentions,
                         i,
-                        Row::default()
-                            .with("chunk", s(x.chunk_id.as_str()))
-                            .with("entity", s(e.id.as_str())),
+                        mention_row(x.chunk_id.as_str(), &e.id, described(&e.description)),
                     );
                 }
                 for r in &x.relations {
+                    let entries = described(&r.description)
+                        .iter()
+                        .map(|d| encode_chunk_description(x.chunk_id.as_str(), d))
+                        .collect();
                     push(
                         GroupKey::Relations(r.rel_type.clone()),
                         i,
@@ -440,6 +469,7 @@ pub fn plan_linked(records: &[Record], tail: &mut ChunkTail) -> Vec<Group> {
                             &r.description,
                             r.strength,
                             vec![x.chunk_id.to_string()],
+                            entries,
                             false,
                         ),
                     );
@@ -463,13 +493,20 @@ pub fn plan_linked(records: &[Record], tail: &mut ChunkTail) -> Vec<Group> {
                         .with("id", s(e.id.as_str()))
                         .with("props", Param::Map(props)),
                 );
-                for c in &e.chunk_ids {
+                let described_only = e
+                    .mention_descriptions
+                    .keys()
+                    .filter(|c| !e.chunk_ids.contains(c));
+                for c in e.chunk_ids.iter().chain(described_only) {
+                    let descriptions = e
+                        .mention_descriptions
+                        .get(c)
+                        .map(|ds| ds.iter().flat_map(|d| described(d)).collect())
+                        .unwrap_or_default();
                     push(
                         GroupKey::Mentions,
                         i,
-                        Row::default()
-                            .with("chunk", s(c.as_str()))
-                            .with("entity", s(e.id.as_str())),
+                        mention_row(c.as_str(), &e.id, descriptions),
                     );
                 }
             }
@@ -482,6 +519,16 @@ pub fn plan_linked(records: &[Record], tail: &mut ChunkTail) -> Vec<Group> {
                     &r.description,
                     r.weight,
                     dedup(r.chunk_ids.iter().map(|c| c.to_string()).collect()),
+                    dedup(
+                        r.chunk_descriptions
+                            .iter()
+                            .flat_map(|(c, ds)| {
+                                ds.iter()
+                                    .flat_map(|d| described(d))
+                                    .map(|d| encode_chunk_description(c.as_str(), &d))
+                            })
+                            .collect(),
+                    ),
                     true,
                 ),
             ),

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use kg_core::{DocumentId, Record};
 use tokio::sync::mpsc;
 
+use crate::descriptions::{Described, DescriptionSet, DescriptionUpdate};
 use crate::error::{BatchFailure, StoreError};
 use crate::plan::Batch;
 
@@ -432,6 +433,27 @@ pub trait GraphStore: GraphSink {
         merge: &EntityMerge,
     ) -> impl Future<Output = Result<MergeOutcome, StoreError>> + Send;
 
+    /// Up to `limit` entities (`relations` false) or entity relationships
+    /// (true) whose descriptions changed since their description was last
+    /// made (marked `description_dirty`), in key order after `after`, each
+    /// with its distinct descriptions (see [`crate::descriptions`]). Memory
+    /// is the page.
+    fn stale_descriptions(
+        &self,
+        relations: bool,
+        after: Option<&Described>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DescriptionSet>, StoreError>> + Send;
+
+    /// Writes descriptions back, in one transaction: the description, and
+    /// where the update has a key, the key and a cleared dirty mark.
+    /// Entities or relationships that are gone are skipped. Says how many
+    /// it wrote.
+    fn set_descriptions(
+        &self,
+        updates: &[DescriptionUpdate],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// The documents whose source starts with `prefix` (all for `""`),
     /// sorted by source and id.
     fn documents_under(
@@ -662,6 +684,22 @@ impl<T: GraphStore> GraphStore for Arc<T> {
         prefix: &str,
     ) -> impl Future<Output = Result<Vec<CurrentDocument>, StoreError>> + Send {
         (**self).documents_under(prefix)
+    }
+
+    fn stale_descriptions(
+        &self,
+        relations: bool,
+        after: Option<&Described>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DescriptionSet>, StoreError>> + Send {
+        (**self).stale_descriptions(relations, after, limit)
+    }
+
+    fn set_descriptions(
+        &self,
+        updates: &[DescriptionUpdate],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        (**self).set_descriptions(updates)
     }
 }
 

@@ -493,3 +493,12 @@ async fn bolt_merge_entities_keeps_provenance_and_is_idempotent() {
         .unwrap();
     check_merge_entities(&writer, &unique_tag("merge")).await;
 }
+
+#[tokio::test]
+async fn bolt_descriptions_stay_with_their_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = BatchWriter::open(connect().await, writer_config(dir.path()))
+        .await
+        .unwrap();
+    check_descriptions(&writer, &unique_tag("desc")).await;
+}

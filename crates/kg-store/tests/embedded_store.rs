@@ -120,6 +120,7 @@ async fn embedded_entity_relation_named_mentions_is_not_a_chunk_mention() {
         description: "an odd relation".into(),
         weight: 0.5,
         chunk_ids: from.chunk_ids.clone(),
+        chunk_descriptions: Default::default(),
     }));
     let writer = BatchWriter::new(open(dir.path()), writer_config(dir.path()));
     write_ok(&writer, records.clone()).await;
@@ -371,6 +372,20 @@ impl GraphStore for SchemaCalls {
     async fn documents_under(&self, prefix: &str) -> Result<Vec<CurrentDocument>, StoreError> {
         self.inner.documents_under(prefix).await
     }
+    async fn stale_descriptions(
+        &self,
+        relations: bool,
+        after: Option<&kg_store::Described>,
+        limit: usize,
+    ) -> Result<Vec<kg_store::DescriptionSet>, StoreError> {
+        self.inner.stale_descriptions(relations, after, limit).await
+    }
+    async fn set_descriptions(
+        &self,
+        updates: &[kg_store::DescriptionUpdate],
+    ) -> Result<u64, StoreError> {
+        self.inner.set_descriptions(updates).await
+    }
 }
 
 /// `open` ensures the constraints at once and the vector index when the
@@ -511,4 +526,13 @@ async fn embedded_streams_entities_with_mention_counts() {
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test]
+async fn embedded_descriptions_stay_with_their_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = BatchWriter::open(open(dir.path()), writer_config(dir.path()))
+        .await
+        .unwrap();
+    check_descriptions(&writer, &unique_tag("desc")).await;
 }

@@ -86,12 +86,23 @@ async fn remove(app: &mut App, docs: Vec<CurrentDocument>, dry_run: bool) -> any
             Err(e) => failed.push(format!("{}: {}", d.source, crate::logging::cause_chain(&e))),
         }
     }
+    // What the removed chunks said is gone: the descriptions of what
+    // they mentioned are made again from the mentions left.
+    let described = if lost.is_cancelled() {
+        None
+    } else {
+        let summariser = build::summariser(&app.settings)?;
+        crate::descriptions::step(&store, summariser.as_ref(), &app.settings, &app.cancel).await
+    };
     let lost = lease.lost_reason();
     lease.release().await;
     eprintln!(
         "removed {n} document(s): {chunks} chunks, {entities} entities and {relations} relations \
          no longer supported"
     );
+    if let Some(line) = described {
+        eprintln!("{line}");
+    }
     if let Some(reason) = lost {
         anyhow::bail!("{reason}; the removal stopped: run it again once the other kg is done");
     }

@@ -27,6 +27,17 @@ pub async fn resolve(app: &mut App, dry_run: bool) -> anyhow::Result<Exit> {
     let lease = app.writer_lease(&state).await?;
     lease.stop_on_loss(&app.cancel);
     let applied = resolution::apply(&store, &plan, &app.cancel).await;
+    // The kept entities' descriptions, from all their mentions; and any
+    // an earlier step left to do.
+    if lease.lost_reason().is_none() {
+        let summariser = build::summariser(&app.settings)?;
+        let described =
+            crate::descriptions::step(&store, summariser.as_ref(), &app.settings, &app.cancel)
+                .await;
+        if let Some(line) = described {
+            eprintln!("{line}");
+        }
+    }
     let lost = lease.lost_reason();
     lease.release().await;
     eprintln!("{}", resolution::note(&applied));

@@ -34,6 +34,7 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
         app.notes.push(NO_LLM_NOTE.to_string());
         None
     };
+    let summariser = build::summariser(&app.settings)?;
     let embedder = build::embed_stage(&app.settings, &app.cancel).await?;
     let entity_embedder = (embedder.embedder.clone(), embedder.cache.clone());
     let writer = Arc::new(build::writer(&app.settings, &app.cancel).await?);
@@ -78,6 +79,16 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
     app.notes.extend(note);
     let mut vectors = Ok(());
     if outcome.error.is_none() && !outcome.interrupted {
+        // Descriptions made from every mention (summarised past the bound)
+        // before the entity vectors embed them.
+        let described = crate::descriptions::step(
+            writer.sink(),
+            summariser.as_ref(),
+            &app.settings,
+            &app.cancel,
+        )
+        .await;
+        app.notes.extend(described);
         // Entity vectors for graph search (docs/query.md), written while
         // the lease is still held and before resolution, which compares
         // them: `kg run` resolves on the graph `kg resolve` would see.
@@ -93,6 +104,15 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
                 );
             });
         resolve_touched(app, writer.sink()).await;
+        // Merges marked their kept entities: their descriptions again.
+        let described = crate::descriptions::step(
+            writer.sink(),
+            summariser.as_ref(),
+            &app.settings,
+            &app.cancel,
+        )
+        .await;
+        app.notes.extend(described);
     }
     lease.release().await;
     if let Some(e) = outcome.error {

@@ -100,6 +100,16 @@ pub async fn store(
     if app.stats.set_aside_total() == 0 && !app.cancel.is_cancelled() {
         let note = pipeline::replace_earlier_versions(writer.sink(), &ctx, documents).await;
         app.notes.extend(note);
+        // Descriptions from every mention, as `kg run` makes them.
+        let summariser = build::summariser(&app.settings)?;
+        let described = crate::descriptions::step(
+            writer.sink(),
+            summariser.as_ref(),
+            &app.settings,
+            &app.cancel,
+        )
+        .await;
+        app.notes.extend(described);
         // Entity vectors for graph search, as `kg run` writes them, so that
         // a pipe of the stages builds the graph `kg run` builds.
         match build::embed_stage(&app.settings, &app.cancel).await {

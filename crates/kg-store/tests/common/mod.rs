@@ -188,6 +188,7 @@ pub fn fixture(tag: &str) -> Vec<Record> {
             description: desc.into(),
             aliases,
             chunk_ids: chunks,
+            mention_descriptions: Default::default(),
         })
     };
     let sorted = |mut v: Vec<ChunkId>| {
@@ -235,6 +236,7 @@ pub fn fixture(tag: &str) -> Vec<Record> {
                 description: desc.into(),
                 weight: w,
                 chunk_ids: chunks,
+                chunk_descriptions: Default::default(),
             })
         };
     out.push(relation(
@@ -412,13 +414,70 @@ pub fn node_ids(records: &[Record]) -> Vec<String> {
 }
 
 /// The graph as read back: what the fixture's resolved records say, with
-/// the raw extractions folded in. Sorted by JSON for comparison.
+/// the raw extractions folded in (each chunk's descriptions kept with it).
+/// Sorted by JSON for comparison.
 pub fn expected_read_back(records: &[Record]) -> Vec<String> {
+    use std::collections::{BTreeMap, HashMap};
+    type ByChunk = BTreeMap<ChunkId, Vec<String>>;
+    let mut entities: HashMap<String, ByChunk> = HashMap::new();
+    let mut relations: HashMap<(String, String, String), ByChunk> = HashMap::new();
+    let add = |map: &mut ByChunk, chunk: &ChunkId, d: &str| {
+        let d = d.trim();
+        if !d.is_empty() {
+            let list = map.entry(chunk.clone()).or_default();
+            if !list.iter().any(|x| x == d) {
+                list.push(d.to_owned());
+            }
+        }
+    };
+    for r in records {
+        if let Record::Extraction(x) = r {
+            for e in &x.entities {
+                add(
+                    entities.entry(e.id.to_string()).or_default(),
+                    &x.chunk_id,
+                    &e.description,
+                );
+            }
+            for r in &x.relations {
+                let key = (
+                    r.source_id.to_string(),
+                    r.rel_type.to_string(),
+                    r.target_id.to_string(),
+                );
+                add(
+                    relations.entry(key).or_default(),
+                    &x.chunk_id,
+                    &r.description,
+                );
+            }
+        }
+    }
     canonical(
         records
             .iter()
             .filter(|r| !matches!(r, Record::Extraction(_) | Record::SetAside(_)))
             .cloned()
+            .map(|r| match r {
+                Record::Entity(mut e) => {
+                    if let Some(m) = entities.remove(e.id.as_str()) {
+                        e.mention_descriptions = m;
+                    }
+                    Record::Entity(e)
+                }
+                Record::Relation(mut rel) => {
+                    let key = (
+                        rel.source_id.to_string(),
+                        rel.rel_type.to_string(),
+                        rel.target_id.to_string(),
+                    );
+                    if let Some(m) = relations.remove(&key) {
+                        rel.chunk_descriptions = m;
+                    }
+                    Record::Relation(rel)
+                }
+                r => r,
+            })
             .collect(),
     )
 }
@@ -562,6 +621,17 @@ pub async fn check_idempotent<S: GraphStore>(store: S, dir: &Path, tag: &str) {
     partial.description = String::new();
     partial.aliases.clear();
     partial.chunk_ids.clear();
+    let before = writer
+        .sink()
+        .read_all(&Scope::Ids(vec![ian.id.to_string()]))
+        .await
+        .unwrap();
+    assert!(
+        before
+            .iter()
+            .any(|r| matches!(r, Record::Entity(e) if e.description == ian.description)),
+        "{before:?}"
+    );
     writer
         .write_records(vec![Record::Entity(partial)])
         .await
@@ -573,7 +643,7 @@ pub async fn check_idempotent<S: GraphStore>(store: S, dir: &Path, tag: &str) {
         .read_all(&Scope::Ids(vec![ian.id.to_string()]))
         .await
         .unwrap();
-    assert!(back.contains(&Record::Entity(ian)), "{back:?}");
+    assert_eq!(back, before);
 }
 
 /// Text and property values that look like Cypher are stored verbatim and
@@ -1281,6 +1351,7 @@ pub async fn check_merge_entities<S: GraphStore>(writer: &BatchWriter<S>, tag: &
         description: "led it at first".into(),
         weight: 0.3,
         chunk_ids: vec![first_chunk.clone()],
+        chunk_descriptions: Default::default(),
     }));
     let scope = Scope::Ids(node_ids(&records));
     write_ok(writer, records).await;
@@ -1359,4 +1430,260 @@ pub async fn check_merge_entities<S: GraphStore>(writer: &BatchWriter<S>, tag: &
     let again = writer.sink().merge_entities(&merge).await.unwrap();
     assert_eq!(again, kg_store::MergeOutcome::default());
     assert_eq!(writer.sink().counts(&scope).await.unwrap(), after);
+}
+
+/// Every own entity or relation (ids carrying `tag`'s entities) the store
+/// lists as stale, page by page through the whole (possibly shared) graph.
+pub async fn own_stale<S: GraphStore>(
+    store: &S,
+    relations: bool,
+    own: &[String],
+) -> Vec<kg_store::DescriptionSet> {
+    let mut after: Option<kg_store::Described> = None;
+    let mut out = Vec::new();
+    loop {
+        let page = store
+            .stale_descriptions(relations, after.as_ref(), 500)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.target.clone());
+        out.extend(page.into_iter().filter(|s| match &s.target {
+            kg_store::Described::Entity(id) => own.contains(id),
+            kg_store::Described::Relation { source, .. } => own.contains(source),
+        }));
+    }
+    out
+}
+
+/// Descriptions stay with their chunks: distinct sets read back per
+/// entity and relation, written back with their key (then no longer
+/// stale), stale again when a mention is written again (with the same
+/// key), when a document goes (without what it said) and after a merge
+/// (with what the merged entity's chunks said); a failed update leaves
+/// the mark.
+pub async fn check_descriptions<S: GraphStore>(writer: &BatchWriter<S>, tag: &str) {
+    use kg_store::{Described, DescriptionUpdate};
+    let person = label("Person");
+    let doc_a = DocumentId::from_content_sha256(&sha256_hex(format!("{tag}:a").as_bytes()));
+    let doc_b = DocumentId::from_content_sha256(&sha256_hex(format!("{tag}:b").as_bytes()));
+    let mut records = Vec::new();
+    let mut chunk = |doc: &DocumentId, name: &str, i: u32| {
+        let text = format!("{name} chunk {i} [{tag}]");
+        let id = ChunkId::new(doc, i, &text);
+        if i == 0 {
+            records.push(Record::Document(Document {
+                id: doc.clone(),
+                source: format!("{tag}/{name}.md"),
+                title: None,
+                sha256: doc.as_str().into(),
+                pages: None,
+                media_type: MediaType::Markdown,
+                bytes: 10,
+            }));
+        }
+        records.push(Record::Chunk(Chunk {
+            id: id.clone(),
+            document_id: doc.clone(),
+            index: i,
+            tokens: 4,
+            text,
+            source: format!("{tag}/{name}.md"),
+            page_start: None,
+            page_end: None,
+        }));
+        id
+    };
+    let (a0, a1, a2) = (
+        chunk(&doc_a, "a", 0),
+        chunk(&doc_a, "a", 1),
+        chunk(&doc_a, "a", 2),
+    );
+    let b0 = chunk(&doc_b, "b", 0);
+    let ada = EntityId::new(&person, &format!("Ada {tag}"));
+    let babbage = EntityId::new(&person, &format!("Babbage {tag}"));
+    let lovelace = EntityId::new(&person, &format!("A Lovelace {tag}"));
+    let xent = |id: &EntityId, name: &str, d: &str| ExtractedEntity {
+        id: id.clone(),
+        name: format!("{name} {tag}"),
+        entity_type: person.clone(),
+        description: d.into(),
+    };
+    let knew = |d: &str| ExtractedRelation {
+        source: "Ada".into(),
+        target: "Babbage".into(),
+        source_id: ada.clone(),
+        target_id: babbage.clone(),
+        rel_type: rel("KNEW"),
+        description: d.into(),
+        strength: 0.5,
+    };
+    let extraction = |c: &ChunkId, entities, relations| {
+        Record::Extraction(Extraction {
+            chunk_id: c.clone(),
+            entities,
+            relations,
+            model: "fake".into(),
+        })
+    };
+    let a1_extraction = extraction(
+        &a1,
+        vec![xent(&ada, "Ada", "a mathematician")],
+        vec![knew("corresponded")],
+    );
+    records.extend([
+        extraction(
+            &a0,
+            vec![
+                xent(&ada, "Ada", "wrote the notes"),
+                xent(&babbage, "Babbage", "designed the engine"),
+            ],
+            vec![knew("met at a party")],
+        ),
+        a1_extraction.clone(),
+        extraction(
+            &a2,
+            vec![
+                xent(&ada, "Ada", " wrote the notes "),
+                xent(&lovelace, "A Lovelace", "countess"),
+            ],
+            vec![],
+        ),
+        extraction(
+            &b0,
+            vec![xent(&ada, "Ada", "a countess")],
+            vec![knew("worked together")],
+        ),
+    ]);
+    let own = vec![ada.to_string(), babbage.to_string(), lovelace.to_string()];
+    write_ok(writer, records).await;
+    let store = writer.sink();
+
+    let stale = own_stale(store, false, &own).await;
+    let of = |sets: &[kg_store::DescriptionSet], id: &EntityId| {
+        sets.iter()
+            .find(|s| s.target == Described::Entity(id.to_string()))
+            .cloned()
+    };
+    let ada_set = of(&stale, &ada).expect("Ada is stale");
+    assert_eq!(
+        ada_set.descriptions,
+        vec!["a countess", "a mathematician", "wrote the notes"]
+    );
+    assert_eq!((ada_set.distinct, ada_set.stored_key.clone()), (3, None));
+    assert_eq!(ada_set.kind, "Person");
+    assert!(!ada_set.unchanged());
+    assert_eq!(stale.len(), 3, "{stale:?}");
+    let rels = own_stale(store, true, &own).await;
+    assert_eq!(rels.len(), 1, "{rels:?}");
+    assert_eq!(
+        rels[0].descriptions,
+        vec!["corresponded", "met at a party", "worked together"]
+    );
+    assert_eq!(rels[0].name, format!("Ada {tag} -KNEW-> Babbage {tag}"));
+
+    // Written back with their keys: no longer stale.
+    let mut updates: Vec<DescriptionUpdate> = stale
+        .iter()
+        .chain(&rels)
+        .map(|s| DescriptionUpdate {
+            target: s.target.clone(),
+            description: format!("summary of {}", s.descriptions.join(" + ")),
+            key: Some(s.key.clone()),
+        })
+        .collect();
+    updates.push(DescriptionUpdate {
+        target: Described::Entity(format!("gone {tag}")),
+        description: "nobody".into(),
+        key: Some("k".into()),
+    });
+    assert_eq!(store.set_descriptions(&updates).await.unwrap(), 4);
+    assert!(own_stale(store, false, &own).await.is_empty());
+    assert!(own_stale(store, true, &own).await.is_empty());
+    let scope = Scope::Ids(own.clone());
+    let back = store.read_all(&scope).await.unwrap();
+    let entity = |back: &[Record], id: &EntityId| {
+        back.iter()
+            .find_map(|r| match r {
+                Record::Entity(e) if &e.id == id => Some(e.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let read_ada = entity(&back, &ada);
+    assert_eq!(
+        read_ada.description,
+        "summary of a countess + a mathematician + wrote the notes"
+    );
+    assert_eq!(read_ada.mention_descriptions.len(), 4, "{read_ada:?}");
+    assert_eq!(
+        read_ada.mention_descriptions.get(&a2),
+        Some(&vec!["wrote the notes".to_owned()])
+    );
+    let relation = back
+        .iter()
+        .find_map(|r| match r {
+            Record::Relation(x) if x.rel_type.as_str() == "KNEW" => Some(x.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        relation.description,
+        "summary of corresponded + met at a party + worked together"
+    );
+    assert_eq!(
+        relation.chunk_descriptions.get(&b0),
+        Some(&vec!["worked together".to_owned()])
+    );
+
+    // The same mention again: stale, but with the key it was made from.
+    write_ok(writer, vec![a1_extraction]).await;
+    let again = own_stale(store, false, &own).await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert!(again[0].unchanged(), "{again:?}");
+    // An update without a key (a failed summary) leaves the mark.
+    store
+        .set_descriptions(&[DescriptionUpdate {
+            target: Described::Entity(ada.to_string()),
+            description: "joined".into(),
+            key: None,
+        }])
+        .await
+        .unwrap();
+    let still = own_stale(store, false, &own).await;
+    assert_eq!(still.len(), 1);
+    assert_eq!(still[0].description, "joined");
+
+    // Removing document b takes what its chunk said.
+    store.remove_document(&doc_b).await.unwrap();
+    let after = of(&own_stale(store, false, &own).await, &ada).unwrap();
+    assert_eq!(
+        after.descriptions,
+        vec!["a mathematician", "wrote the notes"]
+    );
+    assert!(!after.unchanged());
+    let rels = own_stale(store, true, &own).await;
+    assert_eq!(rels.len(), 1, "{rels:?}");
+    assert_eq!(rels[0].descriptions, vec!["corresponded", "met at a party"]);
+
+    // A merge brings what the merged entity's chunks said.
+    let merge = kg_store::EntityMerge {
+        keep: ada.to_string(),
+        name: format!("Ada {tag}"),
+        merged: vec![lovelace.to_string()],
+    };
+    store.merge_entities(&merge).await.unwrap();
+    let merged = of(&own_stale(store, false, &own).await, &ada).unwrap();
+    assert_eq!(
+        merged.descriptions,
+        vec!["a mathematician", "countess", "wrote the notes"]
+    );
+    let back = store.read_all(&scope).await.unwrap();
+    let mut at_a2 = entity(&back, &ada)
+        .mention_descriptions
+        .get(&a2)
+        .cloned()
+        .unwrap();
+    at_a2.sort();
+    assert_eq!(at_a2, vec!["countess", "wrote the notes"]);
 }
