@@ -12,19 +12,28 @@
 //! without a model (MiniLM adds the same few milliseconds per question to
 //! every mode but fulltext).
 //!
-//! With `KG_BENCH_BOLT=1`, the same corpus is also written to a fresh
-//! ArcadeDB over Bolt (kg-testkit's `PrivateServer`: `cargo xtask server
-//! start` on a free port, so the server holds exactly these 10,000 chunks;
-//! `KG_XTASK` names the xtask binary) and measured the same way.
+//! Over Bolt too, the same corpus measured the same way: with
+//! `KG_BENCH_BOLT=1` on a fresh ArcadeDB of the bench's own (kg-testkit's
+//! `PrivateServer`: `cargo xtask server start` on a free port, so the
+//! server holds exactly these 10,000 chunks; `KG_XTASK` names the xtask
+//! binary); else, when `NEO4J_URI` is set (with `NEO4J_USER`,
+//! `NEO4J_PASSWORD`, `NEO4J_DATABASE`), on that server, which may hold
+//! other graphs beside the corpus (the line says how many chunks it
+//! holds); the bench removes its document, chunks and entities afterwards.
+//! `KG_BENCH_QUESTIONS=N` times every k-th question so that N are timed
+//! (all by default).
 //!
 //! Prints one `kg-bench:` line per backend: p50/p95 per mode (every
 //! question, three rounds on the embedded store, one over Bolt) and each
 //! mode's p50 as a ratio to vector-only search measured in the same run;
-//! then criterion's own measurement of each mode on the embedded store.
+//! then one `kg-bench:` line per mode with the mean time per call of each
+//! store primitive the mode used (where a search's time goes); then
+//! criterion's own measurement of each mode on the embedded store.
 //!
 //! `cargo bench -p kg-cli --bench retrieval_modes`
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -33,10 +42,12 @@ use kg_core::{
     Chunk, ChunkId, Document, DocumentId, Embedding, EmbeddingTarget, Entity, EntityId,
     ExtractedEntity, ExtractedRelation, Extraction, Label, MediaType, Record, RelType,
 };
-use kg_query::{Mode, SearchOptions};
+use kg_query::{
+    ChunkDoc, ChunkGraph, EntityHit, Mode, QueryError, Reach, Retriever, ScoredId, SearchOptions,
+};
 use kg_store::{
-    AnyStore, BatchWriter, EmbeddedConfig, EmbeddedStore, Neo4jConfig, Neo4jStore, Secret,
-    WriterConfig,
+    AnyStore, BatchWriter, EmbeddedConfig, EmbeddedStore, GraphStore, Neo4jConfig, Neo4jStore,
+    Scope, Secret, WriterConfig,
 };
 use kg_testkit::PrivateServer;
 
@@ -91,6 +102,28 @@ fn questions_and_words() -> (Vec<String>, Vec<String>) {
     (questions, words)
 }
 
+/// Every k-th question, so that `KG_BENCH_QUESTIONS` of them are timed
+/// (all when unset).
+fn sampled(questions: Vec<String>) -> Vec<String> {
+    let want = std::env::var("KG_BENCH_QUESTIONS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0 && n < questions.len());
+    match want {
+        Some(n) => {
+            let step = questions.len() / n;
+            questions.into_iter().step_by(step.max(1)).take(n).collect()
+        }
+        None => questions,
+    }
+}
+
+/// The bench's document: the corpus is one document, so removing it
+/// removes the corpus.
+fn corpus_document() -> DocumentId {
+    DocumentId::from_content_sha256(&kg_core::sha256_hex(b"retrieval-modes-bench"))
+}
+
 fn corpus(words: &[String]) -> Vec<Record> {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut vocabulary: Vec<String> = words.to_vec();
@@ -113,7 +146,7 @@ fn corpus(words: &[String]) -> Vec<Record> {
         vocabulary.get(i).map_or("filler", String::as_str)
     };
     let sha = kg_core::sha256_hex(b"retrieval-modes-bench");
-    let doc = DocumentId::from_content_sha256(&sha);
+    let doc = corpus_document();
     let mut out = vec![Record::Document(Document {
         id: doc.clone(),
         source: "/bench/corpus.txt".into(),
@@ -267,6 +300,89 @@ async fn private_bolt() -> (PrivateServer, AnyStore) {
     }
 }
 
+/// A retriever that times each store primitive it passes on, per name.
+struct Timed<'a> {
+    inner: StoreRetriever<'a>,
+    spent: Mutex<BTreeMap<&'static str, (u32, Duration)>>,
+}
+
+impl<'a> Timed<'a> {
+    fn new(store: &'a AnyStore) -> Self {
+        Self {
+            inner: StoreRetriever(store),
+            spent: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    async fn time<T>(&self, name: &'static str, f: impl std::future::Future<Output = T>) -> T {
+        let t = Instant::now();
+        let out = f.await;
+        let took = t.elapsed();
+        if let Ok(mut spent) = self.spent.lock() {
+            let e = spent.entry(name).or_default();
+            e.0 += 1;
+            e.1 += took;
+        }
+        out
+    }
+
+    /// `name mean ms (calls)` per primitive since the last call, and
+    /// starts again.
+    fn take(&self) -> String {
+        let Ok(mut spent) = self.spent.lock() else {
+            return String::new();
+        };
+        let parts: Vec<String> = spent
+            .iter()
+            .map(|(name, (calls, total))| {
+                format!(
+                    "{name} {:.2} ms x{calls}",
+                    total.as_secs_f64() * 1e3 / f64::from((*calls).max(1))
+                )
+            })
+            .collect();
+        spent.clear();
+        parts.join(", ")
+    }
+}
+
+impl Retriever for Timed<'_> {
+    async fn fulltext(&self, text: &str, k: usize) -> Result<Vec<ScoredId>, QueryError> {
+        self.time("fulltext", self.inner.fulltext(text, k)).await
+    }
+    async fn vector_chunks(&self, v: &[f32], k: usize) -> Result<Vec<ScoredId>, QueryError> {
+        self.time("vector_chunks", self.inner.vector_chunks(v, k))
+            .await
+    }
+    async fn vector_entities(&self, v: &[f32], k: usize) -> Result<Vec<EntityHit>, QueryError> {
+        self.time("vector_entities", self.inner.vector_entities(v, k))
+            .await
+    }
+    async fn entities_by_name(&self, text: &str, k: usize) -> Result<Vec<EntityHit>, QueryError> {
+        self.time("entities_by_name", self.inner.entities_by_name(text, k))
+            .await
+    }
+    async fn expand(
+        &self,
+        seeds: &[String],
+        hops: u8,
+        max_neighbours: usize,
+        per_entity: usize,
+    ) -> Result<Vec<Reach>, QueryError> {
+        self.time(
+            "expand",
+            self.inner.expand(seeds, hops, max_neighbours, per_entity),
+        )
+        .await
+    }
+    async fn chunks(&self, ids: &[String]) -> Result<Vec<ChunkDoc>, QueryError> {
+        self.time("chunks", self.inner.chunks(ids)).await
+    }
+    async fn chunk_graph(&self, ids: &[String]) -> Result<ChunkGraph, QueryError> {
+        self.time("chunk_graph", self.inner.chunk_graph(ids)).await
+    }
+}
+
 /// Times every question in every mode, interleaved so load on the machine
 /// hits all modes alike, after a warm-up; prints one `kg-bench:` line.
 fn measure(
@@ -276,7 +392,7 @@ fn measure(
     questions: &[String],
     rounds: usize,
 ) {
-    let retriever = StoreRetriever(store);
+    let retriever = Timed::new(store);
     let embedder = EmbedderQuery(Arc::new(BAG));
     let search = |mode: Mode, q: &str| {
         rt.block_on(kg_query::search(&retriever, &embedder, q, &options(mode)))
@@ -287,16 +403,20 @@ fn measure(
             search(mode, q);
         }
     }
+    retriever.take();
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); MODES.len()];
     let mut hits = vec![0usize; MODES.len()];
+    let mut spent: Vec<String> = vec![String::new(); MODES.len()];
+    // Mode by mode for the breakdown, the modes interleaved per round.
     for _ in 0..rounds {
-        for q in questions {
-            for (m, mode) in MODES.iter().enumerate() {
+        for (m, mode) in MODES.iter().enumerate() {
+            for q in questions {
                 let t = Instant::now();
                 let found = search(*mode, q);
                 times[m].push(t.elapsed());
                 hits[m] += found.hits.len();
             }
+            spent[m] = retriever.take();
         }
     }
     let figures: Vec<(f64, f64)> = times.into_iter().map(percentiles).collect();
@@ -318,6 +438,26 @@ fn measure(
         questions.len(),
         parts.join("; ")
     );
+    for (mode, spent) in MODES.iter().zip(&spent) {
+        println!(
+            "kg-bench: {backend}, {} mode, mean per call (last round): {spent}",
+            mode.as_str()
+        );
+    }
+}
+
+/// A store on the server `NEO4J_URI` names, without the bench's corpus
+/// (a run stopped half way leaves it behind).
+async fn env_bolt() -> Option<AnyStore> {
+    let config = Neo4jConfig::from_env()?;
+    let store = Neo4jStore::connect(config)
+        .await
+        .expect("the server NEO4J_URI names");
+    store
+        .remove_document(&corpus_document())
+        .await
+        .expect("an earlier run's corpus removed");
+    Some(AnyStore::Neo4j(Box::new(store)))
 }
 
 fn bench(c: &mut Criterion) {
@@ -325,6 +465,7 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let (questions, words) = questions_and_words();
     let records = corpus(&words);
+    let questions = sampled(questions);
     let embedded = EmbeddedStore::open(&EmbeddedConfig {
         data_dir: dir.path().join("kg-data"),
     })
@@ -335,18 +476,40 @@ fn bench(c: &mut Criterion) {
         records.clone(),
     ));
     measure(&rt, &store, "embedded store", &questions, 3);
-    if std::env::var_os("KG_BENCH_BOLT").is_some_and(|v| v == "1") {
+    let private = std::env::var_os("KG_BENCH_BOLT").is_some_and(|v| v == "1");
+    let (server, bolt) = if private {
         let (server, bolt) = rt.block_on(private_bolt());
+        (Some(server), Some(bolt))
+    } else {
+        (None, rt.block_on(env_bolt()))
+    };
+    if let Some(bolt) = bolt {
         let started = Instant::now();
         let bolt = rt.block_on(load(bolt, dir.path(), records));
+        let held = rt
+            .block_on(bolt.counts(&Scope::All))
+            .map_or(0, |c| c.nodes.get("Chunk").copied().unwrap_or(0));
         println!(
-            "kg-bench: retrieval modes, Bolt server: {CHUNKS} chunks written in {:.1} s",
+            "kg-bench: retrieval modes, Bolt server: {CHUNKS} chunks written in {:.1} s; the server holds {held} chunks",
             started.elapsed().as_secs_f64()
         );
-        measure(&rt, &bolt, "Bolt server (ArcadeDB)", &questions, 1);
-        drop(bolt);
-        drop(server);
+        let backend = if private {
+            "Bolt server (private ArcadeDB)"
+        } else {
+            "Bolt server (NEO4J_URI)"
+        };
+        measure(&rt, &bolt, backend, &questions, 1);
+        if !private {
+            let started = Instant::now();
+            rt.block_on(bolt.remove_document(&corpus_document()))
+                .expect("the corpus removed");
+            println!(
+                "kg-bench: retrieval modes, Bolt server: corpus removed in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
+    drop(server);
     let retriever = StoreRetriever(&store);
     let embedder = EmbedderQuery(Arc::new(BAG));
     let mut group = c.benchmark_group("retrieval_modes_10k");

@@ -536,3 +536,149 @@ async fn embedded_descriptions_stay_with_their_chunks() {
         .unwrap();
     check_descriptions(&writer, &unique_tag("desc")).await;
 }
+
+/// The vector scan ranks exactly as a naive scan: every stored vector
+/// compared in `f64`, NaN (another length) left out, best cosine first and
+/// ties by id; `k` beyond the rows gives every comparable row. Vectors
+/// have small integer components, so both sums are exact and the scores
+/// equal to the bit; duplicated and scaled copies make exact ties.
+#[tokio::test]
+async fn embedded_vector_scan_ranks_as_a_naive_scan() {
+    use kg_core::{Chunk, ChunkId, Document, Embedding, EmbeddingTarget, MediaType};
+    const DIMS: usize = 16;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut int_vector =
+        |dims: usize| -> Vec<f32> { (0..dims).map(|_| (next() % 7) as f32 - 3.0).collect() };
+    let dir = tempfile::tempdir().unwrap();
+    let tag = unique_tag("scan");
+    let sha = kg_core::sha256_hex(tag.as_bytes());
+    let doc = DocumentId::from_content_sha256(&sha);
+    let mut records = vec![Record::Document(Document {
+        id: doc.clone(),
+        source: format!("{tag}.txt"),
+        title: None,
+        sha256: sha,
+        pages: None,
+        media_type: MediaType::Text,
+        bytes: 0,
+    })];
+    // (chunk id, vector) as stored.
+    let mut stored: Vec<(String, Vec<f32>)> = Vec::new();
+    for i in 0..260u32 {
+        let vector = match i {
+            // Exact copies and a doubled copy of chunk 0's vector: ties.
+            200..=203 => stored[0].1.clone(),
+            204 => stored[0].1.iter().map(|x| 2.0 * x).collect(),
+            // All zeros: cosine 0.
+            205 => vec![0.0; DIMS],
+            // Another model's length: never ranked.
+            206..=215 => int_vector(DIMS / 2),
+            _ => int_vector(DIMS),
+        };
+        let text = format!("chunk {i} [{tag}]");
+        let id = ChunkId::new(&doc, i, &text);
+        records.push(Record::Chunk(Chunk {
+            id: id.clone(),
+            document_id: doc.clone(),
+            index: i,
+            text,
+            tokens: 3,
+            source: format!("{tag}.txt"),
+            page_start: None,
+            page_end: None,
+        }));
+        // Chunks 250.. have no vector at all.
+        if i < 250 {
+            records.push(Record::Embedding(Embedding {
+                id: id.to_string(),
+                target: EmbeddingTarget::Chunk,
+                vector: vector.clone(),
+                model: if vector.len() == DIMS { "m16" } else { "m8" }.into(),
+            }));
+            stored.push((id.to_string(), vector));
+        }
+    }
+    let writer = BatchWriter::new(open(dir.path()), writer_config(dir.path()));
+    write_ok(&writer, records).await;
+    let store = writer.sink();
+
+    let naive = |q: &[f32], k: usize| -> Vec<(String, f32)> {
+        let mut all: Vec<(String, f32)> = stored
+            .iter()
+            .filter(|(_, v)| v.len() == q.len())
+            .map(|(id, v)| {
+                let dot: f64 = q
+                    .iter()
+                    .zip(v)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
+                let nq: f64 = q.iter().map(|a| f64::from(*a) * f64::from(*a)).sum();
+                let nv: f64 = v.iter().map(|b| f64::from(*b) * f64::from(*b)).sum();
+                let score = if nq == 0.0 || nv == 0.0 {
+                    0.0
+                } else {
+                    (dot / (nq.sqrt() * nv.sqrt())) as f32
+                };
+                (id.clone(), score)
+            })
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(k);
+        all
+    };
+    let mut queries: Vec<Vec<f32>> = (0..20).map(|_| int_vector(DIMS)).collect();
+    // Chunk 0's own vector: six chunks tie at cosine 1.
+    queries.push(stored[0].1.clone());
+    for q in &queries {
+        for k in [1usize, 3, 7, 50, 1_000] {
+            let got: Vec<(String, f32)> = store
+                .vector_chunks(q, k)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| (s.id, s.score))
+                .collect();
+            assert_eq!(got, naive(q, k), "k {k}, query {q:?}");
+        }
+    }
+    let tie = store.vector_chunks(&stored[0].1, 6).await.unwrap();
+    assert!(
+        tie.iter().all(|s| (s.score - 1.0).abs() < 1e-6),
+        "six exact matches: {tie:?}"
+    );
+    let mut tied_ids: Vec<&str> = tie.iter().map(|s| s.id.as_str()).collect();
+    let in_order = tied_ids.clone();
+    tied_ids.sort();
+    assert_eq!(in_order, tied_ids, "ties are ranked by id");
+    // Every 16-dimension vector and nothing else when k exceeds the rows.
+    assert_eq!(
+        store.vector_chunks(&queries[0], 1_000).await.unwrap().len(),
+        240
+    );
+    // The other model's length finds only its own ten; a length nobody
+    // stored, or k = 0, finds nothing.
+    assert_eq!(
+        store
+            .vector_chunks(&int_vector(DIMS / 2), 100)
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
+    assert!(store
+        .vector_chunks(&int_vector(5), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .vector_chunks(&queries[0], 0)
+        .await
+        .unwrap()
+        .is_empty());
+}
