@@ -1156,10 +1156,11 @@ fn a_run_off_a_terminal_logs_progress_while_a_slow_stage_runs() {
         .filter(|v| v.to_string().contains("progress: extract"))
         .collect();
     assert!(progress.len() >= 2, "{stderr}");
+    // A line logged before the first answer has no rate yet ("eta
+    // unknown"); once chunks are done, the lines carry the ETA as a field.
     assert!(
-        progress[0].to_string().contains("eta_secs"),
-        "{}",
-        progress[0]
+        progress.iter().any(|p| p.get("eta_secs").is_some()),
+        "{stderr}"
     );
 }
 
