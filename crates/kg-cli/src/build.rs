@@ -46,21 +46,31 @@ pub fn ingest_config(settings: &Settings) -> Result<kg_ingest::IngestConfig, Sta
     Ok(config)
 }
 
-/// The extractor, with its response cache in [`cache_dir`] (no call is
-/// made until chunks arrive).
-pub fn extractor(settings: &Settings) -> Result<kg_extract::Extractor, StageError> {
+/// The configured chat endpoint (OpenAI's when no base URL is set).
+pub fn llm_endpoint(settings: &Settings) -> kg_extract::LlmEndpoint {
     let base = settings
         .llm_base_url
         .clone()
         .unwrap_or_else(|| OPENAI_BASE_URL.to_string());
     let mut endpoint = kg_extract::LlmEndpoint::new(base, settings.model.clone());
     endpoint.api_key = settings.llm_api_key.clone();
-    let mut config = kg_extract::ExtractConfig::new(endpoint);
-    config.concurrency = settings.concurrency;
-    config.rate_limits = kg_extract::RateLimits {
+    endpoint
+}
+
+/// The configured request and token budgets.
+pub fn rate_limits(settings: &Settings) -> kg_extract::RateLimits {
+    kg_extract::RateLimits {
         requests_per_minute: settings.rpm.and_then(std::num::NonZeroU32::new),
         tokens_per_minute: settings.tpm.and_then(std::num::NonZeroU32::new),
-    };
+    }
+}
+
+/// The extractor, with its response cache in [`cache_dir`] (no call is
+/// made until chunks arrive).
+pub fn extractor(settings: &Settings) -> Result<kg_extract::Extractor, StageError> {
+    let mut config = kg_extract::ExtractConfig::new(llm_endpoint(settings));
+    config.concurrency = settings.concurrency;
+    config.rate_limits = rate_limits(settings);
     config.cache_dir = Some(cache_dir(settings));
     config.max_completion_tokens = settings.max_completion_tokens;
     config.schema = settings.schema.clone();
@@ -92,18 +102,9 @@ pub fn summariser(
     if !settings.llm_configured() || settings.max_distinct_descriptions == 0 {
         return Ok(None);
     }
-    let base = settings
-        .llm_base_url
-        .clone()
-        .unwrap_or_else(|| OPENAI_BASE_URL.to_string());
-    let mut endpoint = kg_extract::LlmEndpoint::new(base, settings.model.clone());
-    endpoint.api_key = settings.llm_api_key.clone();
-    let mut config = kg_extract::SummaryConfig::new(endpoint);
+    let mut config = kg_extract::SummaryConfig::new(llm_endpoint(settings));
     config.concurrency = settings.concurrency;
-    config.rate_limits = kg_extract::RateLimits {
-        requests_per_minute: settings.rpm.and_then(std::num::NonZeroU32::new),
-        tokens_per_minute: settings.tpm.and_then(std::num::NonZeroU32::new),
-    };
+    config.rate_limits = rate_limits(settings);
     config.cache_dir = Some(cache_dir(settings));
     kg_extract::Summariser::new(config)
         .map(|s| Some(std::sync::Arc::new(s)))

@@ -819,16 +819,10 @@ pub fn render(resolved: &[Resolved], file: Option<&Path>, settings: &Settings) -
         None => out.push_str("\n# extraction schema: open (none given: the LLM names the types)\n"),
         Some(origin) => {
             out.push_str(&format!(
-                "\n# extraction schema, from {origin} (prompt version {}):\n[extract.schema]\n",
-                kg_extract::prompt_version(&settings.schema)
+                "\n# extraction schema, from {origin} (prompt version {}):\n{}",
+                kg_extract::prompt_version(&settings.schema),
+                settings.schema.to_config_toml()
             ));
-            // The schema's own TOML, its tables moved under [extract.schema].
-            let body = settings
-                .schema
-                .to_toml()
-                .replace("[[entities]]", "[[extract.schema.entities]]")
-                .replace("[[relations]]", "[[extract.schema.relations]]");
-            out.push_str(&body);
         }
     }
     out

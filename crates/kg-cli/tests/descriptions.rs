@@ -8,43 +8,13 @@
 //! from what is left.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use assert_cmd::cargo::CommandCargoExt;
 mod common;
 
-use common::{run_ok, Llm};
+use common::{kg_on as kg, read_graph, run_ok, Llm};
 use kg_core::Record;
 use kg_fake_llm::{FakeConfig, Script};
-use kg_store::{EmbeddedConfig, EmbeddedStore, GraphStore, Scope};
 use serde_json::json;
-
-fn kg(dir: &Path, llm: &Llm) -> Command {
-    let url = llm.handle().base_url();
-    let mut cmd = Command::cargo_bin("kg").unwrap();
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("KG_DATA_DIR", dir.join("kg-data"))
-        .env("OPENAI_BASE_URL", &url)
-        .env("OPENAI_API_KEY", "sk-test-not-a-real-key-0123456789")
-        .env("KG_EMBEDDER", "openai")
-        .env("KG_EMBED_MODEL", "fake-embed")
-        .env("KG_EMBED_BASE_URL", &url)
-        .current_dir(dir);
-    cmd
-}
-
-fn read_graph(dir: &Path) -> Vec<Record> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = EmbeddedStore::open(&EmbeddedConfig {
-            data_dir: dir.join("kg-data"),
-        })
-        .unwrap();
-        store.read_all(&Scope::All).await.unwrap()
-    })
-}
 
 /// (name or type, description) pairs, sorted.
 type Described = Vec<(String, String)>;

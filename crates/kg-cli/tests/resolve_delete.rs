@@ -6,64 +6,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use assert_cmd::cargo::CommandCargoExt;
 use kg_core::{entity_key, Record};
-use kg_fake_llm::{FakeConfig, FakeLlm, FakeLlmHandle, Script};
+use kg_fake_llm::Script;
 use kg_resolve::eval::{pairwise, parse_labelled, score_by_type, table, Labelled};
-use kg_store::{EmbeddedConfig, EmbeddedStore, GraphStore, Scope};
 use serde_json::json;
 
-/// The fake LLM on a runtime of its own, shut down when dropped.
-struct Llm {
-    runtime: tokio::runtime::Runtime,
-    handle: Option<FakeLlmHandle>,
-}
+mod common;
 
-impl Llm {
-    fn start(script: Script) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let handle = runtime
-            .block_on(FakeLlm::start(FakeConfig {
-                script,
-                ..FakeConfig::default()
-            }))
-            .unwrap();
-        Self {
-            runtime,
-            handle: Some(handle),
-        }
-    }
-    fn url(&self) -> String {
-        self.handle.as_ref().unwrap().base_url()
-    }
-}
-
-impl Drop for Llm {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.runtime.block_on(h.shutdown());
-        }
-    }
-}
-
-fn kg(dir: &Path, llm: &Llm) -> Command {
-    let mut cmd = Command::cargo_bin("kg").unwrap();
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("KG_DATA_DIR", dir.join("kg-data"))
-        .env("OPENAI_BASE_URL", llm.url())
-        .env("OPENAI_API_KEY", "sk-test-not-a-real-key-0123456789")
-        .env("KG_EMBEDDER", "openai")
-        .env("KG_EMBED_MODEL", "fake-embed")
-        .env("KG_EMBED_BASE_URL", llm.url())
-        .current_dir(dir);
-    cmd
-}
+use common::{kg_on as kg, read_graph, Llm};
 
 fn run_ok(mut cmd: Command) -> Output {
     let out = cmd.output().unwrap();
@@ -74,17 +24,6 @@ fn run_ok(mut cmd: Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn read_graph(dir: &Path) -> Vec<Record> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = EmbeddedStore::open(&EmbeddedConfig {
-            data_dir: dir.join("kg-data"),
-        })
-        .unwrap();
-        store.read_all(&Scope::All).await.unwrap()
-    })
 }
 
 /// The graph as comparable lines: every record but documents' sources
@@ -225,7 +164,7 @@ fn kg_run_resolves_the_labelled_set_and_merges_keep_provenance() {
     let set = labelled_set();
     let tmp = tempfile::tempdir().unwrap();
     let (docs, script) = resolution_corpus(tmp.path(), &set);
-    let llm = Llm::start(script);
+    let llm = Llm::scripted(script);
 
     // Exact keys only: the graph before resolution.
     let exact = tmp.path().join("exact");
@@ -393,7 +332,7 @@ fn three_docs(dir: &Path) -> (PathBuf, Script) {
 fn delete_and_prune_leave_the_graph_of_a_fresh_build_and_dry_runs_change_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (docs, script) = three_docs(tmp.path());
-    let llm = Llm::start(script);
+    let llm = Llm::scripted(script);
     let build = |name: &str, files: &[&str]| -> PathBuf {
         let dir = tmp.path().join(name);
         let d = dir.join("docs");

@@ -7,38 +7,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use assert_cmd::cargo::CommandCargoExt;
 use kg_core::Record;
-use kg_fake_llm::{FakeConfig, Script};
-use kg_store::{EmbeddedConfig, EmbeddedStore, GraphStore, Scope};
+use kg_fake_llm::Script;
 use serde_json::json;
 
 mod common;
 
-use common::Llm;
-
-/// The fake LLM answering from `script`.
-fn start(script: Script) -> Llm {
-    Llm::with_config(FakeConfig {
-        script,
-        ..FakeConfig::default()
-    })
-}
-
-fn kg(dir: &Path, llm: &Llm) -> Command {
-    let mut cmd = Command::cargo_bin("kg").unwrap();
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("KG_DATA_DIR", dir.join("kg-data"))
-        .env("OPENAI_BASE_URL", llm.url())
-        .env("OPENAI_API_KEY", "sk-test-not-a-real-key-0123456789")
-        .env("KG_EMBEDDER", "openai")
-        .env("KG_EMBED_MODEL", "fake-embed")
-        .env("KG_EMBED_BASE_URL", llm.url())
-        .current_dir(dir);
-    cmd
-}
+use common::{kg_on as kg, read_graph, Llm};
 
 fn output(mut cmd: Command) -> (Output, String) {
     let out = cmd.output().unwrap();
@@ -54,17 +29,6 @@ fn run_ok(cmd: Command) -> String {
     let (out, text) = output(cmd);
     assert!(out.status.success(), "kg failed: {text}");
     text
-}
-
-fn read_graph(dir: &Path) -> Vec<Record> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = EmbeddedStore::open(&EmbeddedConfig {
-            data_dir: dir.join("kg-data"),
-        })
-        .unwrap();
-        store.read_all(&Scope::All).await.unwrap()
-    })
 }
 
 /// Eight paragraphs, each with a marker the script answers: two people at
@@ -125,7 +89,7 @@ description = "employment"
 fn strict_schema_drops_and_counts_and_the_prompt_lists_it() {
     let tmp = tempfile::tempdir().unwrap();
     let (docs, script) = corpus(tmp.path());
-    let llm = start(script);
+    let llm = Llm::scripted(script);
     std::fs::write(tmp.path().join("kg.toml"), STRICT).unwrap();
     let mut cmd = kg(tmp.path(), &llm);
     cmd.args(["run", "--concurrency", "2"]).arg(&docs);
@@ -199,7 +163,7 @@ fn strict_schema_drops_and_counts_and_the_prompt_lists_it() {
 fn a_changed_schema_is_asked_again_and_the_old_one_is_served_from_the_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let (docs, script) = corpus(tmp.path());
-    let llm = start(script);
+    let llm = Llm::scripted(script);
     let schema_a = tmp.path().join("a.toml");
     let schema_b = tmp.path().join("b.toml");
     let body = "mode = \"strict\"\n[[entities]]\ntype = \"Person\"\n[[entities]]\ntype = \"Organization\"\n";
@@ -246,7 +210,7 @@ fn exit_2_naming(mut cmd: Command, want: &[&str]) {
 #[test]
 fn bad_schema_files_exit_2_naming_the_line() {
     let tmp = tempfile::tempdir().unwrap();
-    let llm = start(Script::default());
+    let llm = Llm::scripted(Script::default());
     // In kg.toml: an unknown key on line 7.
     let toml = STRICT.replace(
         "type = \"Organization\"\n",
@@ -289,7 +253,7 @@ fn bad_schema_files_exit_2_naming_the_line() {
 #[test]
 fn kg_config_shows_the_schema_and_where_it_came_from() {
     let tmp = tempfile::tempdir().unwrap();
-    let llm = start(Script::default());
+    let llm = Llm::scripted(Script::default());
     let mut cmd = kg(tmp.path(), &llm);
     cmd.arg("config");
     let text = run_ok(cmd);
@@ -319,7 +283,7 @@ fn kg_config_shows_the_schema_and_where_it_came_from() {
 fn schema_suggest_proposes_a_schema_that_reads_back_and_a_rerun_is_free() {
     let tmp = tempfile::tempdir().unwrap();
     let (docs, script) = corpus(tmp.path());
-    let llm = start(script);
+    let llm = Llm::scripted(script);
     let suggest = || {
         let mut cmd = kg(tmp.path(), &llm);
         cmd.args([

@@ -75,6 +75,23 @@ impl LlmEndpoint {
         e.request_timeout = self.request_timeout;
         e
     }
+
+    /// The kg-llm client of this endpoint with these limits (what the
+    /// extractor and the summariser each talk through).
+    pub(crate) fn client(
+        &self,
+        concurrency: usize,
+        rate_limits: RateLimits,
+        retry: &RetryPolicy,
+        breaker: BreakerConfig,
+    ) -> Result<kg_llm::Client, ExtractError> {
+        let mut llm = kg_llm::ClientConfig::new(self.to_endpoint_config());
+        llm.concurrency = concurrency;
+        llm.rate_limits = rate_limits;
+        llm.retry = retry.clone();
+        llm.breaker = breaker;
+        kg_llm::Client::new(llm).map_err(|e| ExtractError::Client(e.0))
+    }
 }
 
 /// The smallest completion cap sized from a chunk.

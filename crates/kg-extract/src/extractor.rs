@@ -23,7 +23,7 @@ use kg_core::retry::{GaveUp, RetryDecision, RetryFailure, Retryable};
 use kg_core::{
     content_hash, normalise_text, Chunk, Extraction, Record, SetAside, SetAsideReason, Stage,
 };
-use kg_llm::{CallError, Checked, Client, ClientConfig, Completion};
+use kg_llm::{CallError, Checked, Client, Completion};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -326,12 +326,12 @@ impl Extractor {
     /// Validates `config`, builds the HTTP client and opens the cache.
     pub fn new(config: ExtractConfig) -> Result<Self, ExtractError> {
         config.validate()?;
-        let mut llm = ClientConfig::new(config.endpoint.to_endpoint_config());
-        llm.concurrency = config.concurrency;
-        llm.rate_limits = config.rate_limits;
-        llm.retry = config.retry.clone();
-        llm.breaker = config.breaker;
-        let client = Client::new(llm).map_err(|e| ExtractError::Client(e.0))?;
+        let client = config.endpoint.client(
+            config.concurrency,
+            config.rate_limits,
+            &config.retry,
+            config.breaker,
+        )?;
         let cache = config
             .cache_dir
             .as_deref()

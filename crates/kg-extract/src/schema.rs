@@ -255,6 +255,17 @@ impl ExtractSchema {
 
     /// The schema as the TOML that [`Self::from_toml`] reads back.
     pub fn to_toml(&self) -> String {
+        self.write_toml("")
+    }
+
+    /// The schema as the `[extract.schema]` table of a `kg.toml` (what
+    /// [`Self::from_config_toml`] reads back).
+    pub fn to_config_toml(&self) -> String {
+        format!("[extract.schema]\n{}", self.write_toml("extract.schema."))
+    }
+
+    /// The TOML of the schema, its tables named under `prefix`.
+    fn write_toml(&self, prefix: &str) -> String {
         let mut out = format!("mode = \"{}\"\n", self.mode().as_str());
         if !self.patterns.is_empty() {
             out.push_str("patterns = [\n");
@@ -264,7 +275,7 @@ impl ExtractSchema {
             out.push_str("]\n");
         }
         for label in &self.entity_types {
-            out.push_str(&format!("\n[[entities]]\ntype = \"{label}\"\n"));
+            out.push_str(&format!("\n[[{prefix}entities]]\ntype = \"{label}\"\n"));
             if let Some(notes) = self.entity_notes.get(label) {
                 if !notes.description.is_empty() {
                     out.push_str(&format!(
@@ -283,7 +294,7 @@ impl ExtractSchema {
             }
         }
         for rel in &self.relation_types {
-            out.push_str(&format!("\n[[relations]]\ntype = \"{rel}\"\n"));
+            out.push_str(&format!("\n[[{prefix}relations]]\ntype = \"{rel}\"\n"));
             if let Some(d) = self.relation_notes.get(rel) {
                 out.push_str(&format!("description = {}\n", toml_string(d)));
             }
@@ -737,6 +748,8 @@ type = "FOUNDED"
         let s = ExtractSchema::from_toml(GOOD).unwrap();
         let again = ExtractSchema::from_toml(&s.to_toml()).unwrap();
         assert_eq!(s, again);
+        let nested = ExtractSchema::from_config_toml(&s.to_config_toml()).unwrap();
+        assert_eq!(nested.as_ref(), Some(&s));
         assert_eq!(s.fingerprint(), again.fingerprint());
     }
 

@@ -29,9 +29,10 @@ use async_openai::types::{
     ChatCompletionRequestUserMessageContent, CreateChatCompletionRequest, ResponseFormat,
 };
 use kg_core::content_hash;
+use kg_core::pool::MAX_WORKERS;
 use kg_core::ratelimit::RateLimits;
 use kg_core::retry::{RetryDecision, RetryPolicy, Retryable};
-use kg_llm::{BreakerConfig, Client, ClientConfig, Completion};
+use kg_llm::{BreakerConfig, Client, Completion};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -210,18 +211,18 @@ pub struct Summariser {
 impl Summariser {
     /// Builds the HTTP client and opens the cache.
     pub fn new(config: SummaryConfig) -> Result<Self, ExtractError> {
-        if !(1..=50).contains(&config.concurrency) {
+        if !(1..=MAX_WORKERS).contains(&config.concurrency) {
             return Err(ExtractError::Config(format!(
-                "summary concurrency {} is out of range: use 1 to 50",
+                "summary concurrency {} is out of range: use 1 to {MAX_WORKERS}",
                 config.concurrency
             )));
         }
-        let mut llm = ClientConfig::new(config.endpoint.to_endpoint_config());
-        llm.concurrency = config.concurrency;
-        llm.rate_limits = config.rate_limits;
-        llm.retry = config.retry.clone();
-        llm.breaker = config.breaker;
-        let client = Client::new(llm).map_err(|e| ExtractError::Client(e.0))?;
+        let client = config.endpoint.client(
+            config.concurrency,
+            config.rate_limits,
+            &config.retry,
+            config.breaker,
+        )?;
         let cache = config
             .cache_dir
             .as_deref()

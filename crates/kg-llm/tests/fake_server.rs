@@ -13,7 +13,8 @@ use futures::StreamExt;
 use kg_core::retry::{GaveUp, RetryDecision, Retryable};
 use kg_fake_llm::{FakeConfig, FakeLlm, Fault, FaultRates};
 use kg_llm::{
-    BreakerConfig, CallError, Checked, Client, ClientConfig, EndpointConfig, RetryPolicy,
+    BreakerConfig, CallError, Checked, Client, ClientConfig, Completion, EndpointConfig,
+    RetryPolicy,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +55,21 @@ fn closed_port() -> std::net::SocketAddr {
     addr
 }
 
+/// `n` calls at once, the i-th asking `text(i)`; their results in order,
+/// under the hang guard.
+async fn complete_all(
+    client: &Client,
+    cancel: &CancellationToken,
+    n: usize,
+    text: impl Fn(usize) -> String,
+) -> Vec<Result<Completion, CallError>> {
+    let calls = (0..n).map(|i| {
+        let (client, cancel, text) = (client.clone(), cancel.clone(), text(i));
+        async move { client.complete(&request(&text), &cancel).await }
+    });
+    guarded(futures::future::join_all(calls)).await
+}
+
 async fn guarded<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(GUARD, f)
         .await
@@ -73,16 +89,10 @@ async fn a_rejected_key_costs_one_request_whatever_the_concurrency() {
     cfg.endpoint.api_key = Some(kg_core::Secret::new("sk-wrong-and-secret"));
     let client = Client::new(cfg).unwrap();
     let cancel = CancellationToken::new();
-    let calls = (0..50).map(|i| {
-        let client = client.clone();
-        let cancel = cancel.clone();
-        async move {
-            client
-                .complete(&request(&format!("Alice met Bob {i} times.")), &cancel)
-                .await
-        }
-    });
-    let results = guarded(futures::future::join_all(calls)).await;
+    let results = complete_all(&client, &cancel, 50, |i| {
+        format!("Alice met Bob {i} times.")
+    })
+    .await;
     assert_eq!(
         server.counters().models_requests,
         1,
@@ -130,16 +140,10 @@ async fn without_a_models_route_the_first_call_is_the_probe() {
     cfg.endpoint.api_key = Some(kg_core::Secret::new("sk-wrong"));
     let client = Client::new(cfg).unwrap();
     let cancel = CancellationToken::new();
-    let calls = (0..20).map(|i| {
-        let client = client.clone();
-        let cancel = cancel.clone();
-        async move {
-            client
-                .complete(&request(&format!("Alice met Bob {i} times.")), &cancel)
-                .await
-        }
-    });
-    let results = guarded(futures::future::join_all(calls)).await;
+    let results = complete_all(&client, &cancel, 20, |i| {
+        format!("Alice met Bob {i} times.")
+    })
+    .await;
     let c = server.counters();
     assert_eq!((c.models_requests, c.chat_requests), (1, 1), "{c:?}");
     assert!(results
@@ -158,19 +162,10 @@ async fn slow_start_sends_one_request_then_full_concurrency() {
     let client = Client::new(config(server.base_url(), 8)).unwrap();
     let cancel = CancellationToken::new();
     assert!(!client.stats().answered);
-    let calls = (0..24).map(|i| {
-        let client = client.clone();
-        let cancel = cancel.clone();
-        async move {
-            client
-                .complete(
-                    &request(&format!("Ada Lovelace met Charles Babbage {i}.")),
-                    &cancel,
-                )
-                .await
-        }
-    });
-    let results = guarded(futures::future::join_all(calls)).await;
+    let results = complete_all(&client, &cancel, 24, |i| {
+        format!("Ada Lovelace met Charles Babbage {i}.")
+    })
+    .await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let c = server.counters();
     assert_eq!(c.chat_requests, 24);
@@ -198,16 +193,7 @@ async fn without_a_models_route_slow_start_sends_one_request_first() {
     .unwrap();
     let client = Client::new(config(server.base_url(), 8)).unwrap();
     let cancel = CancellationToken::new();
-    let calls = (0..24).map(|i| {
-        let client = client.clone();
-        let cancel = cancel.clone();
-        async move {
-            client
-                .complete(&request(&format!("Ada met Charles {i}.")), &cancel)
-                .await
-        }
-    });
-    let results = guarded(futures::future::join_all(calls)).await;
+    let results = complete_all(&client, &cancel, 24, |i| format!("Ada met Charles {i}.")).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let c = server.counters();
     assert_eq!((c.models_requests, c.chat_requests), (1, 24));
@@ -232,16 +218,7 @@ async fn a_closed_port_opens_the_breaker_after_a_few_attempts() {
     };
     let client = Client::new(cfg).unwrap();
     let cancel = CancellationToken::new();
-    let calls = (0..20).map(|i| {
-        let client = client.clone();
-        let cancel = cancel.clone();
-        async move {
-            client
-                .complete(&request(&format!("call {i}")), &cancel)
-                .await
-        }
-    });
-    let results = guarded(futures::future::join_all(calls)).await;
+    let results = complete_all(&client, &cancel, 20, |i| format!("call {i}")).await;
     for r in &results {
         match r {
             Err(e @ CallError::EndpointUnreachable { attempts, url, .. }) => {

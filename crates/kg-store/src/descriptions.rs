@@ -40,6 +40,30 @@ pub enum Described {
     },
 }
 
+impl Described {
+    /// The paging cursor of entities after `after`: its id, or `""` to
+    /// start.
+    pub(crate) fn entity_cursor(after: Option<&Described>) -> String {
+        match after {
+            Some(Described::Entity(id)) => id.clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// The paging cursor of relations after `after`: (source, type,
+    /// target), or empty strings to start.
+    pub(crate) fn relation_cursor(after: Option<&Described>) -> (String, String, String) {
+        match after {
+            Some(Described::Relation {
+                source,
+                rel_type,
+                target,
+            }) => (source.clone(), rel_type.clone(), target.clone()),
+            _ => Default::default(),
+        }
+    }
+}
+
 /// An entity or relation whose descriptions changed since its description
 /// was last made ([`crate::GraphStore::stale_descriptions`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

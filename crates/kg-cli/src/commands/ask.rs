@@ -98,18 +98,9 @@ pub async fn ask(
         }
         return Ok(Exit::Done);
     }
-    let base = settings
-        .llm_base_url
-        .clone()
-        .unwrap_or_else(|| build::OPENAI_BASE_URL.to_string());
-    let mut endpoint = kg_llm::EndpointConfig::new(base);
-    endpoint.api_key = settings.llm_api_key.clone();
-    let mut config = kg_llm::ClientConfig::new(endpoint);
+    let mut config = kg_llm::ClientConfig::new(build::llm_endpoint(settings).to_endpoint_config());
     config.concurrency = settings.concurrency.max(1);
-    config.rate_limits = kg_llm::RateLimits {
-        requests_per_minute: settings.rpm.and_then(std::num::NonZeroU32::new),
-        tokens_per_minute: settings.tpm.and_then(std::num::NonZeroU32::new),
-    };
+    config.rate_limits = build::rate_limits(settings);
     let client = kg_llm::Client::new(config).map_err(|e| anyhow::anyhow!("LLM settings: {e}"))?;
     let request = kg_query::prompt::request(&prompt, &settings.model, MAX_ANSWER_TOKENS)?;
     let mut stream = client.complete_stream(&request, &app.cancel);

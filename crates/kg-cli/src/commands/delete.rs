@@ -92,7 +92,7 @@ async fn remove(app: &mut App, docs: Vec<CurrentDocument>, dry_run: bool) -> any
         None
     } else {
         let summariser = build::summariser(&app.settings)?;
-        crate::descriptions::step(&store, summariser.as_ref(), &app.settings, &app.cancel).await
+        app.describe(&store, summariser.as_ref()).await
     };
     let lost = lease.lost_reason();
     lease.release().await;

@@ -83,6 +83,16 @@ pub struct App {
 }
 
 impl App {
+    /// The description step (joined or summarised descriptions of what is
+    /// marked) with this command's settings; its summary line, if any.
+    pub(crate) async fn describe<S: kg_store::GraphStore>(
+        &self,
+        store: &S,
+        summariser: Option<&Arc<kg_extract::Summariser>>,
+    ) -> Option<String> {
+        crate::descriptions::step(store, summariser, &self.settings, &self.cancel).await
+    }
+
     pub(crate) fn ctx(&self, state: Arc<RunState>) -> Ctx {
         Ctx {
             stats: self.stats.clone(),

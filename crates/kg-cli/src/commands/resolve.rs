@@ -31,9 +31,7 @@ pub async fn resolve(app: &mut App, dry_run: bool) -> anyhow::Result<Exit> {
     // an earlier step left to do.
     if lease.lost_reason().is_none() {
         let summariser = build::summariser(&app.settings)?;
-        let described =
-            crate::descriptions::step(&store, summariser.as_ref(), &app.settings, &app.cancel)
-                .await;
+        let described = app.describe(&store, summariser.as_ref()).await;
         if let Some(line) = described {
             eprintln!("{line}");
         }

@@ -81,13 +81,7 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
     if outcome.error.is_none() && !outcome.interrupted {
         // Descriptions made from every mention (summarised past the bound)
         // before the entity vectors embed them.
-        let described = crate::descriptions::step(
-            writer.sink(),
-            summariser.as_ref(),
-            &app.settings,
-            &app.cancel,
-        )
-        .await;
+        let described = app.describe(writer.sink(), summariser.as_ref()).await;
         app.notes.extend(described);
         // Entity vectors for graph search (docs/query.md), written while
         // the lease is still held and before resolution, which compares
@@ -105,13 +99,7 @@ pub async fn run(app: &mut App, paths: Vec<PathBuf>, dry_run: bool) -> anyhow::R
             });
         resolve_touched(app, writer.sink()).await;
         // Merges marked their kept entities: their descriptions again.
-        let described = crate::descriptions::step(
-            writer.sink(),
-            summariser.as_ref(),
-            &app.settings,
-            &app.cancel,
-        )
-        .await;
+        let described = app.describe(writer.sink(), summariser.as_ref()).await;
         app.notes.extend(described);
     }
     lease.release().await;

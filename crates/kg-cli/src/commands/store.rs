@@ -102,13 +102,7 @@ pub async fn store(
         app.notes.extend(note);
         // Descriptions from every mention, as `kg run` makes them.
         let summariser = build::summariser(&app.settings)?;
-        let described = crate::descriptions::step(
-            writer.sink(),
-            summariser.as_ref(),
-            &app.settings,
-            &app.cancel,
-        )
-        .await;
+        let described = app.describe(writer.sink(), summariser.as_ref()).await;
         app.notes.extend(described);
         // Entity vectors for graph search, as `kg run` writes them, so that
         // a pipe of the stages builds the graph `kg run` builds.

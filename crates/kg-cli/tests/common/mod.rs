@@ -6,7 +6,12 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use kg_fake_llm::{FakeConfig, FakeLlm, FakeLlmHandle};
+use std::path::Path;
+
+use assert_cmd::cargo::CommandCargoExt;
+use kg_core::Record;
+use kg_fake_llm::{FakeConfig, FakeLlm, FakeLlmHandle, Script};
+use kg_store::{EmbeddedConfig, EmbeddedStore, GraphStore, Scope};
 
 /// The fake OpenAI-compatible server, shut down when dropped.
 pub struct Llm {
@@ -44,6 +49,14 @@ impl Llm {
         }
     }
 
+    /// The server answering extractions from `script` (the rest heuristic).
+    pub fn scripted(script: Script) -> Self {
+        Self::with_config(FakeConfig {
+            script,
+            ..FakeConfig::default()
+        })
+    }
+
     /// Its base URL (`http://127.0.0.1:PORT/v1`).
     pub fn url(&self) -> String {
         self.handle().base_url()
@@ -54,9 +67,17 @@ impl Llm {
         self.handle.as_ref().unwrap()
     }
 
-    /// Chat completions served so far.
+    /// Chat completions served so far, of every kind (extractions,
+    /// description summaries, answers).
     pub fn chat_requests(&self) -> u64 {
         self.handle().counters().chat_requests
+    }
+
+    /// Chat completions that were not description summaries: with no
+    /// `kg ask` in the test, the extraction calls.
+    pub fn extraction_requests(&self) -> u64 {
+        let c = self.handle().counters();
+        c.chat_requests - c.summaries
     }
 }
 
@@ -95,4 +116,34 @@ pub fn run_ok(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// `kg` in `dir` (its data dir `dir/kg-data`, a clean environment) with
+/// chat and embeddings on `llm`.
+pub fn kg_on(dir: &Path, llm: &Llm) -> Command {
+    let url = llm.url();
+    let mut cmd = Command::cargo_bin("kg").unwrap();
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("KG_DATA_DIR", dir.join("kg-data"))
+        .env("OPENAI_BASE_URL", &url)
+        .env("OPENAI_API_KEY", "sk-test-not-a-real-key-0123456789")
+        .env("KG_EMBEDDER", "openai")
+        .env("KG_EMBED_MODEL", "fake-embed")
+        .env("KG_EMBED_BASE_URL", &url)
+        .current_dir(dir);
+    cmd
+}
+
+/// Every record of the embedded store in `dir/kg-data`.
+pub fn read_graph(dir: &Path) -> Vec<Record> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = EmbeddedStore::open(&EmbeddedConfig {
+            data_dir: dir.join("kg-data"),
+        })
+        .unwrap();
+        store.read_all(&Scope::All).await.unwrap()
+    })
 }

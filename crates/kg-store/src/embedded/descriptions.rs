@@ -139,10 +139,7 @@ pub(super) fn stale(
     if relations {
         return stale_relations(c, after, limit);
     }
-    let after = match after {
-        Some(Described::Entity(id)) => id.clone(),
-        _ => String::new(),
-    };
+    let after = Described::entity_cursor(after);
     let rows: Vec<EntityRow> = c
         .prepare_cached(
             "SELECT id, name, type, description, description_key FROM entities
@@ -181,14 +178,7 @@ fn stale_relations(
     after: Option<&Described>,
     limit: usize,
 ) -> rusqlite::Result<Vec<DescriptionSet>> {
-    let (s, t, o) = match after {
-        Some(Described::Relation {
-            source,
-            rel_type,
-            target,
-        }) => (source.clone(), rel_type.clone(), target.clone()),
-        _ => Default::default(),
-    };
+    let (s, t, o) = Described::relation_cursor(after);
     let mut st = c.prepare_cached(
         "SELECT r.src, r.type, r.dst, r.props, a.name, b.name FROM rels r
          LEFT JOIN entities a ON a.id = r.src LEFT JOIN entities b ON b.id = r.dst

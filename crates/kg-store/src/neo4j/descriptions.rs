@@ -52,10 +52,7 @@ impl Neo4jStore {
         after: Option<&Described>,
         limit: usize,
     ) -> Result<Vec<DescriptionSet>, StoreError> {
-        let after = match after {
-            Some(Described::Entity(id)) => id.clone(),
-            _ => String::new(),
-        };
+        let after = Described::entity_cursor(after);
         let rows = self
             .fetch(
                 query(
@@ -116,14 +113,7 @@ impl Neo4jStore {
         after: Option<&Described>,
         limit: usize,
     ) -> Result<Vec<DescriptionSet>, StoreError> {
-        let (s, t, o) = match after {
-            Some(Described::Relation {
-                source,
-                rel_type,
-                target,
-            }) => (source.clone(), rel_type.clone(), target.clone()),
-            _ => Default::default(),
-        };
+        let (s, t, o) = Described::relation_cursor(after);
         let rows = self
             .fetch(
                 query(
