@@ -155,7 +155,7 @@ fn pipe_of_stages_and_kg_run_build_the_same_graph() {
     }
     bash.current_dir(&piped);
     let out = run_ok(bash);
-    let calls_after_pipe = llm.chat_requests();
+    let calls_after_pipe = llm.extraction_requests();
     assert!(calls_after_pipe > 0, "the pipe made no LLM call");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("kg summary"), "{stderr}");
@@ -255,7 +255,7 @@ fn a_run_killed_with_sigkill_resumes_without_repeating_calls_or_duplicating_node
     let mut first = with_llm(kg(&clean), llm.handle());
     first.args(["run", "--concurrency", "2"]).args(&paths);
     run_ok(first);
-    let chunks_extracted = llm.chat_requests();
+    let chunks_extracted = llm.extraction_requests();
     assert!(
         chunks_extracted >= 20,
         "corpus too small to kill halfway: {chunks_extracted}"
@@ -269,7 +269,7 @@ fn a_run_killed_with_sigkill_resumes_without_repeating_calls_or_duplicating_node
         .stderr(Stdio::null());
     let mut child = victim.spawn().unwrap();
     let started = Instant::now();
-    while llm.chat_requests() < chunks_extracted + chunks_extracted / 2 {
+    while llm.extraction_requests() < chunks_extracted + chunks_extracted / 2 {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "the run never got halfway"
@@ -282,7 +282,7 @@ fn a_run_killed_with_sigkill_resumes_without_repeating_calls_or_duplicating_node
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let calls_before_resume = llm.chat_requests();
+    let calls_before_resume = llm.extraction_requests();
 
     // What the killed run had extracted and cached.
     let cached = cached_answers(&killed.join("kg-data"));
@@ -295,7 +295,7 @@ fn a_run_killed_with_sigkill_resumes_without_repeating_calls_or_duplicating_node
     resume.args(["run", "--concurrency", "2"]).args(&paths);
     let out = run_ok(resume);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let resume_calls = llm.chat_requests() - calls_before_resume;
+    let resume_calls = llm.extraction_requests() - calls_before_resume;
     assert_eq!(
         resume_calls,
         chunks_extracted - cached,
@@ -308,12 +308,12 @@ fn a_run_killed_with_sigkill_resumes_without_repeating_calls_or_duplicating_node
     );
 
     // A third run: every document is unchanged and done, nothing is called.
-    let calls = llm.chat_requests();
+    let calls = llm.extraction_requests();
     let mut again = with_llm(kg(&killed), llm.handle());
     again.arg("run").args(&paths);
     let out = run_ok(again);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(llm.chat_requests(), calls);
+    assert_eq!(llm.extraction_requests(), calls);
     assert!(stderr.contains("2 unchanged, skipped"), "{stderr}");
     assert_eq!(graph(&killed), graph(&clean));
 }
@@ -384,12 +384,12 @@ fn a_changed_document_replaces_its_earlier_version_in_the_graph() {
     // Back to the first version: processed again (not skipped as done),
     // and the graph is the first one again.
     std::fs::write(&notes, v1).unwrap();
-    let calls = llm.chat_requests();
+    let calls = llm.extraction_requests();
     let stderr = run_in(&live);
     assert!(stderr.contains("1 unchanged, skipped"), "{stderr}");
     assert!(stderr.contains("replaced 1 earlier version"), "{stderr}");
     assert_eq!(
-        llm.chat_requests(),
+        llm.extraction_requests(),
         calls,
         "v1's extractions are cached: no call"
     );
@@ -498,15 +498,15 @@ fn a_document_done_without_an_llm_is_extracted_once_one_is_configured() {
     with.arg("run").arg(&docs);
     let stderr = String::from_utf8_lossy(&run_ok(with).stderr).into_owned();
     assert!(!stderr.contains("unchanged, skipped"), "{stderr}");
-    assert!(llm.chat_requests() > 0);
+    assert!(llm.extraction_requests() > 0);
     assert!(entities(tmp.path()) > 0, "{stderr}");
 
-    let calls = llm.chat_requests();
+    let calls = llm.extraction_requests();
     let mut again = with_llm(kg(tmp.path()), llm.handle());
     again.arg("run").arg(&docs);
     let stderr = String::from_utf8_lossy(&run_ok(again).stderr).into_owned();
     assert!(stderr.contains("1 unchanged, skipped"), "{stderr}");
-    assert_eq!(llm.chat_requests(), calls);
+    assert_eq!(llm.extraction_requests(), calls);
 }
 
 /// `kg store` on its own (JSON Lines from `kg ingest`) replaces the earlier
@@ -671,7 +671,7 @@ fn dry_run_estimates_without_calling() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("estimated cost"), "{text}");
     assert!(text.contains("LLM calls"), "{text}");
-    assert_eq!(llm.chat_requests(), 0);
+    assert_eq!(llm.extraction_requests(), 0);
 }
 
 #[test]
@@ -743,7 +743,7 @@ fn ctrl_c_finishes_in_flight_work_and_exits_with_the_summary() {
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     let started = Instant::now();
-    while llm.chat_requests() < 3 {
+    while llm.extraction_requests() < 3 {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "no LLM call came"
@@ -757,7 +757,7 @@ fn ctrl_c_finishes_in_flight_work_and_exits_with_the_summary() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("kg summary"), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
-    let calls = llm.chat_requests();
+    let calls = llm.extraction_requests();
     assert!(calls < 30, "Ctrl-C did not stop the run: {calls} calls");
 
     // Everything answered before the interrupt was kept: the re-run calls
@@ -767,7 +767,7 @@ fn ctrl_c_finishes_in_flight_work_and_exits_with_the_summary() {
     let mut again = with_llm(kg(tmp.path()), llm.handle());
     again.arg("run").arg(&docs);
     run_ok(again);
-    assert_eq!(llm.chat_requests(), 30);
+    assert_eq!(llm.extraction_requests(), 30);
 }
 
 #[test]
@@ -982,7 +982,7 @@ fn a_data_dir_whose_store_was_deleted_rebuilds_it_from_the_caches() {
     let mut first = with_llm(kg(tmp.path()), llm.handle());
     first.arg("run").arg(&docs);
     run_ok(first);
-    let calls = llm.chat_requests();
+    let calls = llm.extraction_requests();
     let (counts, keys) = graph(tmp.path());
     assert!(counts.nodes.get("Chunk").copied().unwrap_or(0) > 0 && calls > 0);
 
@@ -995,7 +995,11 @@ fn a_data_dir_whose_store_was_deleted_rebuilds_it_from_the_caches() {
     let out = run_ok(again);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("another store"), "{stderr}");
-    assert_eq!(llm.chat_requests(), calls, "answers came from the cache");
+    assert_eq!(
+        llm.extraction_requests(),
+        calls,
+        "answers came from the cache"
+    );
     let (counts_after, keys_after) = graph(tmp.path());
     assert_eq!(counts_after, counts);
     assert_eq!(keys_after, keys);
@@ -1015,7 +1019,7 @@ fn a_lock_held_by_a_killed_run_is_free_at_once() {
         .stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
     let started = Instant::now();
-    while llm.chat_requests() < 2 {
+    while llm.extraction_requests() < 2 {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "no LLM call came"
@@ -1046,7 +1050,7 @@ fn a_second_run_on_the_same_data_dir_refuses_with_no_wait() {
         .stderr(Stdio::null());
     let mut first = cmd.spawn().unwrap();
     let started = Instant::now();
-    while llm.chat_requests() < 1 {
+    while llm.extraction_requests() < 1 {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "no LLM call came"
@@ -1113,7 +1117,7 @@ fn an_llm_on_a_closed_port_ends_the_run_fast_and_a_rerun_completes() {
     let (counts, _) = graph(tmp.path());
     let chunks = counts.nodes.get("Chunk").copied().unwrap_or(0);
     assert!(chunks >= 400, "{chunks} chunks");
-    assert_eq!(llm.chat_requests(), chunks, "each chunk asked once");
+    assert_eq!(llm.extraction_requests(), chunks, "each chunk asked once");
 }
 
 #[test]
@@ -1241,7 +1245,7 @@ fn two_runs_a_second_apart_with_an_edit_between_cost_one_run_plus_the_edit() {
         std::fs::create_dir_all(&docs).unwrap();
         let file = docs.join("manual.txt");
         std::fs::write(&file, &v1).unwrap();
-        let calls = llm.chat_requests();
+        let calls = llm.extraction_requests();
         let first = run(&dir, &docs).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(500));
         std::fs::write(&file, &v2).unwrap();
@@ -1256,7 +1260,7 @@ fn two_runs_a_second_apart_with_an_edit_between_cost_one_run_plus_the_edit() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let spent = llm.chat_requests() - calls;
+        let spent = llm.extraction_requests() - calls;
         assert!(
             spent <= chunks_v1.len() as u64 + made_by_edit,
             "repetition {rep}: {spent} calls for {} chunks plus {made_by_edit} made by the edit",
@@ -1269,9 +1273,11 @@ fn two_runs_a_second_apart_with_an_edit_between_cost_one_run_plus_the_edit() {
 /// Issue check "an edit costs the edit": a text manual of 120+ chunks run
 /// through `kg run` (chat and embeddings on the fake), then one paragraph
 /// in its middle rewritten, then a sentence inserted near its start: each
-/// re-run makes at most 3 chat calls and embeds at most 3 texts (the
-/// caches are keyed by chunk text and the chunker resyncs after an edit),
-/// and the graph equals a fresh build of the edited file.
+/// re-run makes at most 3 extraction calls and embeds at most 3 chunk
+/// texts (the caches are keyed by chunk text and the chunker resyncs after
+/// an edit), summarises and re-embeds only the few entities whose
+/// descriptions the edit changed, and the graph equals a fresh build of
+/// the edited file.
 #[test]
 fn an_edit_costs_only_the_chunks_it_changes() {
     let llm = Llm::start(Duration::ZERO);
@@ -1285,6 +1291,8 @@ fn an_edit_costs_only_the_chunks_it_changes() {
     let file = docs.join("manual.txt");
     std::fs::write(&file, paragraphs.join("\n\n")).unwrap();
     run_on_fake(&work, &docs, fake);
+    let first_summaries = fake.counters().summaries;
+    assert!(first_summaries >= 8, "{first_summaries} summaries");
     let (counts, _) = graph(&work);
     let chunks = counts.nodes.get("Chunk").copied().unwrap_or(0);
     assert!(chunks >= 120, "only {chunks} chunks");
@@ -1312,13 +1320,36 @@ fn an_edit_costs_only_the_chunks_it_changes() {
         edit(&mut current);
         std::fs::write(&file, current.join("\n\n")).unwrap();
         let before = fake.counters();
-        run_on_fake(&work, &docs, fake);
+        let stderr = run_on_fake(&work, &docs, fake);
         let after = fake.counters();
-        let chats = after.chat_requests - before.chat_requests;
+        let summaries = after.summaries - before.summaries;
+        let extractions = after.chat_requests - before.chat_requests - summaries;
         let embedded = after.embedded_inputs - before.embedded_inputs;
-        eprintln!("{what}: {chats} chat calls, {embedded} texts embedded ({chunks} chunks before)");
-        assert!(chats <= 3, "{what}: {chats} chat calls");
-        assert!(embedded <= 3, "{what}: {embedded} texts embedded");
+        // The texts embedded are the changed chunks plus the entities
+        // whose description changed with them (their vectors embed name
+        // and description); the run logs the latter.
+        let entity_vectors = logged_count(&stderr, "entity vectors", "embedded");
+        let chunk_texts = embedded - entity_vectors;
+        eprintln!(
+            "{what}: {extractions} extraction calls, {summaries} description summaries \
+             (of {first_summaries} on the first run), {chunk_texts} chunk texts and \
+             {entity_vectors} entity texts embedded ({chunks} chunks before)"
+        );
+        assert!(extractions <= 3, "{what}: {extractions} extraction calls");
+        assert!(
+            chunk_texts <= 3,
+            "{what}: {chunk_texts} chunk texts embedded"
+        );
+        // Only entities the changed chunks mention get new descriptions to
+        // summarise and to embed: a few, not the whole graph again.
+        assert!(
+            summaries * 4 <= first_summaries,
+            "{what}: {summaries} summaries of {first_summaries}"
+        );
+        assert!(
+            entity_vectors <= summaries,
+            "{what}: {entity_vectors} entity vectors for {summaries} new descriptions"
+        );
 
         // The graph equals a fresh build of the new version.
         let fresh_docs = fresh.join("docs");
@@ -1334,7 +1365,7 @@ fn an_edit_costs_only_the_chunks_it_changes() {
 }
 
 /// `kg run` of `docs` into `dir` with chat and embeddings on the fake.
-fn run_on_fake(dir: &Path, docs: &Path, fake: &FakeLlmHandle) {
+fn run_on_fake(dir: &Path, docs: &Path, fake: &FakeLlmHandle) -> String {
     let mut cmd = with_llm(kg(dir), fake);
     cmd.env("KG_EMBEDDER", "openai")
         .env("KG_EMBED_MODEL", "text-embedding-3-small")
@@ -1342,5 +1373,18 @@ fn run_on_fake(dir: &Path, docs: &Path, fake: &FakeLlmHandle) {
         .env("KG_CHUNK_OVERLAP", "32")
         .arg("run")
         .arg(docs);
-    run_ok(cmd);
+    String::from_utf8_lossy(&run_ok(cmd).stderr).into_owned()
+}
+
+/// The number after `key=` on the log line that contains `message`
+/// (0 when there is no such line).
+fn logged_count(stderr: &str, message: &str, key: &str) -> u64 {
+    let prefix = format!("{key}=");
+    stderr
+        .lines()
+        .filter(|l| l.contains(message))
+        .flat_map(|l| l.split_whitespace())
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }

@@ -667,7 +667,7 @@ fn a_data_dir_switched_to_bolt_writes_the_full_graph_there() {
     let mut cmd = kg(work, &data_dir);
     with_llm(&mut cmd, llm.handle());
     run_ok(cmd.arg("run").arg(&docs));
-    let calls = llm.chat_requests();
+    let calls = llm.extraction_requests();
 
     let mut cmd = kg(work, &data_dir);
     with_llm(&mut cmd, llm.handle());
@@ -677,7 +677,7 @@ fn a_data_dir_switched_to_bolt_writes_the_full_graph_there() {
     assert!(stderr.contains("another store"), "{stderr}");
     assert!(!stderr.contains(&bolt.password), "{stderr}");
     assert_eq!(
-        llm.chat_requests(),
+        llm.extraction_requests(),
         calls,
         "the answers came from the cache"
     );
