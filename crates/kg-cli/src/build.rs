@@ -65,6 +65,20 @@ pub fn rate_limits(settings: &Settings) -> kg_extract::RateLimits {
     }
 }
 
+/// The default prices, with the configured model's set from the
+/// settings: the ones the summary's cost uses.
+pub fn prices(settings: &Settings) -> kg_extract::PriceTable {
+    let mut prices = kg_extract::PriceTable::default();
+    prices.0.insert(
+        settings.model.clone(),
+        kg_extract::ModelPrice {
+            prompt_per_million: settings.input_price_per_mtok,
+            completion_per_million: settings.output_price_per_mtok,
+        },
+    );
+    prices
+}
+
 /// The extractor, with its response cache in [`cache_dir`] (no call is
 /// made until chunks arrive).
 pub fn extractor(settings: &Settings) -> Result<kg_extract::Extractor, StageError> {
@@ -74,14 +88,7 @@ pub fn extractor(settings: &Settings) -> Result<kg_extract::Extractor, StageErro
     config.cache_dir = Some(cache_dir(settings));
     config.max_completion_tokens = settings.max_completion_tokens;
     config.schema = settings.schema.clone();
-    // The configured prices are the ones the summary's cost uses.
-    config.prices.0.insert(
-        settings.model.clone(),
-        kg_extract::ModelPrice {
-            prompt_per_million: settings.input_price_per_mtok,
-            completion_per_million: settings.output_price_per_mtok,
-        },
-    );
+    config.prices = prices(settings);
     kg_extract::Extractor::new(config).map_err(|e| match e {
         kg_extract::ExtractError::Config(_) | kg_extract::ExtractError::Schema(_) => {
             StageError::Config {
@@ -106,6 +113,7 @@ pub fn summariser(
     config.concurrency = settings.concurrency;
     config.rate_limits = rate_limits(settings);
     config.cache_dir = Some(cache_dir(settings));
+    config.prices = prices(settings);
     kg_extract::Summariser::new(config)
         .map(|s| Some(std::sync::Arc::new(s)))
         .map_err(|e| match e {

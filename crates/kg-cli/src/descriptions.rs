@@ -240,6 +240,7 @@ pub async fn step<S: GraphStore>(
     store: &S,
     summariser: Option<&Arc<Summariser>>,
     settings: &crate::config::Settings,
+    stats: &crate::stats::RunStats,
     cancel: &CancellationToken,
 ) -> Option<String> {
     match refresh(
@@ -252,7 +253,13 @@ pub async fn step<S: GraphStore>(
     .await
     {
         Ok(done) if done.is_empty() => None,
-        Ok(done) => Some(done.note()),
+        Ok(done) => {
+            // The summaries' calls, tokens and cost count in the run's
+            // totals, as the extraction's do.
+            let cost = summariser.and_then(|s| s.cost(&done.llm));
+            stats.add_summary_usage(&done.llm, cost);
+            Some(done.note())
+        }
         Err(e) => Some(format!(
             "descriptions were not made again ({}): the next run or `kg resolve` does it",
             crate::logging::cause_chain(e.as_ref())

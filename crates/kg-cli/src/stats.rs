@@ -305,6 +305,16 @@ impl RunStats {
         }
     }
 
+    /// Adds a description step's summary calls, tokens and cost.
+    pub fn add_summary_usage(&self, used: &kg_extract::SummaryStats, cost_usd: Option<f64>) {
+        self.llm_calls.add(used.llm_calls);
+        self.prompt_tokens.add(used.prompt_tokens);
+        self.completion_tokens.add(used.completion_tokens);
+        if let Some(usd) = cost_usd {
+            self.cost_micro_usd.add((usd * 1e6).round() as u64);
+        }
+    }
+
     /// Entities and relations the strict schema dropped, per type.
     pub fn dropped_by_schema(&self) -> kg_extract::SchemaDrops {
         self.dropped_by_schema

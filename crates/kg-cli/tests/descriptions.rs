@@ -104,6 +104,16 @@ fn thirty_descriptions_end_as_one_cached_summary_and_a_rerun_calls_nothing() {
         stderr.contains("2 summaries (2 by the LLM, 0 cached; 2 LLM calls"),
         "{stderr}"
     );
+    // The summary's totals count the summaries' calls with the
+    // extractions': what the endpoint bills.
+    let calls_row = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("LLM calls"))
+        .unwrap_or_default();
+    assert!(
+        calls_row.split_whitespace().nth(2) == Some("32"),
+        "{calls_row}\n{stderr}"
+    );
     let (entities, relations) = descriptions(&first);
     let ada = described(&entities, "Ada Lovelace");
     assert!(

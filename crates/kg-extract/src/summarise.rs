@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::ResponseCache;
-use crate::config::LlmEndpoint;
+use crate::config::{LlmEndpoint, PriceTable};
 use crate::ExtractError;
 
 /// Version of the summary prompt; part of the cache key.
@@ -142,6 +142,8 @@ pub struct SummaryConfig {
     pub max_completion_tokens: u32,
     /// Sampling temperature.
     pub temperature: f32,
+    /// Prices per model, for [`Summariser::cost`].
+    pub prices: PriceTable,
 }
 
 impl SummaryConfig {
@@ -157,6 +159,7 @@ impl SummaryConfig {
             cache_dir: None,
             max_completion_tokens: 400,
             temperature: 0.0,
+            prices: PriceTable::default(),
         }
     }
 }
@@ -249,6 +252,17 @@ impl Summariser {
             prompt_tokens: llm.prompt_tokens,
             completion_tokens: llm.completion_tokens,
         }
+    }
+
+    /// The estimated cost in USD of the tokens counted in `stats` (a
+    /// difference of two [`Self::stats`] is fine), or `None` when the
+    /// model has no price.
+    pub fn cost(&self, stats: &SummaryStats) -> Option<f64> {
+        self.config.prices.cost(
+            &self.config.endpoint.model,
+            stats.prompt_tokens,
+            stats.completion_tokens,
+        )
     }
 
     /// The cache key of `input`: model, prompt version, kind, name and the

@@ -90,7 +90,8 @@ impl App {
         store: &S,
         summariser: Option<&Arc<kg_extract::Summariser>>,
     ) -> Option<String> {
-        crate::descriptions::step(store, summariser, &self.settings, &self.cancel).await
+        crate::descriptions::step(store, summariser, &self.settings, &self.stats, &self.cancel)
+            .await
     }
 
     pub(crate) fn ctx(&self, state: Arc<RunState>) -> Ctx {
