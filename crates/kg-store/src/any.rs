@@ -58,6 +58,13 @@ impl GraphSink for AnyStore {
             Self::Embedded(s) => s.write_batch(batch).await,
         }
     }
+
+    async fn write_batches(&self, batches: Vec<Arc<Batch>>) -> Result<(), BatchFailure> {
+        match self {
+            Self::Neo4j(s) => s.write_batches(batches).await,
+            Self::Embedded(s) => s.write_batches(batches).await,
+        }
+    }
 }
 
 impl GraphStore for AnyStore {

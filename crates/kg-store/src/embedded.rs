@@ -571,6 +571,22 @@ impl GraphSink for EmbeddedStore {
         .await
         .map_err(|e| BatchFailure::permanent(format!("worker failed: {e}")))?
     }
+
+    async fn write_batches(&self, batches: Vec<Arc<Batch>>) -> Result<(), BatchFailure> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn
+                .lock()
+                .map_err(|_| BatchFailure::permanent("connection lock poisoned"))?;
+            let tx = c.transaction().map_err(|e| classify(&e))?;
+            for batch in &batches {
+                write_rows(&tx, &batch.key, &batch.rows).map_err(|e| classify(&e))?;
+            }
+            tx.commit().map_err(|e| classify(&e))
+        })
+        .await
+        .map_err(|e| BatchFailure::permanent(format!("worker failed: {e}")))?
+    }
 }
 
 /// Finds the earlier versions of `current`'s sources (see

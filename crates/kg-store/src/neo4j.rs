@@ -514,29 +514,37 @@ fn entity_summary(r: &neo4rs::Row, id: &str, name: &str, ty: &str) -> EntitySumm
 
 impl GraphSink for Neo4jStore {
     async fn write_batch(&self, batch: Arc<Batch>) -> Result<(), BatchFailure> {
-        if let GroupKey::Nodes(label) = &batch.key {
-            self.ensure_node_constraint(label).await?;
+        self.write_batches(vec![batch]).await
+    }
+
+    async fn write_batches(&self, batches: Vec<Arc<Batch>>) -> Result<(), BatchFailure> {
+        for batch in &batches {
+            if let GroupKey::Nodes(label) = &batch.key {
+                self.ensure_node_constraint(label).await?;
+            }
         }
-        let mut rows = BoltList::with_capacity(batch.rows.len());
-        for r in &batch.rows {
-            rows.push(bolt_row(r));
-        }
-        let rows = BoltType::List(rows);
-        let statements = cypher_for(&batch.key);
         let (mut txn, _in_use) = self.begin().await.map_err(|e| classify(&e))?;
         let mut result = Ok(());
-        // The last statement takes the rows; only earlier ones (entities
-        // have two) need a copy of them.
-        let last = statements.len().saturating_sub(1);
-        let mut rows = Some(rows);
-        for (i, text) in statements.iter().enumerate() {
-            let param = if i == last { rows.take() } else { rows.clone() };
-            let Some(param) = param else {
-                break;
-            };
-            result = txn.run(query(text).param("rows", param)).await;
-            if result.is_err() {
-                break;
+        'batches: for batch in &batches {
+            let mut rows = BoltList::with_capacity(batch.rows.len());
+            for r in &batch.rows {
+                rows.push(bolt_row(r));
+            }
+            let rows = BoltType::List(rows);
+            let statements = cypher_for(&batch.key);
+            // The last statement takes the rows; only earlier ones
+            // (entities have two) need a copy of them.
+            let last = statements.len().saturating_sub(1);
+            let mut rows = Some(rows);
+            for (i, text) in statements.iter().enumerate() {
+                let param = if i == last { rows.take() } else { rows.clone() };
+                let Some(param) = param else {
+                    break;
+                };
+                result = txn.run(query(text).param("rows", param)).await;
+                if result.is_err() {
+                    break 'batches;
+                }
             }
         }
         match result {

@@ -1,7 +1,8 @@
 //! The store traits both backends implement, and what they answer.
 //!
-//! [`GraphSink`] is the one thing the batch writer needs: write one batch in
-//! one transaction, or say why not and whether a retry could help.
+//! [`GraphSink`] is the one thing the batch writer needs: write one batch
+//! (or a few small ones) in one transaction, or say why not and whether a
+//! retry could help.
 //! [`GraphStore`] adds what the CLI needs around it: the schema, search,
 //! counts and reading the graph back as records.
 //!
@@ -23,13 +24,35 @@ use crate::descriptions::{Described, DescriptionSet, DescriptionUpdate};
 use crate::error::{BatchFailure, StoreError};
 use crate::plan::Batch;
 
-/// Writes batches, one transaction each.
+/// Writes batches, one transaction each (or one for a few small ones).
 pub trait GraphSink: Send + Sync {
     /// Writes `batch` in one transaction: all of it or none of it.
     fn write_batch(
         &self,
         batch: Arc<Batch>,
     ) -> impl Future<Output = Result<(), BatchFailure>> + Send;
+
+    /// Writes `batches` in one transaction, in their order: all of them or
+    /// none. The batch writer sends groups too small to fill a batch of
+    /// their own this way, so that a window of many small groups costs one
+    /// transaction, not one per group.
+    ///
+    /// The default writes them one after another, one transaction each:
+    /// not atomic (a failure leaves the earlier ones committed), which the
+    /// writer tolerates because every write is an idempotent `MERGE` and a
+    /// failed unit is retried or dead-lettered whole. Both backends
+    /// override it with one transaction.
+    fn write_batches(
+        &self,
+        batches: Vec<Arc<Batch>>,
+    ) -> impl Future<Output = Result<(), BatchFailure>> + Send {
+        async move {
+            for batch in batches {
+                self.write_batch(batch).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Which part of the graph to count or read: everything, or the nodes whose
@@ -536,6 +559,13 @@ impl<T: GraphSink> GraphSink for Arc<T> {
         batch: Arc<Batch>,
     ) -> impl Future<Output = Result<(), BatchFailure>> + Send {
         (**self).write_batch(batch)
+    }
+
+    fn write_batches(
+        &self,
+        batches: Vec<Arc<Batch>>,
+    ) -> impl Future<Output = Result<(), BatchFailure>> + Send {
+        (**self).write_batches(batches)
     }
 }
 

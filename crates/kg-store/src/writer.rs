@@ -32,6 +32,17 @@
 //!   those batches never race to MERGE one node). Relationship batches then
 //!   run one after another: a relationship locks both of its end nodes, and
 //!   two batches sharing nodes in opposite order deadlock in Neo4j.
+//! - **Small groups share a transaction.** A window has a group per node
+//!   label and per relationship type; in a small window (a trickle, as
+//!   `kg run` writes) most groups hold a few rows, and a transaction per
+//!   group would spend the window on round trips and commits. Consecutive
+//!   groups of a phase whose rows all fit in one batch of their kind go
+//!   together, in plan order, in one transaction
+//!   ([`GraphSink::write_batches`]), up to the smallest of their kinds'
+//!   batch sizes ([`WriterConfig::combine_small_groups`]). Only single
+//!   batches teach the sizers. A shared transaction that fails for good is
+//!   tried again one group at a time, so a bad group fails alone, as it
+//!   would have apart.
 //! - **Adaptive batch size.** Inside a window, each kind of group has its own
 //!   [`BatchSizer`]:
 //!   it starts near 1,000 rows and hill-climbs on measured throughput
@@ -187,6 +198,9 @@ pub struct WriterConfig {
     /// Stops the write when it fires (see the module docs); by default a
     /// token nothing fires.
     pub cancel: CancellationToken,
+    /// Whether consecutive groups too small to fill a batch of their own
+    /// share one transaction (default true; see the module docs).
+    pub combine_small_groups: bool,
 }
 
 impl Default for WriterConfig {
@@ -205,6 +219,7 @@ impl Default for WriterConfig {
             unreachable_retry_after: Duration::from_secs(30),
             dead_letter: PathBuf::from("kg-store-dead-letter.jsonl"),
             cancel: CancellationToken::new(),
+            combine_small_groups: true,
         }
     }
 }
@@ -638,8 +653,53 @@ enum BatchResult {
     Cancelled(BatchFailure),
 }
 
+/// A phase's groups as [`BatchWriter::pack`] cuts them.
+enum Packed {
+    /// Written in batches of its own.
+    Group(Group),
+    /// Small groups, written in one transaction.
+    Together(Vec<Group>),
+}
+
+/// What one transaction writes: one batch, or several small ones of
+/// consecutive groups ([`GraphSink::write_batches`]).
+struct Unit {
+    batches: Vec<Arc<Batch>>,
+}
+
+impl Unit {
+    fn one(batch: Arc<Batch>) -> Self {
+        Self {
+            batches: vec![batch],
+        }
+    }
+
+    /// The first batch's number: the unit's in messages.
+    fn number(&self) -> u64 {
+        self.batches.first().map_or(0, |b| b.number)
+    }
+
+    fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.rows.len()).sum()
+    }
+
+    /// The metrics label: the batch's kind, or `combined`.
+    fn kind(&self) -> &'static str {
+        match self.batches.as_slice() {
+            [one] => one.key.kind(),
+            _ => "combined",
+        }
+    }
+
+    /// The groups written, for messages (`Chunks`, `Chunks + Mentions`).
+    fn groups(&self) -> String {
+        let names: Vec<String> = self.batches.iter().map(|b| b.key.to_string()).collect();
+        names.join(" + ")
+    }
+}
+
 struct Outcome {
-    batch: Arc<Batch>,
+    unit: Unit,
     /// Indices of the records behind the batch, in the window.
     records: Vec<usize>,
     attempts: u32,
@@ -874,16 +934,35 @@ impl<S: GraphSink> BatchWriter<S> {
             // One node group at a time, its batches concurrently: batches of
             // one group never share a node (see `plan`), but two groups may
             // (chunks and chunk embeddings both MERGE the same Chunk).
-            for group in nodes {
-                self.write_groups(
-                    vec![group],
-                    self.config.node_concurrency.max(1),
-                    &mut state,
-                    &mut report,
-                )
-                .await?;
+            // Consecutive small groups go together in one transaction, in
+            // plan order.
+            for part in self.pack(nodes) {
+                match part {
+                    Packed::Group(group) => {
+                        self.write_groups(
+                            vec![group],
+                            self.config.node_concurrency.max(1),
+                            &mut state,
+                            &mut report,
+                        )
+                        .await?
+                    }
+                    Packed::Together(groups) => {
+                        self.write_together(groups, &mut state, &mut report).await?
+                    }
+                }
             }
-            self.write_groups(rels, 1, &mut state, &mut report).await?;
+            for part in self.pack(rels) {
+                match part {
+                    Packed::Group(group) => {
+                        self.write_groups(vec![group], 1, &mut state, &mut report)
+                            .await?
+                    }
+                    Packed::Together(groups) => {
+                        self.write_together(groups, &mut state, &mut report).await?
+                    }
+                }
+            }
         }
         report.cancelled_records = state.cancelled();
         tracing::debug!(
@@ -974,7 +1053,7 @@ impl<S: GraphSink> BatchWriter<S> {
                 });
                 records.sort_unstable();
                 records.dedup();
-                in_flight.push(self.run_batch(batch, records));
+                in_flight.push(self.run_batch(Unit::one(batch), records));
             }
             let Some(outcome) = in_flight.next().await else {
                 break;
@@ -982,6 +1061,106 @@ impl<S: GraphSink> BatchWriter<S> {
             self.record_outcome(outcome, state, report)?;
         }
         Ok(())
+    }
+
+    /// Cuts a phase's groups, in their order, into groups written on their
+    /// own and runs of consecutive small groups written together: a group
+    /// is small when all its rows fit in one batch of its kind's size, and
+    /// a run holds no more rows than the smallest of its kinds' sizes.
+    fn pack(&self, groups: Vec<Group>) -> Vec<Packed> {
+        let mut parts = Vec::new();
+        let mut run: Vec<Group> = Vec::new();
+        let (mut run_rows, mut run_cap) = (0usize, usize::MAX);
+        let close = |run: &mut Vec<Group>, parts: &mut Vec<Packed>| match run.len() {
+            0 => {}
+            1 => parts.extend(run.pop().map(Packed::Group)),
+            _ => parts.push(Packed::Together(std::mem::take(run))),
+        };
+        for group in groups {
+            let size = self.sizer_size(group.key.kind());
+            let rows = group.rows.len();
+            if !self.config.combine_small_groups || rows >= size {
+                close(&mut run, &mut parts);
+                (run_rows, run_cap) = (0, usize::MAX);
+                parts.push(Packed::Group(group));
+                continue;
+            }
+            if run_rows + rows > run_cap.min(size) {
+                close(&mut run, &mut parts);
+                (run_rows, run_cap) = (0, usize::MAX);
+            }
+            run_rows += rows;
+            run_cap = run_cap.min(size);
+            run.push(group);
+        }
+        close(&mut run, &mut parts);
+        parts
+    }
+
+    /// Writes small groups in one transaction (see [`Self::pack`]).
+    async fn write_together(
+        &self,
+        groups: Vec<Group>,
+        state: &mut WindowState<'_>,
+        report: &mut WriteReport,
+    ) -> Result<(), StoreError> {
+        if self.config.cancel.is_cancelled() {
+            for g in groups {
+                for row in g.rows {
+                    state.cancel(&row.records, 0);
+                }
+            }
+            return Ok(());
+        }
+        let mut parts: Vec<(Arc<Batch>, Vec<usize>)> = Vec::with_capacity(groups.len());
+        for g in groups {
+            let mut rows = Vec::with_capacity(g.rows.len());
+            let mut records = Vec::new();
+            for planned in g.rows {
+                records.extend(planned.records);
+                rows.push(planned.row);
+            }
+            records.sort_unstable();
+            records.dedup();
+            let batch = Arc::new(Batch {
+                number: self.next_batch.fetch_add(1, Ordering::Relaxed),
+                key: g.key,
+                rows,
+            });
+            parts.push((batch, records));
+        }
+        let mut records: Vec<usize> = parts.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+        records.sort_unstable();
+        records.dedup();
+        let unit = Unit {
+            batches: parts.iter().map(|(b, _)| b.clone()).collect(),
+        };
+        let outcome = self.run_batch(unit, records).await;
+        match &outcome.result {
+            // One bad group must not take the others down with it: a
+            // shared transaction that failed for good is tried again one
+            // group at a time, so what fails is exactly what failed apart.
+            // (Not when the store is unreachable: that would only cost
+            // more attempts.)
+            BatchResult::Failed(f) if !f.unreachable => {
+                tracing::warn!(
+                    batch = outcome.unit.number(),
+                    groups = %outcome.unit.groups(),
+                    error = %f.message,
+                    "a shared transaction failed; its groups are written one at a time"
+                );
+                for (batch, records) in parts {
+                    if self.config.cancel.is_cancelled() {
+                        state.cancel(&records, 0);
+                        continue;
+                    }
+                    let outcome = self.run_batch(Unit::one(batch), records).await;
+                    self.record_outcome(outcome, state, report)?;
+                }
+                Ok(())
+            }
+            _ => self.record_outcome(outcome, state, report),
+        }
     }
 
     /// Runs `f` on the sizer of `kind` (created on first use); `None` if
@@ -1006,7 +1185,7 @@ impl<S: GraphSink> BatchWriter<S> {
     }
 
     /// One batch, one transaction per attempt, retried by the policy.
-    async fn run_batch(&self, batch: Arc<Batch>, records: Vec<usize>) -> Outcome {
+    async fn run_batch(&self, unit: Unit, records: Vec<usize>) -> Outcome {
         // A store the writer is trying again after giving up gets one
         // attempt per batch until one commits.
         let policy: Cow<'_, RetryPolicy> = if self.probing.load(Ordering::Relaxed) {
@@ -1018,7 +1197,7 @@ impl<S: GraphSink> BatchWriter<S> {
         let skipped = AtomicBool::new(false);
         let last_elapsed = Mutex::new(Duration::ZERO);
         let attempt = |_: u32| {
-            let (batch, tried, skipped, last_elapsed) = (&batch, &tried, &skipped, &last_elapsed);
+            let (unit, tried, skipped, last_elapsed) = (&unit, &tried, &skipped, &last_elapsed);
             async move {
                 if self.store_given_up() {
                     skipped.store(true, Ordering::Relaxed);
@@ -1031,12 +1210,13 @@ impl<S: GraphSink> BatchWriter<S> {
                 }
                 tried.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
-                let result = match tokio::time::timeout(
-                    self.config.batch_timeout,
-                    self.sink.write_batch(batch.clone()),
-                )
-                .await
-                {
+                let write = async {
+                    match unit.batches.as_slice() {
+                        [one] => self.sink.write_batch(one.clone()).await,
+                        all => self.sink.write_batches(all.to_vec()).await,
+                    }
+                };
+                let result = match tokio::time::timeout(self.config.batch_timeout, write).await {
                     Ok(r) => r,
                     Err(_) => Err(BatchFailure {
                         too_big: true,
@@ -1052,23 +1232,27 @@ impl<S: GraphSink> BatchWriter<S> {
                 }
                 metrics::histogram!(
                     TRANSACTION_SECONDS,
-                    "group" => batch.key.kind(),
+                    "group" => unit.kind(),
                     "outcome" => if result.is_ok() { "committed" } else { "failed" }
                 )
                 .record(elapsed.as_secs_f64());
                 if let Err(f) = &result {
                     if f.too_big {
-                        self.with_sizer(batch.key.kind(), BatchSizer::on_too_big);
+                        // A combined unit is as big as its smallest sizer
+                        // allows: each of its kinds halves.
+                        for b in &unit.batches {
+                            self.with_sizer(b.key.kind(), BatchSizer::on_too_big);
+                        }
                     }
                 }
                 result
             }
         };
         let on_retry = |f: &BatchFailure, r: ScheduledRetry| {
-            metrics::counter!(RETRIES, "group" => batch.key.kind()).increment(1);
+            metrics::counter!(RETRIES, "group" => unit.kind()).increment(1);
             tracing::warn!(
-                batch = batch.number,
-                group = %batch.key,
+                batch = unit.number(),
+                group = %unit.groups(),
                 attempt = r.failed_attempt,
                 error = %f.message,
                 "transient failure, retrying in {:?}",
@@ -1080,8 +1264,7 @@ impl<S: GraphSink> BatchWriter<S> {
         let elapsed = last_elapsed.lock().map(|e| *e).unwrap_or_default();
         let result = match result {
             Ok(()) => {
-                metrics::histogram!(BATCH_ROWS, "group" => batch.key.kind())
-                    .record(batch.rows.len() as f64);
+                metrics::histogram!(BATCH_ROWS, "group" => unit.kind()).record(unit.rows() as f64);
                 self.store_answered();
                 BatchResult::Committed
             }
@@ -1108,7 +1291,7 @@ impl<S: GraphSink> BatchWriter<S> {
             }
         };
         Outcome {
-            batch,
+            unit,
             records,
             attempts,
             elapsed,
@@ -1165,7 +1348,8 @@ impl<S: GraphSink> BatchWriter<S> {
         state: &mut WindowState<'_>,
         report: &mut WriteReport,
     ) -> Result<(), StoreError> {
-        let rows = outcome.batch.rows.len();
+        let rows = outcome.unit.rows();
+        let number = outcome.unit.number();
         report.retries += u64::from(outcome.attempts.saturating_sub(1));
         match outcome.result {
             BatchResult::Committed => {
@@ -1173,12 +1357,14 @@ impl<S: GraphSink> BatchWriter<S> {
                 report.batches += 1;
                 report.batch_sizes.push(rows);
                 report.batch_time += outcome.elapsed;
-                self.with_sizer(outcome.batch.key.kind(), |s| {
-                    s.on_success(rows, outcome.elapsed)
-                });
+                // A combined unit's time says little about any one kind's
+                // best size: only single batches teach the sizers.
+                if let [one] = outcome.unit.batches.as_slice() {
+                    self.with_sizer(one.key.kind(), |s| s.on_success(rows, outcome.elapsed));
+                }
                 tracing::debug!(
-                    batch = outcome.batch.number,
-                    group = %outcome.batch.key,
+                    batch = number,
+                    group = %outcome.unit.groups(),
                     rows,
                     ms = outcome.elapsed.as_millis() as u64,
                     "batch committed"
@@ -1186,31 +1372,31 @@ impl<S: GraphSink> BatchWriter<S> {
             }
             BatchResult::Cancelled(f) => {
                 tracing::info!(
-                    batch = outcome.batch.number,
-                    group = %outcome.batch.key,
+                    batch = number,
+                    group = %outcome.unit.groups(),
                     rows,
                     attempts = outcome.attempts,
                     last_error = %f.message,
                     "batch cancelled while waiting to retry; its records are left for a re-run"
                 );
-                state.cancel(&outcome.records, outcome.batch.number);
+                state.cancel(&outcome.records, number);
             }
             BatchResult::Failed(f) => {
                 tracing::error!(
-                    batch = outcome.batch.number,
-                    group = %outcome.batch.key,
+                    batch = number,
+                    group = %outcome.unit.groups(),
                     rows,
                     attempts = outcome.attempts,
                     error = %f.message,
                     "batch failed; its records go to the dead-letter file"
                 );
-                let fresh = state.fail(&outcome.records, outcome.batch.number);
+                let fresh = state.fail(&outcome.records, number);
                 self.dead_letter_records(&fresh)?;
                 report.dead_lettered_records += fresh.len() as u64;
                 report.dead_letter = Some(self.config.dead_letter.clone());
                 report.set_aside.push(SetAside {
                     stage: Stage::Store,
-                    item: format!("batch {} ({})", outcome.batch.number, outcome.batch.key),
+                    item: format!("batch {number} ({})", outcome.unit.groups()),
                     reason: SetAsideReason::BatchFailed,
                     detail: format!(
                         "{rows} rows, {} attempts: {}; records in {}",
@@ -1220,8 +1406,8 @@ impl<S: GraphSink> BatchWriter<S> {
                     ),
                 });
                 report.failed_batches.push(FailedBatch {
-                    number: outcome.batch.number,
-                    group: outcome.batch.key.to_string(),
+                    number,
+                    group: outcome.unit.groups(),
                     rows,
                     attempts: outcome.attempts,
                     error: f.message,
@@ -1721,6 +1907,169 @@ mod tests {
         assert!(!dir.path().join("dead.jsonl").exists());
         assert!(!dir.path().join("dead.jsonl.replay").exists());
         assert_eq!(rerun_dead_letters(&healthy).await.unwrap().records, 0);
+    }
+
+    /// A sink that keeps each transaction as the groups it held, in order,
+    /// and refuses every transaction that holds `refuse` (a group kind).
+    #[derive(Default)]
+    struct TransactionSink {
+        transactions: Mutex<Vec<Vec<(&'static str, usize)>>>,
+        refuse: Option<&'static str>,
+    }
+
+    impl GraphSink for TransactionSink {
+        async fn write_batch(&self, batch: Arc<Batch>) -> Result<(), BatchFailure> {
+            self.write_batches(vec![batch]).await
+        }
+
+        async fn write_batches(&self, batches: Vec<Arc<Batch>>) -> Result<(), BatchFailure> {
+            let groups: Vec<(&'static str, usize)> = batches
+                .iter()
+                .map(|b| (b.key.kind(), b.rows.len()))
+                .collect();
+            if groups.iter().any(|(g, _)| Some(*g) == self.refuse) {
+                return Err(BatchFailure::permanent("refused"));
+            }
+            self.transactions.lock().unwrap().push(groups);
+            Ok(())
+        }
+    }
+
+    /// What `kg run` sends in one small window: 2 documents of 3 chunks,
+    /// their vectors, and extractions naming entities of 4 types and
+    /// relations of 3 types: 15 groups of a few rows each.
+    fn small_window() -> Vec<Record> {
+        use kg_core::{EntityId, ExtractedEntity, ExtractedRelation, Extraction, Label, RelType};
+        let mut out = corpus(2, 3);
+        let chunks: Vec<ChunkId> = out
+            .iter()
+            .filter_map(|r| match r {
+                Record::Chunk(c) => Some(c.id.clone()),
+                _ => None,
+            })
+            .collect();
+        let types = ["Person", "Organization", "Product", "Place"];
+        let rels = ["WORKS_AT", "MAKES", "LOCATED_IN"];
+        for (i, chunk) in chunks.iter().enumerate() {
+            out.push(Record::Embedding(kg_core::Embedding {
+                id: chunk.as_str().to_owned(),
+                target: EmbeddingTarget::Chunk,
+                vector: vec![0.5; 8],
+                model: "m".into(),
+            }));
+            let entity = |t: usize| {
+                let label = Label::new(types[t % types.len()]).unwrap();
+                let name = format!("Name {}", t);
+                ExtractedEntity {
+                    id: EntityId::new(&label, &name),
+                    name,
+                    entity_type: label,
+                    description: format!("seen in chunk {i}"),
+                }
+            };
+            let (a, b) = (entity(i), entity(i + 1));
+            out.push(Record::Extraction(Extraction {
+                chunk_id: chunk.clone(),
+                relations: vec![ExtractedRelation {
+                    source: a.name.clone(),
+                    target: b.name.clone(),
+                    source_id: a.id.clone(),
+                    target_id: b.id.clone(),
+                    rel_type: RelType::new(rels[i % rels.len()]).unwrap(),
+                    description: String::new(),
+                    strength: 1.0,
+                }],
+                entities: vec![a, b],
+                model: "m".into(),
+            }));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn small_groups_share_one_transaction_per_phase() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = small_window();
+        let groups = crate::plan::plan(&records);
+        assert!(groups.len() >= 12, "{} groups", groups.len());
+        let planned_rows: usize = groups.iter().map(|g| g.rows.len()).sum();
+
+        let together = BatchWriter::new(TransactionSink::default(), config(dir.path()));
+        let report = together.write_records(records.clone()).await.unwrap();
+        report.check().unwrap();
+        let transactions = together.sink().transactions.lock().unwrap().clone();
+        // One transaction for the nodes, one for the relationships.
+        assert_eq!(transactions.len(), 2, "{transactions:?}");
+        assert_eq!(report.batches, 2);
+        assert_eq!(report.rows as usize, planned_rows);
+        // In plan order: the chunks before their vectors, every node
+        // before any relationship.
+        let order: Vec<&str> = transactions.iter().flatten().map(|(g, _)| *g).collect();
+        let planned: Vec<&str> = groups.iter().map(|g| g.key.kind()).collect();
+        assert_eq!(order, planned);
+
+        // Turned off: a transaction per group.
+        let apart = BatchWriter::new(
+            TransactionSink::default(),
+            WriterConfig {
+                combine_small_groups: false,
+                ..config(dir.path())
+            },
+        );
+        let report = apart.write_records(records).await.unwrap();
+        report.check().unwrap();
+        assert_eq!(
+            apart.sink().transactions.lock().unwrap().len(),
+            groups.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shared_transaction_that_fails_is_split_and_fails_only_the_bad_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = small_window();
+        let sink = TransactionSink {
+            refuse: Some("mentions"),
+            ..TransactionSink::default()
+        };
+        let writer = BatchWriter::new(sink, config(dir.path()));
+        let (tx, mut rx) = mpsc::channel(4);
+        let report = writer
+            .write_stream(futures::stream::iter(records.clone()), Some(tx))
+            .await
+            .unwrap();
+        assert_eq!(report.failed_batches.len(), 1);
+        assert_eq!(report.failed_batches[0].group, "mentions");
+        // The relationships' shared transaction failed and was split: each
+        // of its other groups committed on its own.
+        let groups = crate::plan::plan(&records);
+        let rel_groups = groups
+            .iter()
+            .filter(|g| g.key.phase() == Phase::Relationships)
+            .count();
+        let transactions = writer.sink().transactions.lock().unwrap().clone();
+        assert_eq!(transactions.len(), 1 + rel_groups - 1, "{transactions:?}");
+        assert!(transactions[1..].iter().all(|t| t.len() == 1));
+        // Exactly the records behind a MENTIONS row failed, and went to the
+        // dead-letter file.
+        let behind_mentions: std::collections::BTreeSet<usize> = groups
+            .iter()
+            .filter(|g| g.key == GroupKey::Mentions)
+            .flat_map(|g| g.rows.iter().flat_map(|r| r.records.iter().copied()))
+            .collect();
+        assert!(!behind_mentions.is_empty() && behind_mentions.len() < records.len());
+        let mut acks = Vec::new();
+        while let Ok(batch) = rx.try_recv() {
+            acks.extend(batch);
+        }
+        assert_eq!(acks.len(), records.len());
+        for (i, ack) in acks.iter().enumerate() {
+            assert_eq!(ack.key, records[i].key());
+            let committed = ack.outcome == AckOutcome::Committed;
+            assert_eq!(committed, !behind_mentions.contains(&i), "{ack:?}");
+        }
+        let dead = read_dead_letters(&dir.path().join("dead.jsonl")).unwrap();
+        assert_eq!(dead.len(), behind_mentions.len());
     }
 
     /// A sink that keeps every committed row, for checks of what exactly
