@@ -863,7 +863,8 @@ impl Neo4jStore {
             txn.run(
                 query(
                     "MATCH (k:Entity {id: $keep}) \
-                     UNWIND $ids AS mid MATCH (c:Chunk)-[r:MENTIONS]->(:Entity {id: mid}) \
+                     UNWIND $ids AS mid MATCH (m:Entity {id: mid}) \
+                     MATCH (c:Chunk)-[r:MENTIONS]->(m) \
                      WHERE r.descriptions IS NOT NULL \
                      MATCH (c)-[n:MENTIONS]->(k) \
                      SET n.descriptions = coalesce(n.descriptions, []) + \
@@ -1516,7 +1517,8 @@ impl GraphStore for Neo4jStore {
             let rows = self
                 .fetch(
                     query(
-                        "UNWIND $ids AS eid MATCH (c:Chunk)-[:MENTIONS]->(e:Entity {id: eid}) \
+                        "UNWIND $ids AS eid MATCH (e:Entity {id: eid}) \
+                         MATCH (c:Chunk)-[:MENTIONS]->(e) \
                          WITH e, c ORDER BY c.id \
                          WITH e, collect(c.id) AS chunks \
                          RETURN e.id AS id, e.name AS name, e.type AS type, chunks",

@@ -26,7 +26,8 @@ impl Neo4jStore {
         let rows = self
             .fetch(
                 query(
-                    "UNWIND $ids AS eid MATCH (c:Chunk)-[m:MENTIONS]->(:Entity {id: eid}) \
+                    "UNWIND $ids AS eid MATCH (e:Entity {id: eid}) \
+                     MATCH (c:Chunk)-[m:MENTIONS]->(e) \
                      WHERE m.descriptions IS NOT NULL \
                      RETURN eid, c.id AS c, m.descriptions AS d",
                 )
@@ -72,7 +73,8 @@ impl Neo4jStore {
             let found = self
                 .fetch(
                     query(
-                        "UNWIND $ids AS eid MATCH (:Chunk)-[m:MENTIONS]->(:Entity {id: eid}) \
+                        "UNWIND $ids AS eid MATCH (e:Entity {id: eid}) \
+                         MATCH (:Chunk)-[m:MENTIONS]->(e) \
                          WHERE m.descriptions IS NOT NULL \
                          UNWIND m.descriptions AS d RETURN DISTINCT eid, d",
                     )
