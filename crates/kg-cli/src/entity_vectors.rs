@@ -38,7 +38,9 @@ pub async fn embed_entities(
     let (entities_tx, entities_rx) = mpsc::channel::<kg_core::Entity>(256);
     let (out_tx, out_rx) = mpsc::channel::<Record>(256);
     let store = writer.sink();
-    let read = store.read_records(&Scope::All, records_tx);
+    // The entities alone (and their vectors, which the filter drops):
+    // never every chunk of the graph again.
+    let read = store.read_entities(&Scope::All, records_tx);
     let filter = async move {
         while let Some(r) = records_rx.recv().await {
             if let Record::Entity(e) = r {

@@ -200,6 +200,17 @@ impl GraphStore for AnyStore {
         }
     }
 
+    async fn read_entities(
+        &self,
+        scope: &Scope,
+        out: mpsc::Sender<Record>,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Self::Neo4j(s) => s.read_entities(scope, out).await,
+            Self::Embedded(s) => s.read_entities(scope, out).await,
+        }
+    }
+
     async fn stream_entities(&self, out: mpsc::Sender<EntityRow>) -> Result<u64, StoreError> {
         match self {
             Self::Neo4j(s) => s.stream_entities(out).await,

@@ -1311,6 +1311,26 @@ impl GraphStore for EmbeddedStore {
         scope: &Scope,
         out: mpsc::Sender<Record>,
     ) -> Result<u64, StoreError> {
+        self.read_back(scope, false, out).await
+    }
+
+    async fn read_entities(
+        &self,
+        scope: &Scope,
+        out: mpsc::Sender<Record>,
+    ) -> Result<u64, StoreError> {
+        self.read_back(scope, true, out).await
+    }
+}
+
+impl EmbeddedStore {
+    /// [`GraphStore::read_records`], or its entities only.
+    async fn read_back(
+        &self,
+        scope: &Scope,
+        entities_only: bool,
+        out: mpsc::Sender<Record>,
+    ) -> Result<u64, StoreError> {
         // A connection of its own, read-only, in one read transaction: a
         // consistent snapshot (WAL), and the writer's connection stays free
         // while the caller drains the channel at its own pace.
@@ -1327,7 +1347,7 @@ impl GraphStore for EmbeddedStore {
             c.busy_timeout(std::time::Duration::from_secs(30))?;
             let tx = c.transaction()?;
             let mut sent = 0u64;
-            stream_records(&tx, &scope, &mut |r| {
+            stream_records(&tx, &scope, entities_only, &mut |r| {
                 let ok = out.blocking_send(r).is_ok();
                 sent += u64::from(ok);
                 ok
@@ -1384,67 +1404,70 @@ fn u32_of(v: Option<i64>) -> Option<u32> {
 fn stream_records(
     c: &Connection,
     scope: &Scope,
+    entities_only: bool,
     emit: &mut dyn FnMut(Record) -> bool,
 ) -> rusqlite::Result<()> {
     let (w, p) = scope_sql(scope, "id");
-    let mut st = c.prepare(&format!(
-        "SELECT id, source, title, sha256, pages, media_type, bytes FROM documents WHERE {w}
-         ORDER BY id"
-    ))?;
-    let mut rows = st.query([&p])?;
-    while let Some(r) = rows.next()? {
-        let doc = Record::Document(kg_core::Document {
-            id: DocumentId::from_raw(r.get::<_, String>(0)?),
-            source: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-            title: r.get(2)?,
-            sha256: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-            pages: u32_of(r.get(4)?),
-            media_type: media_type(r.get::<_, Option<String>>(5)?.as_deref()),
-            bytes: r
-                .get::<_, Option<i64>>(6)?
-                .and_then(|b| u64::try_from(b).ok())
-                .unwrap_or(0),
-        });
-        if !emit(doc) {
-            return Ok(());
-        }
-    }
-    let mut st = c.prepare(&format!(
-        "SELECT id, document_id, idx, text, tokens, source, page_start, page_end, embedding,
-                embedding_model FROM chunks WHERE ({w}) ORDER BY document_id, idx, id"
-    ))?;
-    let mut rows = st.query([&p])?;
-    while let Some(r) = rows.next()? {
-        let id: String = r.get(0)?;
-        let embedding = match r.get::<_, Option<Vec<u8>>>(8)? {
-            Some(blob) => Some(Record::Embedding(kg_core::Embedding {
-                id: id.clone(),
-                target: kg_core::EmbeddingTarget::Chunk,
-                vector: blob_vector(&blob),
-                model: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
-            })),
-            None => None,
-        };
-        // A chunk only a relationship or a vector created has no record to
-        // give back (its vector still goes).
-        let chunk = match r.get::<_, Option<String>>(3)? {
-            Some(text) => Some(Record::Chunk(kg_core::Chunk {
-                id: ChunkId::from_raw(id),
-                document_id: DocumentId::from_raw(
-                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                ),
-                index: u32_of(r.get(2)?).unwrap_or(0),
-                text,
-                tokens: u32_of(r.get(4)?).unwrap_or(0),
-                source: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
-                page_start: u32_of(r.get(6)?),
-                page_end: u32_of(r.get(7)?),
-            })),
-            None => None,
-        };
-        for record in chunk.into_iter().chain(embedding) {
-            if !emit(record) {
+    if !entities_only {
+        let mut st = c.prepare(&format!(
+            "SELECT id, source, title, sha256, pages, media_type, bytes FROM documents WHERE {w}
+             ORDER BY id"
+        ))?;
+        let mut rows = st.query([&p])?;
+        while let Some(r) = rows.next()? {
+            let doc = Record::Document(kg_core::Document {
+                id: DocumentId::from_raw(r.get::<_, String>(0)?),
+                source: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                title: r.get(2)?,
+                sha256: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                pages: u32_of(r.get(4)?),
+                media_type: media_type(r.get::<_, Option<String>>(5)?.as_deref()),
+                bytes: r
+                    .get::<_, Option<i64>>(6)?
+                    .and_then(|b| u64::try_from(b).ok())
+                    .unwrap_or(0),
+            });
+            if !emit(doc) {
                 return Ok(());
+            }
+        }
+        let mut st = c.prepare(&format!(
+            "SELECT id, document_id, idx, text, tokens, source, page_start, page_end, embedding,
+                    embedding_model FROM chunks WHERE ({w}) ORDER BY document_id, idx, id"
+        ))?;
+        let mut rows = st.query([&p])?;
+        while let Some(r) = rows.next()? {
+            let id: String = r.get(0)?;
+            let embedding = match r.get::<_, Option<Vec<u8>>>(8)? {
+                Some(blob) => Some(Record::Embedding(kg_core::Embedding {
+                    id: id.clone(),
+                    target: kg_core::EmbeddingTarget::Chunk,
+                    vector: blob_vector(&blob),
+                    model: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
+                })),
+                None => None,
+            };
+            // A chunk only a relationship or a vector created has no record to
+            // give back (its vector still goes).
+            let chunk = match r.get::<_, Option<String>>(3)? {
+                Some(text) => Some(Record::Chunk(kg_core::Chunk {
+                    id: ChunkId::from_raw(id),
+                    document_id: DocumentId::from_raw(
+                        r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    ),
+                    index: u32_of(r.get(2)?).unwrap_or(0),
+                    text,
+                    tokens: u32_of(r.get(4)?).unwrap_or(0),
+                    source: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                    page_start: u32_of(r.get(6)?),
+                    page_end: u32_of(r.get(7)?),
+                })),
+                None => None,
+            };
+            for record in chunk.into_iter().chain(embedding) {
+                if !emit(record) {
+                    return Ok(());
+                }
             }
         }
     }
@@ -1509,6 +1532,9 @@ fn stream_records(
                 return Ok(());
             }
         }
+    }
+    if entities_only {
+        return Ok(());
     }
     let (ws, ps) = scope_sql(scope, "src");
     let mut st = c.prepare(&format!(

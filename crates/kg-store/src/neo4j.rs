@@ -1931,10 +1931,20 @@ impl GraphStore for Neo4jStore {
         // Each step returns false once the receiver is gone.
         let _ = self.read_documents(scope, &mut out).await?
             && self.read_chunks(scope, &mut out).await?
-            && self.read_entities(scope, &mut out).await?
+            && self.read_entity_records(scope, &mut out).await?
             && self.read_relations(scope, &mut out).await?
             && self.read_nodes(scope, &mut out).await?
             && self.read_edges(scope, &mut out).await?;
+        Ok(out.sent)
+    }
+
+    async fn read_entities(
+        &self,
+        scope: &Scope,
+        out: mpsc::Sender<Record>,
+    ) -> Result<u64, StoreError> {
+        let mut out = Out { tx: out, sent: 0 };
+        self.read_entity_records(scope, &mut out).await?;
         Ok(out.sent)
     }
 }
@@ -2087,7 +2097,7 @@ impl Neo4jStore {
 
     /// Entities with a type, each with the chunks that mention it and
     /// followed by its embedding.
-    async fn read_entities(&self, scope: &Scope, out: &mut Out) -> Result<bool, StoreError> {
+    async fn read_entity_records(&self, scope: &Scope, out: &mut Out) -> Result<bool, StoreError> {
         let mut after = String::new();
         loop {
             let rows = self

@@ -532,6 +532,41 @@ pub trait GraphStore: GraphSink {
         out: mpsc::Sender<Record>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    /// The entities of [`Self::read_records`] alone: each entity in `scope`
+    /// (with the chunks that mention it and what they said of it), then its
+    /// embedding, in id order, and nothing else: what a caller that needs
+    /// the entities reads without reading every chunk back. Same memory
+    /// bound and early end as [`Self::read_records`]. The default filters
+    /// [`Self::read_records`]; both backends read the entities only.
+    fn read_entities(
+        &self,
+        scope: &Scope,
+        out: mpsc::Sender<Record>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        async move {
+            let (tx, mut rx) = mpsc::channel(256);
+            let forward = async {
+                let mut sent = 0u64;
+                while let Some(r) = rx.recv().await {
+                    let entity = match &r {
+                        Record::Entity(_) => true,
+                        Record::Embedding(e) => e.target == kg_core::EmbeddingTarget::Entity,
+                        _ => false,
+                    };
+                    if entity {
+                        if out.send(r).await.is_err() {
+                            break;
+                        }
+                        sent += 1;
+                    }
+                }
+                sent
+            };
+            let (read, sent) = tokio::join!(self.read_records(scope, tx), forward);
+            read.map(|_| sent)
+        }
+    }
+
     /// [`Self::read_records`] collected into a vector: for tests and small
     /// graphs (it holds the whole scope in memory).
     fn read_all(
@@ -687,6 +722,14 @@ impl<T: GraphStore> GraphStore for Arc<T> {
         out: mpsc::Sender<Record>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send {
         (**self).read_records(scope, out)
+    }
+
+    fn read_entities(
+        &self,
+        scope: &Scope,
+        out: mpsc::Sender<Record>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        (**self).read_entities(scope, out)
     }
     fn stream_entities(
         &self,

@@ -566,6 +566,28 @@ pub async fn check_round_trip<S: GraphStore>(store: S, dir: &Path, tag: &str) {
         .flat_map(|(d, i)| [format!("chunk {d} {i}"), "vector".to_owned()])
         .collect();
     assert_eq!(order, want_order);
+    // The entities alone: exactly the entity records and entity vectors of
+    // the whole read, in the same order, and nothing else.
+    let entity_records: Vec<Record> = back
+        .iter()
+        .filter(|r| match r {
+            Record::Entity(_) => true,
+            Record::Embedding(e) => e.target == EmbeddingTarget::Entity,
+            _ => false,
+        })
+        .cloned()
+        .collect();
+    assert!(entity_records.len() >= 2, "{entity_records:?}");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let mut entities = Vec::new();
+    let collect = async {
+        while let Some(r) = rx.recv().await {
+            entities.push(r);
+        }
+    };
+    let (sent, ()) = tokio::join!(writer.sink().read_entities(&scope, tx), collect);
+    assert_eq!(sent.unwrap(), entities.len() as u64);
+    assert_eq!(entities, entity_records);
     let got = canonical(back);
     let want = expected_read_back(&records);
     if got != want {
