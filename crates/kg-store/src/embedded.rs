@@ -1396,6 +1396,25 @@ fn u32_of(v: Option<i64>) -> Option<u32> {
     v.and_then(|x| u32::try_from(x).ok())
 }
 
+/// The embedding record of `id` from a row whose column `col` holds the
+/// vector blob and `col + 1` the model, if it has a vector.
+fn stored_embedding(
+    r: &rusqlite::Row<'_>,
+    col: usize,
+    id: &str,
+    target: kg_core::EmbeddingTarget,
+) -> rusqlite::Result<Option<Record>> {
+    let Some(blob) = r.get::<_, Option<Vec<u8>>>(col)? else {
+        return Ok(None);
+    };
+    Ok(Some(Record::Embedding(kg_core::Embedding {
+        id: id.to_owned(),
+        target,
+        vector: blob_vector(&blob),
+        model: r.get::<_, Option<String>>(col + 1)?.unwrap_or_default(),
+    })))
+}
+
 /// Reads the graph in `scope` row by row, handing each record to `emit`
 /// (which says false once nobody wants more): documents; chunks in
 /// document and index order, each followed by its embedding; entities with
@@ -1438,15 +1457,7 @@ fn stream_records(
         let mut rows = st.query([&p])?;
         while let Some(r) = rows.next()? {
             let id: String = r.get(0)?;
-            let embedding = match r.get::<_, Option<Vec<u8>>>(8)? {
-                Some(blob) => Some(Record::Embedding(kg_core::Embedding {
-                    id: id.clone(),
-                    target: kg_core::EmbeddingTarget::Chunk,
-                    vector: blob_vector(&blob),
-                    model: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
-                })),
-                None => None,
-            };
+            let embedding = stored_embedding(r, 8, &id, kg_core::EmbeddingTarget::Chunk)?;
             // A chunk only a relationship or a vector created has no record to
             // give back (its vector still goes).
             let chunk = match r.get::<_, Option<String>>(3)? {
@@ -1482,15 +1493,7 @@ fn stream_records(
     let mut rows = st.query([&p])?;
     while let Some(r) = rows.next()? {
         let id: String = r.get(0)?;
-        let embedding = match r.get::<_, Option<Vec<u8>>>(5)? {
-            Some(blob) => Some(Record::Embedding(kg_core::Embedding {
-                id: id.clone(),
-                target: kg_core::EmbeddingTarget::Entity,
-                vector: blob_vector(&blob),
-                model: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
-            })),
-            None => None,
-        };
+        let embedding = stored_embedding(r, 5, &id, kg_core::EmbeddingTarget::Entity)?;
         let ty = r
             .get::<_, Option<String>>(2)?
             .and_then(|t| Label::new(&t).ok());
