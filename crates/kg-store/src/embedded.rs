@@ -558,18 +558,7 @@ impl EmbeddedStore {
 
 impl GraphSink for EmbeddedStore {
     async fn write_batch(&self, batch: Arc<Batch>) -> Result<(), BatchFailure> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn
-                .lock()
-                .map_err(|_| BatchFailure::permanent("connection lock poisoned"))?;
-            let tx = c.transaction().map_err(|e| classify(&e))?;
-            // Dropping `tx` on error rolls the batch back.
-            write_rows(&tx, &batch.key, &batch.rows).map_err(|e| classify(&e))?;
-            tx.commit().map_err(|e| classify(&e))
-        })
-        .await
-        .map_err(|e| BatchFailure::permanent(format!("worker failed: {e}")))?
+        self.write_batches(vec![batch]).await
     }
 
     async fn write_batches(&self, batches: Vec<Arc<Batch>>) -> Result<(), BatchFailure> {
@@ -578,6 +567,7 @@ impl GraphSink for EmbeddedStore {
             let mut c = conn
                 .lock()
                 .map_err(|_| BatchFailure::permanent("connection lock poisoned"))?;
+            // Dropping `tx` on error rolls every batch of it back.
             let tx = c.transaction().map_err(|e| classify(&e))?;
             for batch in &batches {
                 write_rows(&tx, &batch.key, &batch.rows).map_err(|e| classify(&e))?;

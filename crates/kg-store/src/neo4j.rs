@@ -313,6 +313,21 @@ fn classify(e: &neo4rs::Error) -> BatchFailure {
     }
 }
 
+/// Attempts of one read or short write ([`Neo4jStore::fetch`]) while the
+/// server calls its failure transient.
+const FETCH_ATTEMPTS: u32 = 8;
+
+/// Attempts of a writer-lease transaction (one hot record, many takers).
+const LEASE_ATTEMPTS: u32 = 20;
+
+/// Whether a failed single-statement transaction is worth running again:
+/// the server called the failure transient, or (when asked) the
+/// connection failed.
+fn worth_again(e: &neo4rs::Error, through_connection_failures: bool) -> bool {
+    let f = classify(e);
+    f.class == FailureClass::Transient && (through_connection_failures || !f.unreachable)
+}
+
 fn q_err(what: impl Into<String>) -> impl FnOnce(neo4rs::Error) -> StoreError {
     let what = what.into();
     move |e| StoreError::Query {
@@ -420,24 +435,32 @@ impl Neo4jStore {
         self.config.max_pool_size
     }
 
-    /// Runs `q` in its own transaction and collects every row.
+    /// Runs `q` in its own transaction and collects every row, again while
+    /// the server calls the failure transient (a deadlock, or ArcadeDB's
+    /// "record was deleted during read" when another transaction changed
+    /// what this one read): the failed transaction changed nothing, so
+    /// running it again is safe, as Neo4j's own drivers do for managed
+    /// transactions. A connection failure is not retried here: the caller
+    /// hears of a database that went away at once.
     async fn fetch(&self, q: Query, what: &str) -> Result<Vec<neo4rs::Row>, StoreError> {
-        let (mut txn, _in_use) = self.begin().await.map_err(q_err(what))?;
-        let mut stream = txn.execute(q).await.map_err(q_err(what))?;
-        let mut rows = Vec::new();
-        while let Some(row) = stream.next(txn.handle()).await.map_err(q_err(what))? {
-            rows.push(row);
-        }
-        txn.commit().await.map_err(q_err(what))?;
-        Ok(rows)
+        self.fetch_with(q, what, FETCH_ATTEMPTS, false).await
     }
 
-    /// [`Self::fetch`], retried while the server calls the failure
-    /// transient (a deadlock, or an optimistic store's conflict on a record
-    /// another transaction changed): for short transactions on one hot
-    /// record, such as the writer lease.
+    /// [`Self::fetch`], also retried when the connection fails, and more
+    /// often: for short transactions on one hot record, such as the writer
+    /// lease.
     async fn fetch_retrying(&self, q: Query, what: &str) -> Result<Vec<neo4rs::Row>, StoreError> {
-        let mut attempt = 0u32;
+        self.fetch_with(q, what, LEASE_ATTEMPTS, true).await
+    }
+
+    async fn fetch_with(
+        &self,
+        q: Query,
+        what: &str,
+        attempts: u32,
+        through_connection_failures: bool,
+    ) -> Result<Vec<neo4rs::Row>, StoreError> {
+        let mut attempt = 1u32;
         loop {
             let once = async {
                 let (mut txn, _in_use) = self.begin().await?;
@@ -451,10 +474,11 @@ impl Neo4jStore {
             };
             match once.await {
                 Ok(rows) => return Ok(rows),
-                Err(e) if attempt < 20 && classify(&e).class == FailureClass::Transient => {
-                    attempt += 1;
+                Err(e) if attempt < attempts && worth_again(&e, through_connection_failures) => {
+                    tracing::debug!(what, attempt, error = %describe(&e), "transient failure: again");
                     let jitter = rand::random::<u64>() % (20 * u64::from(attempt));
                     tokio::time::sleep(std::time::Duration::from_millis(5 + jitter)).await;
+                    attempt += 1;
                 }
                 Err(e) => return Err(q_err(what)(e)),
             }
@@ -2457,6 +2481,28 @@ mod tests {
             classify(&neo4rs::Error::ConversionError).class,
             FailureClass::Permanent
         );
+    }
+
+    #[test]
+    fn reads_are_run_again_on_transient_server_failures_only() {
+        // ArcadeDB's answer when another transaction deleted a record this
+        // read was reading (seen with tests sharing one server).
+        let deleted = neo4rs::Error::UnexpectedMessage(
+            r#"unexpected response for PULL: Failure(Failure { metadata: BoltMap { value: {BoltString { value: "message" }: String(BoltString { value: "Multi-page record #5:199318 was deleted during read" }), BoltString { value: "code" }: String(BoltString { value: "Neo.TransientError.Transaction.DeadlockDetected" })} } })"#.into(),
+        );
+        assert!(worth_again(&deleted, false));
+        let io = neo4rs::Error::IOError {
+            detail: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+        };
+        assert!(
+            !worth_again(&io, false),
+            "a database that went away is said at once"
+        );
+        assert!(worth_again(&io, true), "the lease rides out a blip");
+        let syntax = neo4rs::Error::UnexpectedMessage(
+            r#"unexpected response for RUN: Failure(Failure { metadata: BoltMap { value: {BoltString { value: "message" }: String(BoltString { value: "bad" }), BoltString { value: "code" }: String(BoltString { value: "Neo.ClientError.Statement.SyntaxError" })} } })"#.into(),
+        );
+        assert!(!worth_again(&syntax, true));
     }
 
     #[test]
