@@ -547,7 +547,8 @@ where
                     _ = tick.tick() => { publish(&progress.snapshot()); }
                 }
             };
-            let used = publish(&progress.snapshot());
+            let mut used = publish(&progress.snapshot());
+            used.cost_usd = extractor.cost(&used);
             ctx2.stats.add_llm_usage(&used);
             if let Err(e) = &result {
                 errors.set(StageError::failed("extract", e));

@@ -93,10 +93,37 @@ fn thirty_descriptions_end_as_one_cached_summary_and_a_rerun_calls_nothing() {
     let first = tmp.path().join("first");
     std::fs::create_dir_all(&first).unwrap();
     let mut cmd = kg(&first, &llm);
+    // $1 a prompt token and $2 a completion token: the cost printed must be
+    // every token of the run, the extractions' and the summaries', priced.
+    cmd.env("KG_INPUT_PRICE_PER_MTOK", "1000000")
+        .env("KG_OUTPUT_PRICE_PER_MTOK", "2000000");
     cmd.arg("run").arg(&docs);
     let out = run_ok(&mut cmd);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let counters = llm.handle().counters();
+    let row = |name: &str| {
+        stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    // "tokens          335088 (182619 prompt + 152469 completion)"
+    let tokens: Vec<u64> = row("tokens")
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [total, prompt, completion] = tokens[..] else {
+        panic!("tokens row: {}\n{stderr}", row("tokens"));
+    };
+    assert_eq!(total, prompt + completion, "{stderr}");
+    assert!(prompt > 0 && completion > 0, "{stderr}");
+    let cost = row("estimated cost");
+    assert_eq!(
+        cost.split('$').nth(1),
+        Some(format!("{}.0000", prompt + 2 * completion).as_str()),
+        "{stderr}"
+    );
     // 30 extractions, then one summary for Ada and one for WROTE_ABOUT.
     assert_eq!(counters.summaries, 2, "{stderr}");
     assert_eq!(counters.chat_requests, 32, "{stderr}");

@@ -358,7 +358,19 @@ impl Extractor {
         })))
     }
 
-    /// Live counters, for a progress bar.
+    /// The cost in US dollars of the tokens `used` counts, from the price
+    /// table (`None` for a model without a price). [`Self::run`]'s summary
+    /// has it already; counts read from [`Self::progress`] do not.
+    pub fn cost(&self, used: &ExtractSummary) -> Option<f64> {
+        self.0.config.prices.cost(
+            &self.0.config.endpoint.model,
+            used.prompt_tokens,
+            used.completion_tokens,
+        )
+    }
+
+    /// Live counters, for a progress bar (without the cost: see
+    /// [`Self::cost`]).
     pub fn progress(&self) -> ExtractProgress {
         self.0.progress.clone()
     }
@@ -515,11 +527,7 @@ impl Extractor {
             });
         }
         let mut summary = self.0.progress.snapshot().minus(&before);
-        summary.cost_usd = self.0.config.prices.cost(
-            &self.0.config.endpoint.model,
-            summary.prompt_tokens,
-            summary.completion_tokens,
-        );
+        summary.cost_usd = self.cost(&summary);
         summary.elapsed = started.elapsed();
         summary.final_concurrency = self.0.client.stats().concurrency_limit as usize;
         Ok(summary)

@@ -175,7 +175,9 @@ pub async fn extract(
             Ok(app.finish(app.cancel.is_cancelled()))
         }
         Err(e) => {
-            app.stats.add_llm_usage(&extractor.progress().snapshot());
+            let mut used = extractor.progress().snapshot();
+            used.cost_usd = extractor.cost(&used);
+            app.stats.add_llm_usage(&used);
             app.finish(true);
             Err(pipeline::StageError::failed("extract", &e).into())
         }
