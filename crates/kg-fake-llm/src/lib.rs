@@ -206,6 +206,11 @@ pub struct Counters {
     /// the server started. With [`Self::first_chat_request`]: the span in
     /// which a client kept the server busy ([`Self::chat_span`]).
     pub last_chat_answer: Option<Duration>,
+    /// When the first extraction request (a chat request neither in
+    /// answer nor in summary mode) arrived, after the server started.
+    pub first_extraction_request: Option<Duration>,
+    /// When the last extraction answer was ready to go out.
+    pub last_extraction_answer: Option<Duration>,
     /// When the first embedding request arrived, after the server started.
     pub first_embedding_request: Option<Duration>,
     /// When the last embedding answer was ready to go out, after the server
@@ -221,6 +226,24 @@ impl Counters {
             self.last_chat_answer?
                 .saturating_sub(self.first_chat_request?),
         )
+    }
+
+    /// From the first extraction request to the last extraction answer:
+    /// [`Self::chat_span`] without the summaries and answers a client asks
+    /// for before or after its extraction (kg run's description step).
+    pub fn extraction_span(&self) -> Option<Duration> {
+        Some(
+            self.last_extraction_answer?
+                .saturating_sub(self.first_extraction_request?),
+        )
+    }
+
+    /// Extraction requests: chat requests neither in answer nor in summary
+    /// mode.
+    pub fn extraction_requests(&self) -> u64 {
+        self.chat_requests
+            .saturating_sub(self.summaries)
+            .saturating_sub(self.answers)
     }
 
     /// From the first embedding request to the last embedding answer.
@@ -312,6 +335,7 @@ struct Live {
     attempts: Mutex<HashMap<u64, u32>>,
     started: Started,
     chat_span: Span,
+    extraction_span: Span,
     embedding_span: Span,
 }
 
@@ -382,6 +406,8 @@ impl Live {
                 .clone(),
             first_chat_request: Span::get(&self.chat_span.first),
             last_chat_answer: Span::get(&self.chat_span.last),
+            first_extraction_request: Span::get(&self.extraction_span.first),
+            last_extraction_answer: Span::get(&self.extraction_span.last),
             first_embedding_request: Span::get(&self.embedding_span.first),
             last_embedding_answer: Span::get(&self.embedding_span.last),
         }
@@ -777,6 +803,9 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
     let arrived = tokio::time::Instant::now();
     let state = &state.0;
     let _timed = Timed::enter(&state.live.chat_span, &state.live.started);
+    // Set once the request is known to be an extraction; dropped with the
+    // answer, as `_timed` is.
+    let mut _extraction_timed: Option<Timed<'_>> = None;
     let _in_flight = InFlight::enter(&state.live);
     state.live.chat.fetch_add(1, Ordering::Relaxed);
     if let Some(r) = unauthorized(state, &headers) {
@@ -852,6 +881,10 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         state.live.summaries.fetch_add(1, Ordering::Relaxed);
         answer::summary(&text).to_string()
     } else {
+        _extraction_timed = Some(Timed::enter(
+            &state.live.extraction_span,
+            &state.live.started,
+        ));
         let system = messages
             .iter()
             .find(|m| m.get("role").and_then(Value::as_str) == Some("system"))

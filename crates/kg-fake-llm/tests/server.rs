@@ -483,3 +483,36 @@ async fn chat_and_embedding_spans_run_from_the_first_request_to_the_last_answer(
     assert!(c2.embedding_span().unwrap() >= Duration::from_millis(100));
     assert_eq!(c2.chat_span(), c.chat_span());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_extraction_span_leaves_out_summaries_asked_for_after() {
+    let server = FakeLlm::start(FakeConfig {
+        latency: Duration::from_millis(100),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/chat/completions", server.base_url());
+    for i in 0..2 {
+        post(&url, None, &chat_body(&format!("Alice met Bob {i}."))).await;
+    }
+    let after_extractions = server.counters();
+    assert_eq!(after_extractions.extraction_requests(), 2);
+    let span = after_extractions.extraction_span().unwrap();
+    assert!(span >= Duration::from_millis(200), "{span:?}");
+    // Then a description summary, as kg run's description step asks.
+    let summary = "Summarise the descriptions of Person \"Alice\": one paragraph.\n\
+                   <<<DESCRIPTION 1>>>\na person\n<<<END DESCRIPTION 1>>>\n\
+                   <<<DESCRIPTION 2>>>\nmet Bob\n<<<END DESCRIPTION 2>>>";
+    post(&url, None, &chat_body(summary)).await;
+    let c = server.counters();
+    assert_eq!(c.summaries, 1);
+    assert_eq!(c.chat_requests, 3);
+    assert_eq!(c.extraction_requests(), 2);
+    assert_eq!(
+        c.extraction_span(),
+        Some(span),
+        "the summary is not extraction"
+    );
+    assert!(c.chat_span().unwrap() >= span + Duration::from_millis(100));
+}

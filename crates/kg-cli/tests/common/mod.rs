@@ -73,11 +73,10 @@ impl Llm {
         self.handle().counters().chat_requests
     }
 
-    /// Chat completions that were not description summaries: with no
-    /// `kg ask` in the test, the extraction calls.
+    /// Chat completions that were extractions (neither description
+    /// summaries nor `kg ask` answers).
     pub fn extraction_requests(&self) -> u64 {
-        let c = self.handle().counters();
-        c.chat_requests - c.summaries
+        self.handle().counters().extraction_requests()
     }
 }
 
