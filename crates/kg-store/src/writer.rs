@@ -934,32 +934,20 @@ impl<S: GraphSink> BatchWriter<S> {
             // One node group at a time, its batches concurrently: batches of
             // one group never share a node (see `plan`), but two groups may
             // (chunks and chunk embeddings both MERGE the same Chunk).
-            // Consecutive small groups go together in one transaction, in
-            // plan order.
-            for part in self.pack(nodes) {
-                match part {
-                    Packed::Group(group) => {
-                        self.write_groups(
-                            vec![group],
-                            self.config.node_concurrency.max(1),
-                            &mut state,
-                            &mut report,
-                        )
-                        .await?
-                    }
-                    Packed::Together(groups) => {
-                        self.write_together(groups, &mut state, &mut report).await?
-                    }
-                }
-            }
-            for part in self.pack(rels) {
-                match part {
-                    Packed::Group(group) => {
-                        self.write_groups(vec![group], 1, &mut state, &mut report)
-                            .await?
-                    }
-                    Packed::Together(groups) => {
-                        self.write_together(groups, &mut state, &mut report).await?
+            // Relationship batches one at a time (see the module docs).
+            // In both phases, consecutive small groups go together in one
+            // transaction, in plan order.
+            let phases = [(nodes, self.config.node_concurrency.max(1)), (rels, 1)];
+            for (groups, concurrency) in phases {
+                for part in self.pack(groups) {
+                    match part {
+                        Packed::Group(group) => {
+                            self.write_groups(vec![group], concurrency, &mut state, &mut report)
+                                .await?
+                        }
+                        Packed::Together(groups) => {
+                            self.write_together(groups, &mut state, &mut report).await?
+                        }
                     }
                 }
             }
@@ -1035,24 +1023,12 @@ impl<S: GraphSink> BatchWriter<S> {
                 let Some((key, rows)) = queue.front_mut() else {
                     break;
                 };
-                let size = self.sizer_size(key.kind());
-                let mut batch_rows = Vec::with_capacity(size.min(rows.len()));
-                let mut records = Vec::new();
-                for planned in rows.by_ref().take(size) {
-                    records.extend(planned.records);
-                    batch_rows.push(planned.row);
-                }
-                if batch_rows.is_empty() {
+                if rows.len() == 0 {
                     queue.pop_front();
                     continue;
                 }
-                let batch = Arc::new(Batch {
-                    number: self.next_batch.fetch_add(1, Ordering::Relaxed),
-                    key: key.clone(),
-                    rows: batch_rows,
-                });
-                records.sort_unstable();
-                records.dedup();
+                let size = self.sizer_size(key.kind());
+                let (batch, records) = self.batch_of(key.clone(), rows.by_ref().take(size));
                 in_flight.push(self.run_batch(Unit::one(batch), records));
             }
             let Some(outcome) = in_flight.next().await else {
@@ -1097,6 +1073,30 @@ impl<S: GraphSink> BatchWriter<S> {
         parts
     }
 
+    /// The next numbered batch of `key` from `rows`, with the window's
+    /// indices of the records behind them (sorted, once each).
+    fn batch_of(
+        &self,
+        key: GroupKey,
+        rows: impl IntoIterator<Item = PlannedRow>,
+    ) -> (Arc<Batch>, Vec<usize>) {
+        let rows = rows.into_iter();
+        let mut batch_rows = Vec::with_capacity(rows.size_hint().0);
+        let mut records = Vec::new();
+        for planned in rows {
+            records.extend(planned.records);
+            batch_rows.push(planned.row);
+        }
+        records.sort_unstable();
+        records.dedup();
+        let batch = Arc::new(Batch {
+            number: self.next_batch.fetch_add(1, Ordering::Relaxed),
+            key,
+            rows: batch_rows,
+        });
+        (batch, records)
+    }
+
     /// Writes small groups in one transaction (see [`Self::pack`]).
     async fn write_together(
         &self,
@@ -1112,23 +1112,10 @@ impl<S: GraphSink> BatchWriter<S> {
             }
             return Ok(());
         }
-        let mut parts: Vec<(Arc<Batch>, Vec<usize>)> = Vec::with_capacity(groups.len());
-        for g in groups {
-            let mut rows = Vec::with_capacity(g.rows.len());
-            let mut records = Vec::new();
-            for planned in g.rows {
-                records.extend(planned.records);
-                rows.push(planned.row);
-            }
-            records.sort_unstable();
-            records.dedup();
-            let batch = Arc::new(Batch {
-                number: self.next_batch.fetch_add(1, Ordering::Relaxed),
-                key: g.key,
-                rows,
-            });
-            parts.push((batch, records));
-        }
+        let parts: Vec<(Arc<Batch>, Vec<usize>)> = groups
+            .into_iter()
+            .map(|g| self.batch_of(g.key, g.rows))
+            .collect();
         let mut records: Vec<usize> = parts.iter().flat_map(|(_, r)| r.iter().copied()).collect();
         records.sort_unstable();
         records.dedup();
