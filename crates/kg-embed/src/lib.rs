@@ -7,7 +7,7 @@
 //!   kin) on the CPU with kg-embed's own BERT forward pass: no network, no
 //!   key.
 //! - [`OpenAiEmbedder`] calls any `/v1/embeddings` server: many inputs per
-//!   request (by count and a tiktoken budget), bounded concurrency, retries
+//!   request (by count and a cl100k token budget), bounded concurrency, retries
 //!   honouring `Retry-After`, requests- and tokens-per-minute limits.
 //! - [`embed_items`] (and [`embed_chunks`], [`embed_entities`]) is the
 //!   streaming driver: it takes a stream of chunks or entities, serves what

@@ -5,9 +5,11 @@
 //!
 //! - **Many inputs per request**, up to [`OpenAiEmbedConfig::batch_size`]
 //!   texts and [`OpenAiEmbedConfig::max_tokens_per_request`] tokens, counted
-//!   with tiktoken (the model's encoding, `cl100k_base` for models tiktoken
-//!   does not know). A text bigger than the budget goes alone; the server has
-//!   the last word on whether it fits the model.
+//!   in `cl100k_base` (the encoding of every OpenAI embedding model; for
+//!   other servers' models, whose own tokenizers the server applies, a close
+//!   estimate) with [`bpe_openai`], which gives tiktoken's counts. A text
+//!   bigger than the budget goes alone; the server has the last word on
+//!   whether it fits the model.
 //! - **The calls go through kg-llm's [`kg_llm::Client`]**, shared by every
 //!   caller of one embedder: requests- and tokens-per-minute budgets before
 //!   sending; slow start (one request until the server has answered, so a
@@ -30,11 +32,11 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bpe_openai::Tokenizer;
 use futures::future::BoxFuture;
 use kg_core::ratelimit::RateLimits;
 use kg_core::retry::{RetryDecision, RetryPolicy, Retryable};
 use kg_llm::{BreakerConfig, CallError, Client, ClientConfig, EndpointConfig};
-use tiktoken_rs::CoreBPE;
 use tokio_util::sync::CancellationToken;
 
 use crate::{BatchLimits, EmbedError, Embedder};
@@ -54,7 +56,7 @@ pub struct OpenAiEmbedConfig {
     pub model: String,
     /// Most texts per request.
     pub batch_size: usize,
-    /// Most tokens (tiktoken) per request, over all its texts.
+    /// Most tokens (cl100k) per request, over all its texts.
     pub max_tokens_per_request: usize,
     /// Most requests in flight at once.
     pub concurrency: usize,
@@ -122,7 +124,7 @@ pub struct OpenAiStats {
 pub struct OpenAiEmbedder {
     config: OpenAiEmbedConfig,
     client: Client,
-    bpe: &'static CoreBPE,
+    bpe: &'static Tokenizer,
     /// The learned dimension; 0 until the first answer.
     dimensions: AtomicUsize,
     /// Numbers requests in logs and errors.
@@ -200,11 +202,9 @@ impl OpenAiEmbedder {
         llm.retry = config.retry.clone();
         llm.breaker = config.breaker;
         let client = Client::new(llm).map_err(|e| EmbedError::Config(e.0))?;
-        // The model's encoding, or cl100k_base (OpenAI's embedding models'
-        // encoding) for names tiktoken does not know. Both are process-wide
-        // singletons: loaded once, shared by every embedder.
-        let bpe = tiktoken_rs::bpe_for_model(&config.model)
-            .unwrap_or_else(|_| tiktoken_rs::cl100k_base_singleton());
+        // cl100k_base, the encoding of OpenAI's embedding models: a
+        // process-wide table, loaded once, shared by every embedder.
+        let bpe = bpe_openai::cl100k_base();
         Ok(Self {
             dimensions: AtomicUsize::new(config.dimensions.unwrap_or(0)),
             client,
@@ -392,7 +392,7 @@ impl Embedder for OpenAiEmbedder {
     }
 
     fn count_tokens(&self, text: &str) -> usize {
-        self.bpe.encode_ordinary(text).len()
+        self.bpe.count(text)
     }
 
     fn embed<'a>(

@@ -152,7 +152,7 @@ async fn token_budget_splits_requests() {
     let probe = OpenAiEmbedder::new(cfg.clone()).unwrap();
     let costs: Vec<usize> = input.iter().map(|c| probe.count_tokens(&c.text)).collect();
     let largest = *costs.iter().max().unwrap();
-    assert!(largest > 10, "tiktoken counts real tokens: {costs:?}");
+    assert!(largest > 10, "cl100k counts real tokens: {costs:?}");
     // Room for three of the largest chunks per request.
     cfg.max_tokens_per_request = largest * 3;
     let budget = cfg.max_tokens_per_request;
