@@ -14,7 +14,8 @@
 //! 2. **Extraction at its limit**, c = 5 and c = 20 on the 10× corpus: the
 //!    extraction's rate measured by the fake server, from its first
 //!    extraction request to its last extraction answer (the description
-//!    step's summaries, after the store, are not extraction), as a ratio of c / L (goal >= 0.95);
+//!    step's summaries, after the store, are not extraction), as a ratio
+//!    of c / L (goal >= 0.95);
 //!    and the `time extract` row of kg's summary against that span (they
 //!    should be equal: a stage's time runs from its first item to its
 //!    last).

@@ -177,7 +177,7 @@ fn tokenizer() -> &'static Tokenizer {
 /// delaying the start of a run; a chunker that needs them sooner waits for
 /// that load rather than starting a second one.
 pub fn warm_up() {
-    // A failed spawn only means the first chunking builds the tables.
+    // A failed spawn only means the first chunking loads the tables.
     let _ = std::thread::Builder::new()
         .name("kg-tokenizer".into())
         .spawn(|| {

@@ -10,20 +10,8 @@ use std::collections::HashMap;
 use kg_core::DocumentId;
 use kg_ingest::{Chunker, PagedText};
 
-/// xorshift64*: small, seeded, good enough to draw documents.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+mod common;
+use common::Rng;
 
 const WORDS: &[&str] = &[
     "the",

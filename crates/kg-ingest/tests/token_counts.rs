@@ -16,6 +16,9 @@ use std::time::Duration;
 use kg_ingest::pdf::{read_pdf, PdfOutcome};
 use kg_ingest::{Chunker, PdfEngine};
 
+mod common;
+use common::{fixture, Rng};
+
 fn reference(text: &str) -> usize {
     tiktoken_rs::cl100k_base_singleton()
         .encode_ordinary(text)
@@ -64,7 +67,7 @@ fn counts_equal_tiktoken_on_real_documents() {
     let mut texts: Vec<String> = Vec::new();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     for pdf in ["bash.pdf", "project-history.en.pdf", "Statement.pdf"] {
-        let path = root.join("crates/kg-ingest/tests/fixtures/pdf").join(pdf);
+        let path = fixture(&format!("pdf/{pdf}"));
         let bytes = Arc::new(std::fs::read(&path).unwrap());
         let outcome = runtime.block_on(read_pdf(
             bytes,
@@ -84,21 +87,6 @@ fn counts_equal_tiktoken_on_real_documents() {
     }
     // Real documents: hundreds of thousands of tokens compared.
     assert!(all > 200_000, "compared only {all} tokens");
-}
-
-/// xorshift64*: small, seeded.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[(self.next() % from.len() as u64) as usize]
-    }
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: fixture paths, the pdftotext
-//! reference and the distinct-word agreement measure.
+//! reference, the distinct-word agreement measure and a seeded generator.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -60,4 +60,28 @@ pub fn agreement(of: &BTreeSet<String>, other: &BTreeSet<String>) -> f64 {
         return 1.0;
     }
     of.intersection(other).count() as f64 / of.len() as f64
+}
+
+/// xorshift64*: small, seeded, good enough to draw test inputs (a failure
+/// names its seed and repeats).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// One of `from`, which must not be empty.
+    pub fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len())]
+    }
 }
