@@ -36,6 +36,8 @@ pub fn ci(port: Option<u16>) -> Result<()> {
         "clippy",
         "--workspace",
         "--all-targets",
+        // xtask's `eval` feature: its code is checked too.
+        "--all-features",
         "--",
         "-D",
         "warnings",
@@ -258,6 +260,24 @@ pub fn release_binary() -> std::path::PathBuf {
 /// `cargo xtask fake-llm ARGS...`.
 pub fn fake_llm(args: &[String]) -> Result<()> {
     let mut all = vec!["run", "--release", "-p", "kg-fake-llm", "--"];
+    all.extend(args.iter().map(String::as_str));
+    cargo(&all)
+}
+
+/// `cargo xtask eval` from an xtask built without its `eval` feature (as
+/// `cargo xtask` builds it): runs xtask again through cargo with it.
+#[cfg(not(feature = "eval"))]
+pub fn eval_with_feature(args: &[String]) -> Result<()> {
+    let mut all = vec![
+        "run",
+        "--quiet",
+        "-p",
+        "xtask",
+        "--features",
+        "eval",
+        "--",
+        "eval",
+    ];
     all.extend(args.iter().map(String::as_str));
     cargo(&all)
 }
