@@ -723,6 +723,57 @@ fn metrics_are_served_while_a_run_lasts() {
     assert!(http_get(&addr, "/metrics").is_none());
 }
 
+/// The seconds on the summary's `time <stage>` row.
+fn stage_seconds(stderr: &str, stage: &str) -> f64 {
+    let row = format!("time {stage} ");
+    stderr
+        .lines()
+        .map(str::trim_start)
+        .find_map(|l| l.strip_prefix(row.as_str()))
+        .and_then(|v| v.trim().strip_suffix('s'))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no '{row}' row: {stderr}"))
+}
+
+#[test]
+fn one_stage_commands_time_their_stage_from_its_first_chunk() {
+    // Every answer takes 300 ms: a stage that sends all its chunks at once
+    // takes at least that long, from its first chunk to its last answer,
+    // however close together its answers come back.
+    let latency = Duration::from_millis(300);
+    let llm = Llm::start(latency);
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("harbour.txt"), manual(6, 3).join("\n\n")).unwrap();
+    let (ingested, extracted) = (tmp.path().join("in.jsonl"), tmp.path().join("ex.jsonl"));
+    let mut ingest = kg(tmp.path());
+    ingest.arg("ingest").arg("-o").arg(&ingested).arg(&docs);
+    run_ok(ingest);
+    let mut extract = with_llm(kg(tmp.path()), llm.handle());
+    extract
+        .args(["extract", "--concurrency", "20", "-i"])
+        .arg(&ingested)
+        .arg("-o")
+        .arg(&extracted);
+    let stderr = String::from_utf8_lossy(&run_ok(extract).stderr).into_owned();
+    assert!(llm.extraction_requests() > 0, "{stderr}");
+    let took = stage_seconds(&stderr, "extract");
+    assert!(took >= latency.as_secs_f64(), "extract {took} s: {stderr}");
+    let mut embed = with_llm(kg(tmp.path()), llm.handle());
+    embed
+        .env("KG_EMBEDDER", "openai")
+        .env("KG_EMBED_MODEL", "text-embedding-3-small")
+        .arg("embed")
+        .arg("-i")
+        .arg(&extracted)
+        .arg("-o")
+        .arg(tmp.path().join("em.jsonl"));
+    let stderr = String::from_utf8_lossy(&run_ok(embed).stderr).into_owned();
+    let took = stage_seconds(&stderr, "embed");
+    assert!(took >= latency.as_secs_f64(), "embed {took} s: {stderr}");
+}
+
 #[test]
 fn ctrl_c_finishes_in_flight_work_and_exits_with_the_summary() {
     let llm = Llm::start(Duration::from_millis(300));

@@ -144,11 +144,14 @@ pub async fn extract(
     let (out_tx, writer) = writer_counting(ctx.clone(), output, Stage::Extract, bar.clone())?;
     let (chunk_tx, chunk_rx) = mpsc::channel(extractor.concurrency() * 2);
     let counting = {
-        let bar = bar.clone();
+        let (bar, ctx) = (bar.clone(), ctx.clone());
         let (tx, mut rx) = mpsc::channel::<Chunk>(extractor.concurrency() * 2);
         tokio::spawn(async move {
             while let Some(c) = rx.recv().await {
                 bar.add_total(1);
+                // The stage's time starts when it takes its first chunk,
+                // not at its first answer (as in `kg run`).
+                ctx.stats.touch("extract");
                 if chunk_tx.send(c).await.is_err() {
                     break;
                 }
@@ -278,8 +281,13 @@ pub async fn embed(
         ..kg_embed::EmbedOptions::default()
     };
     let chunks = {
-        let bar = bar.clone();
-        futures::StreamExt::inspect(stream_of(chunk_rx), move |_| bar.add_total(1))
+        let (bar, ctx) = (bar.clone(), ctx.clone());
+        // The stage's time starts when it takes its first chunk, not at its
+        // first vector (a single batch would read as no time at all).
+        futures::StreamExt::inspect(stream_of(chunk_rx), move |_| {
+            bar.add_total(1);
+            ctx.stats.touch("embed");
+        })
     };
     let result = kg_embed::embed_chunks(stage.embedder, chunks, options, out_tx).await;
     reader.await.context("reader task")??;
